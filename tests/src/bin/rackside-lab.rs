@@ -1,0 +1,211 @@
+//! `rackside-lab`: bring the lab up and down, look inside it, run its smoke
+//! scenario. Thin: everything lives in the library the tests use too.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use rackside_lab::{lab, smoke, GuestSpec, Lab, LabSpec};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rackside-lab",
+    version,
+    about = "A multi-host libvirt lab on one machine (root only)"
+)]
+struct Cli {
+    /// Lab name: several labs may run side by side.
+    #[arg(long, global = true, default_value = "lab")]
+    name: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Bring a lab up and leave it running (clears an earlier one first).
+    Up {
+        #[arg(long, default_value_t = 3)]
+        hosts: usize,
+        /// Memory a host shows, e.g. `--mem hb=2048` (repeatable).
+        #[arg(long, value_parser = parse_mem)]
+        mem: Vec<(String, u64)>,
+    },
+    /// Tear a lab down (`--all`: every lab on this machine).
+    Down {
+        #[arg(long)]
+        all: bool,
+    },
+    /// Print the running lab's description (JSON).
+    Status,
+    /// Run a command inside a host: `rackside-lab exec ha -- virsh list`.
+    Exec {
+        host: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// virsh against a host's libvirtd from outside the lab.
+    Virsh {
+        host: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        args: Vec<String>,
+    },
+    /// Define and start a workload guest on a host.
+    Guest {
+        host: String,
+        guest: String,
+        /// MiB of random data the guest holds.
+        #[arg(long, default_value_t = 64)]
+        fill: u64,
+        #[arg(long)]
+        mem: Option<u64>,
+    },
+    /// Cut (`down`) or restore (`up`) a host's network link.
+    Link { host: String, state: LinkState },
+    /// Two hosts, one guest, a live migration checked end to end.
+    Smoke {
+        #[arg(long, default_value_t = 64)]
+        fill: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LinkState {
+    Up,
+    Down,
+}
+
+fn parse_mem(s: &str) -> Result<(String, u64), String> {
+    let (h, m) = s.split_once('=').ok_or("expected HOST=MIB")?;
+    let m = m
+        .parse()
+        .map_err(|_| format!("{m:?} is not a number of MiB"))?;
+    Ok((h.to_owned(), m))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprint!("rackside-lab: error: {e}");
+            let mut src = e.source();
+            while let Some(s) = src {
+                eprint!(": {s}");
+                src = s.source();
+            }
+            eprintln!();
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    match cli.cmd {
+        Cmd::Up { hosts, mem } => {
+            let mut spec = LabSpec::new(&cli.name, hosts);
+            for (h, m) in mem {
+                if !spec.hosts.iter().any(|x| x.name == h) {
+                    return Err(format!("--mem names unknown host {h:?}").into());
+                }
+                spec = spec.with_mem(&h, m);
+            }
+            let desc = Lab::up(&spec)?.detach();
+            for h in &desc.hosts {
+                println!(
+                    "{:<4} {:<12} {:<30} {}",
+                    h.name,
+                    h.addr,
+                    h.uri,
+                    h.root.display()
+                );
+            }
+            println!(
+                "lab {:?} is up; `rackside-lab exec HOST -- CMD` runs inside a host",
+                desc.name
+            );
+        }
+        Cmd::Down { all } => {
+            if all {
+                lab::clear_all()?;
+            } else {
+                match Lab::attach(&cli.name) {
+                    Ok(l) => {
+                        let desc = l.detach();
+                        lab::teardown(&desc)?;
+                    }
+                    Err(_) => lab::clear(&cli.name)?,
+                }
+            }
+        }
+        Cmd::Status => {
+            let l = Lab::attach(&cli.name)?;
+            println!("{}", serde_json::to_string_pretty(l.desc())?);
+        }
+        Cmd::Exec { host, cmd } => {
+            let l = Lab::attach(&cli.name)?;
+            let status = l.exec(&host, &cmd[0])?.args(&cmd[1..]).status()?;
+            return Ok(ExitCode::from(status.code().unwrap_or(1) as u8));
+        }
+        Cmd::Virsh { host, args } => {
+            let l = Lab::attach(&cli.name)?;
+            let uri = l.host(&host)?.local_uri.clone();
+            let status = std::process::Command::new("virsh")
+                .args(["-c", &uri])
+                .args(&args)
+                .status()?;
+            return Ok(ExitCode::from(status.code().unwrap_or(1) as u8));
+        }
+        Cmd::Guest {
+            host,
+            guest,
+            fill,
+            mem,
+        } => {
+            let l = Lab::attach(&cli.name)?;
+            let mut spec = GuestSpec::new(&guest, fill);
+            if let Some(m) = mem {
+                spec.mem_mib = m;
+            }
+            let tick = l.start_guest(&host, &spec)?;
+            println!("{guest} running on {host} (tick {tick})");
+        }
+        Cmd::Link { host, state } => {
+            let l = Lab::attach(&cli.name)?;
+            l.set_link(&host, matches!(state, LinkState::Up))?;
+        }
+        Cmd::Smoke { fill } => {
+            let l = Lab::up(&LabSpec::new(&cli.name, 2))?;
+            let obs = smoke::run(&l, "ha", "hb", "smoke1", fill, &mut std::io::stdout())?;
+            l.teardown()?;
+            let ok = obs.state_on_dst.as_deref() == Some("running")
+                && !obs.defined_on_src
+                && obs.qemu_on_src == 0
+                && obs.tick_later.is_some();
+            println!("smoke: {}", if ok { "PASS" } else { "FAIL" });
+            return Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn mem_flag_parses() {
+        assert_eq!(parse_mem("hb=2048"), Ok(("hb".into(), 2048)));
+        assert!(parse_mem("hb").is_err());
+        assert!(parse_mem("hb=lots").is_err());
+    }
+}
