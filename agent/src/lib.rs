@@ -1,8 +1,16 @@
 //! rackside-agent: the host agent.
 //!
-//! The shape (../shared/docs/DESIGN.md): inventory (libvirt and /proc),
-//! console (one session per management line, PROTOCOL.md), peers,
-//! placement (pure), migration, journal, health, locate. Modules arrive
-//! with the issues that build them; pure logic stays apart from I/O.
+//! The shape (DESIGN.md): `inventory` (libvirt and /proc, kept current by
+//! polls and lifecycle events), `console` (one session per management line,
+//! PROTOCOL.md), `peers` (inside inventory), `auth`, `config`; placement,
+//! migration and journal arrive with the evacuation issue. Pure logic is
+//! kept apart from I/O so it is tested in microseconds.
 
+pub mod auth;
 pub mod cli;
+pub mod config;
+pub mod console;
+pub mod daemon;
+pub mod events;
+pub mod inventory;
+pub mod libvirt_ffi;

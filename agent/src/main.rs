@@ -1,13 +1,113 @@
+use std::io::BufRead;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
-use rackside_agent::cli::Cli;
+use rackside_agent::cli::{Cli, Cmd};
+use rackside_agent::config::Config;
+use rackside_agent::{auth, console, daemon};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    eprintln!(
-        "rackside-agent: the daemon is not built yet (config {}); see the open issues",
-        cli.config.display()
-    );
-    ExitCode::FAILURE
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            // The whole chain, once: inner messages do not repeat outer ones.
+            let mut msg = format!("rackside-agent: error: {e}");
+            let mut src = e.source();
+            while let Some(s) = src {
+                msg.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            eprintln!("{msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RACKSIDE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let journal = std::path::Path::new("/run/systemd/journal/socket").exists()
+        && std::env::var_os("JOURNAL_STREAM").is_some();
+    if journal {
+        if let Ok(layer) = tracing_journald::layer() {
+            tracing_subscriber::registry()
+                .with(filter)
+                .with(layer)
+                .init();
+            return;
+        }
+    }
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .init();
+}
+
+fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    match cli.cmd {
+        None => {
+            let cfg = Config::load(&cli.config)?;
+            init_logging();
+            daemon::run(cfg)?;
+        }
+        Some(Cmd::CheckConfig) => {
+            let cfg = Config::load(&cli.config)?;
+            println!(
+                "{}: valid (host {}, {} line(s), {} peer(s), PIN {})",
+                cli.config.display(),
+                cfg.host_name(),
+                cfg.console.len(),
+                cfg.peer.len(),
+                if cfg.auth.pin_hash.is_some() {
+                    "set"
+                } else {
+                    "not set"
+                }
+            );
+        }
+        Some(Cmd::HashPin) => {
+            let mut pin = String::new();
+            std::io::stdin().lock().read_line(&mut pin)?;
+            println!("{}", auth::hash_pin(pin.trim_end_matches(['\r', '\n']))?);
+        }
+        Some(Cmd::Console {
+            path,
+            baud,
+            timeout,
+            raw,
+            command,
+        }) => {
+            if command.is_empty() {
+                console::client::interactive(&path, baud)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let resp = console::client::request(
+                &path,
+                baud,
+                &command.join(" "),
+                Duration::from_secs(timeout),
+            )?;
+            let ok = resp["ok"] == serde_json::json!(true);
+            if raw {
+                println!("{resp}");
+            } else if ok {
+                println!("{}", serde_json::to_string_pretty(&resp["data"])?);
+            } else {
+                eprintln!(
+                    "error: {}: {}",
+                    resp["error"]["code"].as_str().unwrap_or("?"),
+                    resp["error"]["message"].as_str().unwrap_or("?")
+                );
+            }
+            return Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,454 @@
+//! The agent's configuration file (TOML).
+//!
+//! Strict on purpose: an unknown key is far more often a typo that would
+//! silently leave a default in force than a deliberate extension, so every
+//! section denies unknown fields, and every error names the file and key.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub host: HostSection,
+    #[serde(default)]
+    pub libvirt: LibvirtSection,
+    #[serde(default)]
+    pub console: Vec<ConsoleSection>,
+    #[serde(default)]
+    pub peer: Vec<PeerSection>,
+    #[serde(default)]
+    pub placement: PlacementSection,
+    #[serde(default)]
+    pub migration: MigrationSection,
+    #[serde(default)]
+    pub auth: AuthSection,
+    #[serde(default)]
+    pub state: StateSection,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HostSection {
+    /// Default: the machine's hostname.
+    pub name: Option<String>,
+    #[serde(default)]
+    pub location: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LibvirtSection {
+    #[serde(default = "default_uri")]
+    pub uri: String,
+    /// Seconds between bulk stats calls.
+    #[serde(default = "default_poll")]
+    pub poll_interval_s: f64,
+}
+
+impl Default for LibvirtSection {
+    fn default() -> Self {
+        Self {
+            uri: default_uri(),
+            poll_interval_s: default_poll(),
+        }
+    }
+}
+
+fn default_uri() -> String {
+    "qemu:///system".into()
+}
+fn default_poll() -> f64 {
+    5.0
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleSection {
+    pub path: PathBuf,
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+    /// Echo typed characters (off for terminals that echo locally).
+    #[serde(default = "default_true")]
+    pub echo: bool,
+}
+
+fn default_baud() -> u32 {
+    115_200
+}
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PeerSection {
+    pub name: String,
+    pub uri: String,
+    pub migrate_uri: Option<String>,
+    #[serde(default)]
+    pub location: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    Balance,
+    Pack,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementSection {
+    #[serde(default = "default_strategy")]
+    pub strategy: Strategy,
+    #[serde(default = "default_threshold")]
+    pub load_threshold: f64,
+    #[serde(default = "default_reserve")]
+    pub mem_reserve_mib: u64,
+    #[serde(default = "default_overcommit")]
+    pub vcpu_overcommit: f64,
+}
+
+impl Default for PlacementSection {
+    fn default() -> Self {
+        Self {
+            strategy: default_strategy(),
+            load_threshold: default_threshold(),
+            mem_reserve_mib: default_reserve(),
+            vcpu_overcommit: default_overcommit(),
+        }
+    }
+}
+
+fn default_strategy() -> Strategy {
+    Strategy::Balance
+}
+fn default_threshold() -> f64 {
+    0.8
+}
+fn default_reserve() -> u64 {
+    1024
+}
+fn default_overcommit() -> f64 {
+    4.0
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationSection {
+    #[serde(default = "default_parallel")]
+    pub max_parallel: u32,
+    /// MiB/s per migration; 0: no cap.
+    #[serde(default)]
+    pub bandwidth_mib_s: u64,
+}
+
+impl Default for MigrationSection {
+    fn default() -> Self {
+        Self {
+            max_parallel: default_parallel(),
+            bandwidth_mib_s: 0,
+        }
+    }
+}
+
+fn default_parallel() -> u32 {
+    2
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// argon2 PHC string from `rackside-agent hash-pin`; absent: no PIN.
+    pub pin_hash: Option<String>,
+    /// A session's login ends after this long without input.
+    #[serde(default = "default_idle")]
+    pub idle_timeout_s: u64,
+    #[serde(default = "default_max_failures")]
+    pub max_failures: u32,
+    #[serde(default = "default_lockout")]
+    pub lockout_s: u64,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        Self {
+            pin_hash: None,
+            idle_timeout_s: default_idle(),
+            max_failures: default_max_failures(),
+            lockout_s: default_lockout(),
+        }
+    }
+}
+
+fn default_idle() -> u64 {
+    600
+}
+fn default_max_failures() -> u32 {
+    5
+}
+fn default_lockout() -> u64 {
+    300
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StateSection {
+    #[serde(default = "default_state_dir")]
+    pub dir: PathBuf,
+}
+
+impl Default for StateSection {
+    fn default() -> Self {
+        Self {
+            dir: default_state_dir(),
+        }
+    }
+}
+
+fn default_state_dir() -> PathBuf {
+    "/var/lib/rackside".into()
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates `text`; `path` only names the file in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim().replace('\n', " | "),
+        })?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key: key.to_owned(),
+            message,
+        };
+        if let Some(n) = &self.host.name {
+            rackside_protocol::validate_name("host", n).map_err(|m| bad("host.name", m))?;
+        }
+        if self.libvirt.uri.trim().is_empty() || self.libvirt.uri.contains('\0') {
+            return Err(bad("libvirt.uri", "must be a libvirt URI".into()));
+        }
+        let p = self.libvirt.poll_interval_s;
+        if !(0.2..=3600.0).contains(&p) {
+            return Err(bad(
+                "libvirt.poll_interval_s",
+                format!("{p} is outside 0.2..=3600"),
+            ));
+        }
+        let mut paths = std::collections::HashSet::new();
+        for (i, c) in self.console.iter().enumerate() {
+            let key = format!("console[{i}]");
+            if !c.path.is_absolute() {
+                return Err(bad(
+                    &format!("{key}.path"),
+                    "must be an absolute path".into(),
+                ));
+            }
+            if !paths.insert(&c.path) {
+                return Err(bad(
+                    &format!("{key}.path"),
+                    format!("{} listed twice", c.path.display()),
+                ));
+            }
+            if crate::console::tty::baud_rate(c.baud).is_none() {
+                return Err(bad(
+                    &format!("{key}.baud"),
+                    format!("{} is not a supported baud rate", c.baud),
+                ));
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, peer) in self.peer.iter().enumerate() {
+            let key = format!("peer[{i}]");
+            rackside_protocol::validate_name("peer", &peer.name)
+                .map_err(|m| bad(&format!("{key}.name"), m))?;
+            if Some(&peer.name) == self.host.name.as_ref() {
+                return Err(bad(
+                    &format!("{key}.name"),
+                    "a peer cannot be this host".into(),
+                ));
+            }
+            if !names.insert(&peer.name) {
+                return Err(bad(
+                    &format!("{key}.name"),
+                    format!("peer {:?} listed twice", peer.name),
+                ));
+            }
+            if peer.uri.trim().is_empty() || peer.uri.contains('\0') {
+                return Err(bad(&format!("{key}.uri"), "must be a libvirt URI".into()));
+            }
+            if peer
+                .migrate_uri
+                .as_deref()
+                .is_some_and(|u| u.contains('\0') || u.trim().is_empty())
+            {
+                return Err(bad(&format!("{key}.migrate_uri"), "must be a URI".into()));
+            }
+        }
+        let t = self.placement.load_threshold;
+        if !(t > 0.0 && t <= 1.0) {
+            return Err(bad(
+                "placement.load_threshold",
+                format!("{t} is outside (0, 1]"),
+            ));
+        }
+        let o = self.placement.vcpu_overcommit;
+        if !(1.0..=64.0).contains(&o) {
+            return Err(bad(
+                "placement.vcpu_overcommit",
+                format!("{o} is outside 1..=64"),
+            ));
+        }
+        if !(1..=16).contains(&self.migration.max_parallel) {
+            return Err(bad(
+                "migration.max_parallel",
+                format!("{} is outside 1..=16", self.migration.max_parallel),
+            ));
+        }
+        if let Some(h) = &self.auth.pin_hash {
+            crate::auth::check_hash(h).map_err(|e| bad("auth.pin_hash", e.to_string()))?;
+        }
+        if self.auth.max_failures == 0 {
+            return Err(bad("auth.max_failures", "must be at least 1".into()));
+        }
+        if !self.state.dir.is_absolute() {
+            return Err(bad("state.dir", "must be an absolute path".into()));
+        }
+        Ok(())
+    }
+
+    /// This host's name: configured, else the machine's hostname.
+    pub fn host_name(&self) -> String {
+        self.host.name.clone().unwrap_or_else(|| {
+            nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "localhost".into())
+        })
+    }
+
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_secs_f64(self.libvirt.poll_interval_s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(t: &str) -> Result<Config, ConfigError> {
+        Config::parse(t, Path::new("/etc/rackside/agent.toml"))
+    }
+
+    const FULL: &str = r#"
+[host]
+name = "ha"
+location = "DC1 / room 3 / rack 12 / U07"
+[libvirt]
+uri = "qemu:///system"
+[[console]]
+path = "/dev/ttyS1"
+baud = 115200
+[[peer]]
+name = "hb"
+uri = "qemu+tls://hb/system"
+migrate_uri = "tcp://10.0.0.2"
+[placement]
+strategy = "balance"
+load_threshold = 0.8
+mem_reserve_mib = 1024
+vcpu_overcommit = 4.0
+[migration]
+max_parallel = 2
+bandwidth_mib_s = 0
+[state]
+dir = "/var/lib/rackside"
+"#;
+
+    #[test]
+    fn the_issue_example_parses() {
+        let c = parse(FULL).unwrap();
+        assert_eq!(c.host.name.as_deref(), Some("ha"));
+        assert_eq!(c.console[0].baud, 115200);
+        assert!(c.console[0].echo);
+        assert_eq!(c.peer[0].migrate_uri.as_deref(), Some("tcp://10.0.0.2"));
+        assert_eq!(c.placement.strategy, Strategy::Balance);
+        assert_eq!(c.auth.pin_hash, None);
+    }
+
+    #[test]
+    fn empty_file_means_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.libvirt.uri, "qemu:///system");
+        assert_eq!(c.migration.max_parallel, 2);
+        assert_eq!(c.auth.max_failures, 5);
+        assert_eq!(c.auth.lockout_s, 300);
+    }
+
+    fn err(t: &str) -> String {
+        parse(t).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = err("[placement]\nstrategy = \"balance\"\nload_treshold = 0.5\n");
+        assert!(e.contains("load_treshold"), "{e}");
+        assert!(e.contains("/etc/rackside/agent.toml"), "{e}");
+        assert!(err("[hosts]\nname='x'\n").contains("hosts"));
+    }
+
+    #[test]
+    fn wrong_types_and_impossible_values_are_named() {
+        let e = err("[migration]\nmax_parallel = \"two\"\n");
+        assert!(e.contains("max_parallel"), "{e}");
+        assert!(err("[migration]\nmax_parallel = 0\n").contains("migration.max_parallel"));
+        assert!(err("[placement]\nload_threshold = 1.5\n").contains("placement.load_threshold"));
+        assert!(err("[placement]\nstrategy = \"random\"\n").contains("strategy"));
+        assert!(
+            err("[[console]]\npath = \"/dev/ttyS0\"\nbaud = 12345\n").contains("console[0].baud")
+        );
+        assert!(err("[[console]]\npath = \"ttyS0\"\n").contains("console[0].path"));
+        assert!(err("[[peer]]\nname = \"a b\"\nuri = \"x\"\n").contains("peer[0].name"));
+        assert!(
+            err("[host]\nname = \"ha\"\n[[peer]]\nname = \"ha\"\nuri = \"x\"\n")
+                .contains("peer[0].name")
+        );
+        assert!(err("[auth]\npin_hash = \"1234\"\n").contains("auth.pin_hash"));
+        assert!(err("[state]\ndir = \"rel\"\n").contains("state.dir"));
+    }
+}

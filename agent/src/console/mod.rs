@@ -1,0 +1,8 @@
+//! The management lines: one session per line, the protocol of
+//! PROTOCOL.md, text for people and JSON for machines.
+
+pub mod answer;
+pub mod client;
+pub mod line;
+pub mod session;
+pub mod tty;

@@ -1,0 +1,130 @@
+//! The daemon: wires configuration, inventory, lines and systemd together
+//! and runs until SIGTERM.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::console::answer::{self, HostInfo, InventoryBackend};
+use crate::console::line::{self, LineConfig};
+use crate::console::session::SessionConfig;
+use crate::events::Bus;
+use crate::inventory::local::LocalPoller;
+use crate::inventory::{peers, Inventory};
+use crate::libvirt_ffi;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot start a thread")]
+    Thread(#[source] std::io::Error),
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
+    #[error("cannot install signal handlers")]
+    Signals(#[source] std::io::Error),
+}
+
+/// How long the first inventory may take before the agent declares itself
+/// ready anyway (libvirtd down must not keep systemd waiting forever).
+const FIRST_POLL_LIMIT: Duration = Duration::from_secs(15);
+
+pub fn run(cfg: Config) -> Result<(), DaemonError> {
+    let host = cfg.host_name();
+    libvirt_ffi::start_event_loop();
+    let inventory = Inventory::new(&cfg.peer, cfg.poll_interval());
+    let bus = Bus::new();
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let (first_tx, first_rx) = mpsc::channel();
+    LocalPoller {
+        uri: cfg.libvirt.uri.clone(),
+        inventory: inventory.clone(),
+        bus: bus.clone(),
+        stop: stop.clone(),
+        first_poll: Some(first_tx),
+    }
+    .spawn()
+    .map_err(DaemonError::Thread)?;
+    peers::spawn_all(&inventory, &stop).map_err(DaemonError::Thread)?;
+
+    if first_rx.recv_timeout(FIRST_POLL_LIMIT).is_err() {
+        tracing::warn!(
+            "no first inventory within {} s; serving anyway",
+            FIRST_POLL_LIMIT.as_secs()
+        );
+    }
+
+    let backend = Arc::new(InventoryBackend {
+        inventory: inventory.clone(),
+        host: HostInfo {
+            name: host.clone(),
+            location: cfg.host.location.clone(),
+            libvirt_uri: cfg.libvirt.uri.clone(),
+            version: env!("CARGO_PKG_VERSION"),
+        },
+    });
+    let mut lines = Vec::new();
+    for c in &cfg.console {
+        let lc = LineConfig {
+            path: c.path.clone(),
+            baud: c.baud,
+            session: SessionConfig {
+                host: host.clone(),
+                location: cfg.host.location.clone(),
+                line: c.path.display().to_string(),
+                echo: c.echo,
+                pin_hash: cfg.auth.pin_hash.clone(),
+                idle_timeout: Duration::from_secs(cfg.auth.idle_timeout_s),
+            },
+            max_failures: cfg.auth.max_failures,
+            lockout: Duration::from_secs(cfg.auth.lockout_s),
+        };
+        lines.push(
+            line::spawn(lc, backend.clone(), bus.clone(), stop.clone())
+                .map_err(DaemonError::Thread)?,
+        );
+    }
+
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    tracing::info!(host = %host, lines = cfg.console.len(), peers = cfg.peer.len(), "rackside-agent ready");
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(DaemonError::Runtime)?;
+    rt.block_on(supervise(inventory))?;
+
+    stop.store(true, Ordering::Relaxed);
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    for l in lines {
+        let _ = l.join();
+    }
+    tracing::info!("rackside-agent stopped");
+    Ok(())
+}
+
+/// Watchdog pings and status lines until SIGTERM or SIGINT.
+async fn supervise(inventory: Arc<Inventory>) -> Result<(), DaemonError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    let watchdog = sd_notify::watchdog_enabled();
+    let tick = watchdog.map_or(Duration::from_secs(10), |w| {
+        (w / 2).min(Duration::from_secs(10))
+    });
+    let mut interval = tokio::time::interval(tick);
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM"); return Ok(()); }
+            _ = int.recv() => { tracing::info!("SIGINT"); return Ok(()); }
+            _ = interval.tick() => {
+                let status = answer::summary(&inventory.snapshot());
+                let mut states = vec![sd_notify::NotifyState::Status(&status)];
+                if watchdog.is_some() {
+                    states.push(sd_notify::NotifyState::Watchdog);
+                }
+                let _ = sd_notify::notify(&states);
+            }
+        }
+    }
+}

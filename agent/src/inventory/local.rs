@@ -1,0 +1,247 @@
+//! The local libvirtd: one connection with keepalive, one bulk stats call
+//! a period, lifecycle events applied at once; reconnect with backoff when
+//! libvirtd goes away, serving the last known state meanwhile.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use virt::connect::Connect;
+
+use super::model::{self, VmState};
+use super::procfs;
+use super::{Inventory, Link};
+use crate::events::{lifecycle_word, Bus};
+use crate::libvirt_ffi::{self, Lifecycle};
+
+/// Exponential backoff, capped.
+pub fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis((500u64 << attempt.min(6)).min(30_000))
+}
+
+#[derive(Debug)]
+pub struct LocalPoller {
+    pub uri: String,
+    pub inventory: Arc<Inventory>,
+    pub bus: Bus,
+    pub stop: Arc<AtomicBool>,
+    /// Told once, after the first poll attempt (success or not).
+    pub first_poll: Option<mpsc::Sender<()>>,
+}
+
+struct CpuState {
+    last: Option<(Instant, procfs::CpuTimes)>,
+}
+
+impl LocalPoller {
+    pub fn spawn(self) -> std::io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name("libvirt-local".into())
+            .spawn(move || self.run())
+    }
+
+    fn run(mut self) {
+        let (nudge_tx, nudge_rx) = mpsc::channel::<()>();
+        let mut cpu = CpuState { last: None };
+        let mut attempt = 0u32;
+        while !self.stop.load(Ordering::Relaxed) {
+            match Connect::open(Some(&self.uri)) {
+                Ok(conn) => {
+                    attempt = 0;
+                    if let Err(e) = conn.set_keep_alive(5, 3) {
+                        tracing::warn!(cause = %e, "libvirt keepalive not enabled");
+                    }
+                    let watch = self.watch(&conn, nudge_tx.clone());
+                    tracing::info!(uri = %self.uri, "connected to libvirt");
+                    self.serve(&conn, &nudge_rx, &mut cpu);
+                    drop(watch);
+                    libvirt_ffi::close(conn);
+                }
+                Err(e) => {
+                    self.refresh_host(&mut cpu);
+                    self.mark_down(e.message());
+                    self.first_poll_done();
+                    let wait = backoff(attempt);
+                    attempt += 1;
+                    tracing::warn!(uri = %self.uri, cause = %e.message(), retry_in_ms = wait.as_millis() as u64, "libvirt unavailable");
+                    let _ = nudge_rx.recv_timeout(wait);
+                }
+            }
+        }
+    }
+
+    fn watch(
+        &self,
+        conn: &Connect,
+        nudge: mpsc::Sender<()>,
+    ) -> Option<libvirt_ffi::LifecycleWatch> {
+        let inv = self.inventory.clone();
+        let bus = self.bus.clone();
+        let sink = move |ev: Lifecycle| {
+            apply_lifecycle(&inv, &bus, &ev);
+            let _ = nudge.send(());
+        };
+        match libvirt_ffi::register_lifecycle(conn, sink) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(cause = %e, "no lifecycle events; changes show at the next poll");
+                None
+            }
+        }
+    }
+
+    /// Polls until the connection fails or the agent stops.
+    fn serve(&mut self, conn: &Connect, nudge: &mpsc::Receiver<()>, cpu: &mut CpuState) {
+        let mut last_poll: Option<Instant> = None;
+        while !self.stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            let stats = libvirt_ffi::all_domain_stats(conn);
+            self.refresh_host(cpu);
+            match stats {
+                Ok(records) => {
+                    let elapsed = last_poll.map_or(0.0, |t| now.duration_since(t).as_secs_f64());
+                    last_poll = Some(now);
+                    self.inventory.update(|s| {
+                        s.local.vms = model::vms_from_records(&records, &s.local.vms, elapsed);
+                        s.local.vms_at = Some(now);
+                        s.local.link = Link::Up;
+                    });
+                    self.first_poll_done();
+                }
+                Err(e) => {
+                    self.mark_down(&e.to_string());
+                    return;
+                }
+            }
+            // Sleep a period, or less when an event asks for a fresh look;
+            // several events in a burst cause one poll.
+            let deadline = now + self.inventory.poll_interval;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() || self.stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                match nudge.recv_timeout(left) {
+                    Ok(()) => {
+                        std::thread::sleep(Duration::from_millis(100));
+                        while nudge.try_recv().is_ok() {}
+                        break;
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => break,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        std::thread::sleep(left.min(Duration::from_millis(200)))
+                    }
+                }
+            }
+            if !conn.is_alive().unwrap_or(false) {
+                self.mark_down("connection to libvirtd lost");
+                return;
+            }
+        }
+    }
+
+    fn refresh_host(&self, cpu: &mut CpuState) {
+        let stat = procfs::read("/proc/stat").unwrap_or_default();
+        let now = Instant::now();
+        let times = procfs::parse_stat(&stat);
+        let cpu_pct = match (cpu.last, times) {
+            (Some((_, before)), Some(after)) => procfs::cpu_pct(before, after),
+            _ => None,
+        };
+        if let Some(t) = times {
+            cpu.last = Some((now, t));
+        }
+        let (total, free) = procfs::read("/proc/meminfo")
+            .and_then(|m| procfs::parse_meminfo(&m))
+            .unwrap_or((0, 0));
+        let load1 = procfs::read("/proc/loadavg").and_then(|l| procfs::parse_loadavg(&l));
+        let health = procfs::edac_health(&procfs::read_edac());
+        self.inventory.update(|s| {
+            let f = &mut s.local.figures;
+            f.cpus = procfs::cpus_online(&stat);
+            f.load1 = load1;
+            if cpu_pct.is_some() {
+                f.cpu_pct = cpu_pct;
+            }
+            f.mem_total_mib = total;
+            f.mem_free_mib = free;
+            f.health = health;
+        });
+    }
+
+    fn mark_down(&self, error: &str) {
+        self.inventory.update(|s| {
+            if !matches!(s.local.link, Link::Down { .. }) {
+                s.local.link = Link::Down {
+                    since: Instant::now(),
+                    error: error.to_owned(),
+                };
+            }
+        });
+    }
+
+    fn first_poll_done(&mut self) {
+        if let Some(tx) = self.first_poll.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Applies one lifecycle event to the inventory at once and tells
+/// subscribers; the poll it triggers fills in the figures.
+pub fn apply_lifecycle(inv: &Inventory, bus: &Bus, ev: &Lifecycle) {
+    let what = lifecycle_word(ev.event, ev.detail);
+    let new_state = match what {
+        "started" | "resumed" | "arrived" => Some(VmState::Running),
+        "arriving" | "migrating" => Some(VmState::Migrating),
+        "paused" => Some(VmState::Paused),
+        "stopped" | "left" => Some(VmState::Shutoff),
+        "crashed" => Some(VmState::Crashed),
+        _ => None,
+    };
+    inv.update(|s| {
+        if let Some(st) = new_state {
+            if let Some(vm) = s.local.vms.iter_mut().find(|v| v.uuid == ev.uuid) {
+                vm.state = st;
+            }
+        }
+        match what {
+            "undefined" | "left" => {
+                if what == "left" {
+                    s.local.departed.insert(ev.name.clone(), Instant::now());
+                }
+                if what == "undefined" || s.local.vms.iter().all(|v| v.uuid != ev.uuid) {
+                    s.local.vms.retain(|v| v.uuid != ev.uuid);
+                }
+            }
+            "arrived" | "arriving" | "started" => {
+                s.local.departed.remove(&ev.name);
+            }
+            _ => {}
+        }
+    });
+    bus.publish(
+        "vm.state",
+        json!({
+            "vm": ev.name,
+            "uuid": ev.uuid,
+            "what": what,
+            "state": new_state.map(VmState::as_str),
+        }),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        assert_eq!(backoff(0), Duration::from_millis(500));
+        assert_eq!(backoff(1), Duration::from_millis(1000));
+        assert_eq!(backoff(6), Duration::from_millis(30_000));
+        assert_eq!(backoff(60), Duration::from_millis(30_000));
+    }
+}

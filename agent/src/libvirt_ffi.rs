@@ -1,0 +1,311 @@
+//! The few libvirt calls the `virt` crate does not wrap usably, made
+//! through `virt::sys` (CRATES.md):
+//!
+//! - `virConnectGetAllDomainStats`: the crate's wrapper never frees the
+//!   records (RSS grows without bound in a polling daemon), so we call it
+//!   ourselves and free with `virDomainStatsRecordListFree`.
+//! - `virNodeGetCPUStats`, for peers' CPU use.
+//! - lifecycle event registration, and the default event loop.
+
+use std::ffi::{c_char, c_int, c_void, CStr};
+use std::sync::Once;
+
+use virt::connect::Connect;
+use virt::sys;
+
+use crate::inventory::model::DomainRecord;
+use crate::inventory::procfs::CpuTimes;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FfiError {
+    #[error("{call} failed: {message}")]
+    Call { call: &'static str, message: String },
+}
+
+fn last_error(call: &'static str) -> FfiError {
+    FfiError::Call {
+        call,
+        message: virt::error::Error::last_error().message().to_owned(),
+    }
+}
+
+/// Copies a libvirt-owned C string; `None` for NULL.
+///
+/// # Safety
+/// `p` is NULL or points to a NUL-terminated string valid for this call.
+unsafe fn c_string(p: *const c_char) -> Option<String> {
+    if p.is_null() {
+        None
+    } else {
+        // SAFETY: non-NULL and NUL-terminated per this function's contract.
+        Some(unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+    }
+}
+
+/// The name and UUID of a domain pointer libvirt lends us.
+///
+/// # Safety
+/// `dom` is a valid domain pointer for the duration of the call.
+unsafe fn name_and_uuid(dom: sys::virDomainPtr) -> (String, String) {
+    // SAFETY: dom is valid per the contract; the name is owned by the
+    // domain object and copied before return.
+    let name = unsafe { c_string(sys::virDomainGetName(dom)) }.unwrap_or_default();
+    let mut buf = [0 as c_char; 48]; // VIR_UUID_STRING_BUFLEN is 37
+                                     // SAFETY: buf is larger than VIR_UUID_STRING_BUFLEN, as the call needs.
+    let uuid = if unsafe { sys::virDomainGetUUIDString(dom, buf.as_mut_ptr()) } == 0 {
+        // SAFETY: libvirt wrote a NUL-terminated string into buf.
+        unsafe { c_string(buf.as_ptr()) }.unwrap_or_default()
+    } else {
+        String::new()
+    };
+    (name, uuid)
+}
+
+/// One bulk stats call for every domain (active and inactive): state, CPU
+/// time, balloon and vCPU groups. The records are freed before return.
+pub fn all_domain_stats(conn: &Connect) -> Result<Vec<DomainRecord>, FfiError> {
+    let stats = sys::VIR_DOMAIN_STATS_STATE
+        | sys::VIR_DOMAIN_STATS_CPU_TOTAL
+        | sys::VIR_DOMAIN_STATS_BALLOON
+        | sys::VIR_DOMAIN_STATS_VCPU;
+    let mut list: *mut sys::virDomainStatsRecordPtr = std::ptr::null_mut();
+    // SAFETY: conn is a live connection (we hold a reference); list is an
+    // out-pointer libvirt fills with a NULL-terminated array it allocates.
+    let n = unsafe { sys::virConnectGetAllDomainStats(conn.as_ptr(), stats, &mut list, 0) };
+    if n < 0 {
+        return Err(last_error("virConnectGetAllDomainStats"));
+    }
+    let mut out = Vec::with_capacity(n as usize);
+    for i in 0..n as usize {
+        // SAFETY: list holds n valid record pointers (then a NULL).
+        let rec = unsafe { &**list.add(i) };
+        // SAFETY: rec.dom is valid while the list is alive.
+        let (name, uuid) = unsafe { name_and_uuid(rec.dom) };
+        let mut r = DomainRecord {
+            name,
+            uuid,
+            state: 0,
+            reason: 0,
+            cpu_time_ns: None,
+            vcpus: None,
+            max_mem_kib: None,
+        };
+        for j in 0..rec.nparams.max(0) as usize {
+            // SAFETY: params has nparams entries.
+            let p = unsafe { &*rec.params.add(j) };
+            // SAFETY: field is a NUL-terminated array within the struct.
+            let field = unsafe { CStr::from_ptr(p.field.as_ptr()) }.to_bytes();
+            let int = || -> Option<u64> {
+                // SAFETY: the union member read matches the declared type_.
+                unsafe {
+                    match p.type_ as u32 {
+                        sys::VIR_TYPED_PARAM_INT => Some(p.value.i as i64 as u64),
+                        sys::VIR_TYPED_PARAM_UINT => Some(p.value.ui as u64),
+                        sys::VIR_TYPED_PARAM_LLONG => Some(p.value.l as u64),
+                        sys::VIR_TYPED_PARAM_ULLONG => Some(p.value.ul),
+                        _ => None,
+                    }
+                }
+            };
+            match field {
+                b"state.state" => r.state = int().unwrap_or(0) as i32,
+                b"state.reason" => r.reason = int().unwrap_or(0) as i32,
+                b"cpu.time" => r.cpu_time_ns = int(),
+                b"vcpu.current" => r.vcpus = int().map(|v| v as u32),
+                b"vcpu.maximum" if r.vcpus.is_none() => r.vcpus = int().map(|v| v as u32),
+                b"balloon.maximum" => r.max_mem_kib = int(),
+                _ => {}
+            }
+        }
+        out.push(r);
+    }
+    // SAFETY: list came from virConnectGetAllDomainStats and is freed once.
+    unsafe { sys::virDomainStatsRecordListFree(list) };
+    Ok(out)
+}
+
+/// Aggregate CPU counters of a (possibly remote) host, for its CPU use.
+pub fn node_cpu_times(conn: &Connect) -> Result<CpuTimes, FfiError> {
+    let mut n: c_int = 0;
+    // SAFETY: a NULL params with nparams=0 asks libvirt for the count.
+    let rc = unsafe {
+        sys::virNodeGetCPUStats(
+            conn.as_ptr(),
+            sys::VIR_NODE_CPU_STATS_ALL_CPUS,
+            std::ptr::null_mut(),
+            &mut n,
+            0,
+        )
+    };
+    if rc < 0 || n <= 0 {
+        return Err(last_error("virNodeGetCPUStats"));
+    }
+    let mut params = vec![
+        sys::virNodeCPUStats {
+            field: [0; 80],
+            value: 0
+        };
+        n as usize
+    ];
+    // SAFETY: params has room for n entries, as nparams says.
+    let rc = unsafe {
+        sys::virNodeGetCPUStats(
+            conn.as_ptr(),
+            sys::VIR_NODE_CPU_STATS_ALL_CPUS,
+            params.as_mut_ptr(),
+            &mut n,
+            0,
+        )
+    };
+    if rc < 0 {
+        return Err(last_error("virNodeGetCPUStats"));
+    }
+    let mut total = 0u64;
+    let mut idle = 0u64;
+    for p in params.iter().take(n.max(0) as usize) {
+        // SAFETY: field is NUL-terminated within the struct.
+        let f = unsafe { CStr::from_ptr(p.field.as_ptr()) }.to_bytes();
+        match f {
+            b"idle" | b"iowait" => {
+                idle += p.value;
+                total += p.value;
+            }
+            b"kernel" | b"user" => total += p.value,
+            _ => {}
+        }
+    }
+    Ok(CpuTimes {
+        busy: total.saturating_sub(idle),
+        total,
+    })
+}
+
+static EVENT_LOOP: Once = Once::new();
+
+/// Registers libvirt's default event loop and runs it on its own thread,
+/// forever. Must happen before connections that want events or keepalive.
+pub fn start_event_loop() {
+    EVENT_LOOP.call_once(|| {
+        virt::error::clear_error_callback();
+        if let Err(e) = virt::event::event_register_default_impl() {
+            tracing::error!(cause = %e, "libvirt event loop registration failed");
+            return;
+        }
+        let spawned = std::thread::Builder::new()
+            .name("libvirt-events".into())
+            .spawn(|| loop {
+                if let Err(e) = virt::event::event_run_default_impl() {
+                    tracing::warn!(cause = %e, "libvirt event loop iteration failed");
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(cause = %e, "could not start the libvirt event thread");
+        }
+    });
+}
+
+/// A lifecycle event as libvirt reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lifecycle {
+    pub name: String,
+    pub uuid: String,
+    pub event: i32,
+    pub detail: i32,
+}
+
+type Sink = Box<dyn Fn(Lifecycle) + Send + Sync>;
+
+unsafe extern "C" fn lifecycle_cb(
+    _conn: sys::virConnectPtr,
+    dom: sys::virDomainPtr,
+    event: c_int,
+    detail: c_int,
+    opaque: *mut c_void,
+) -> c_int {
+    // SAFETY: libvirt passes the domain for the callback's duration.
+    let (name, uuid) = unsafe { name_and_uuid(dom) };
+    // SAFETY: opaque is the Box<Sink> leaked in `register_lifecycle`,
+    // freed only by `free_sink` after deregistration.
+    let sink = unsafe { &*(opaque as *const Sink) };
+    // A panic must not unwind into C.
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        sink(Lifecycle {
+            name,
+            uuid,
+            event,
+            detail,
+        })
+    }));
+    0
+}
+
+unsafe extern "C" fn free_sink(opaque: *mut c_void) {
+    // SAFETY: opaque is the Box<Sink> leaked in `register_lifecycle`;
+    // libvirt calls this once.
+    drop(unsafe { Box::from_raw(opaque as *mut Sink) });
+}
+
+/// A lifecycle callback registration; deregistered on drop.
+#[derive(Debug)]
+pub struct LifecycleWatch {
+    conn: Connect,
+    id: c_int,
+}
+
+pub fn register_lifecycle(
+    conn: &Connect,
+    sink: impl Fn(Lifecycle) + Send + Sync + 'static,
+) -> Result<LifecycleWatch, FfiError> {
+    let boxed: Box<Sink> = Box::new(Box::new(sink));
+    let opaque = Box::into_raw(boxed) as *mut c_void;
+    // SAFETY: the generic callback type is how libvirt's API takes every
+    // event callback; libvirt calls it with the lifecycle signature for
+    // VIR_DOMAIN_EVENT_ID_LIFECYCLE.
+    let cb: sys::virConnectDomainEventGenericCallback = unsafe {
+        Some(std::mem::transmute::<
+            unsafe extern "C" fn(
+                sys::virConnectPtr,
+                sys::virDomainPtr,
+                c_int,
+                c_int,
+                *mut c_void,
+            ) -> c_int,
+            unsafe extern "C" fn(sys::virConnectPtr, sys::virDomainPtr, *mut c_void),
+        >(lifecycle_cb))
+    };
+    // SAFETY: conn is live; opaque stays valid until free_sink runs.
+    let id = unsafe {
+        sys::virConnectDomainEventRegisterAny(
+            conn.as_ptr(),
+            std::ptr::null_mut(),
+            sys::VIR_DOMAIN_EVENT_ID_LIFECYCLE as c_int,
+            cb,
+            opaque,
+            Some(free_sink),
+        )
+    };
+    if id < 0 {
+        // SAFETY: registration failed, so libvirt did not take opaque.
+        drop(unsafe { Box::from_raw(opaque as *mut Sink) });
+        return Err(last_error("virConnectDomainEventRegisterAny"));
+    }
+    Ok(LifecycleWatch {
+        conn: conn.clone(),
+        id,
+    })
+}
+
+impl Drop for LifecycleWatch {
+    fn drop(&mut self) {
+        // SAFETY: id came from a successful registration on this conn. A
+        // failure (connection already dead) is harmless: libvirt frees the
+        // callback data with the connection.
+        unsafe { sys::virConnectDomainEventDeregisterAny(self.conn.as_ptr(), self.id) };
+    }
+}
+
+/// Closes a connection without risking the bindings' panic-on-close.
+pub fn close(conn: Connect) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(conn)));
+}
