@@ -1,0 +1,23 @@
+//! rackside console protocol v1 (PROTOCOL.md): pure functions over bytes and lines, no I/O.
+//!
+//! The agent owns the serial lines, the clock and libvirt; everything here
+//! is a function of its inputs, so every rule of the protocol can be tested
+//! (and fuzzed) in microseconds, and the agent cannot bend a rule by
+//! accident while doing I/O.
+//!
+//! The flow for one session: bytes -> [`LineReader`] -> [`LineEvent`]s ->
+//! [`parse_line`] -> [`Request`] or [`RequestError`] -> the agent acts ->
+//! [`wire`] (JSON) or [`table`] (text) -> bytes.
+
+pub mod error;
+pub mod line;
+pub mod request;
+pub mod table;
+pub mod wire;
+
+pub use error::ErrorCode;
+pub use line::{LineEvent, LineReader, MAX_LINE};
+pub use request::{
+    parse_line, validate_name, Command, CommandInfo, Dest, Identify, Mode, Request, RequestError,
+    COMMANDS, HELP,
+};
