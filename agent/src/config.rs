@@ -17,7 +17,7 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: {message}")]
+    #[error("{path}:{message}")]
     Parse { path: PathBuf, message: String },
     #[error("{path}: {key}: {message}")]
     Invalid {
@@ -245,7 +245,7 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
-            message: e.to_string().trim().replace('\n', " | "),
+            message: describe_toml_error(text, &e),
         })?;
         cfg.validate(path)?;
         Ok(cfg)
@@ -367,6 +367,21 @@ impl Config {
     }
 }
 
+/// `LINE:COL: message (in: the offending line)`: the offending line names
+/// the key even where the message itself (a wrong type) does not.
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().trim().replace('\n', " ");
+    let Some(span) = e.span() else {
+        return msg;
+    };
+    let start = span.start.min(text.len());
+    let before = &text[..start];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    let source = text.lines().nth(line - 1).unwrap_or("").trim();
+    format!("{line}:{col}: {msg} (in: {source})")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -409,6 +424,31 @@ dir = "/var/lib/rackside"
         assert_eq!(c.peer[0].migrate_uri.as_deref(), Some("tcp://10.0.0.2"));
         assert_eq!(c.placement.strategy, Strategy::Balance);
         assert_eq!(c.auth.pin_hash, None);
+    }
+
+    #[test]
+    fn the_shipped_example_is_valid_and_all_defaults() {
+        let shipped = include_str!("../../packaging/agent.toml");
+        assert_eq!(parse(shipped).unwrap(), parse("").unwrap());
+        // Uncommented, every documented key is a real key.
+        let uncommented: String = shipped
+            .lines()
+            .map(|l| {
+                l.strip_prefix('#')
+                    .filter(|r| !r.starts_with(' ') && !r.is_empty())
+                    .unwrap_or(l)
+            })
+            .map(|l| {
+                if l.starts_with("pin_hash") {
+                    "".to_string()
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        let c = parse(&uncommented).unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
+        assert_eq!(c.console.len(), 1);
+        assert_eq!(c.peer[0].name, "kvm-b");
     }
 
     #[test]

@@ -117,6 +117,18 @@ pub fn all_domain_stats(conn: &Connect) -> Result<Vec<DomainRecord>, FfiError> {
                 _ => {}
             }
         }
+        if r.max_mem_kib.is_none() || r.vcpus.is_none() {
+            // Inactive domains (and some drivers) leave these groups out;
+            // the domain's definition still has them.
+            let mut info = std::mem::MaybeUninit::<sys::virDomainInfo>::zeroed();
+            // SAFETY: rec.dom is valid; info is a properly sized out-struct.
+            if unsafe { sys::virDomainGetInfo(rec.dom, info.as_mut_ptr()) } == 0 {
+                // SAFETY: the call succeeded and filled the struct.
+                let info = unsafe { info.assume_init() };
+                r.max_mem_kib = r.max_mem_kib.or(Some(info.maxMem));
+                r.vcpus = r.vcpus.or(Some(info.nrVirtCpu as u32));
+            }
+        }
         out.push(r);
     }
     // SAFETY: list came from virConnectGetAllDomainStats and is freed once.

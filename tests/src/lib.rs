@@ -13,6 +13,8 @@
 //! [`Lab`] is a guard: dropping it tears the lab down, so a failing or
 //! panicking test still leaves nothing behind.
 
+pub mod agent;
+pub mod bench;
 pub mod cmd;
 pub mod cpio;
 pub mod desc;
@@ -22,6 +24,7 @@ pub mod lab;
 pub mod meminfo;
 pub mod names;
 pub mod net;
+pub mod pty;
 pub mod smoke;
 pub mod teardown;
 pub mod virsh;

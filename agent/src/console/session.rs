@@ -34,7 +34,9 @@ pub struct Session {
     reader: LineReader,
     mode: Mode,
     logged_in: bool,
-    subscribed: bool,
+    /// Subscribed, and in which form: a machine that subscribed with a
+    /// JSON request gets JSON events even on a text-mode line.
+    subscribed: Option<bool>,
     last_input: Instant,
     /// The line being typed started with '{': a machine's request, not
     /// echoed (an echoed request would look like a JSON line to clients).
@@ -48,7 +50,7 @@ impl Session {
             reader: LineReader::new(),
             mode: Mode::Text,
             logged_in: false,
-            subscribed: false,
+            subscribed: None,
             last_input: now,
             json_line: false,
         }
@@ -59,7 +61,7 @@ impl Session {
     }
 
     pub fn subscribed(&self) -> bool {
-        self.subscribed
+        self.subscribed.is_some()
     }
 
     pub fn logged_in(&self) -> bool {
@@ -196,7 +198,7 @@ impl Session {
                 }
             }
             Command::Subscribe => {
-                self.subscribed = true;
+                self.subscribed = Some(json);
                 self.write_ok(
                     out,
                     id,
@@ -206,7 +208,7 @@ impl Session {
                 );
             }
             Command::Unsubscribe => {
-                self.subscribed = false;
+                self.subscribed = None;
                 self.write_ok(out, id, json, json!({}), "unsubscribed");
             }
             cmd => match backend.answer(cmd) {
@@ -298,24 +300,25 @@ impl Session {
 
     /// An event for this line, if it subscribed.
     pub fn event(&self, ev: &Event) -> Vec<u8> {
-        if !self.subscribed {
+        let Some(as_json) = self.subscribed else {
             return Vec::new();
+        };
+        let body = if as_json || self.mode == Mode::Json {
+            wire::json_event(ev.name, &ev.ts, &ev.data)
+        } else {
+            format!("[{}] {}", ev.ts, event_text(ev))
+        };
+        if self.mode == Mode::Json {
+            return format!("{body}{NL}").into_bytes();
         }
-        match self.mode {
-            Mode::Json => {
-                format!("{}{NL}", wire::json_event(ev.name, &ev.ts, &ev.data)).into_bytes()
-            }
-            Mode::Text => {
-                let summary = event_text(ev);
-                // Print above the prompt, then redraw what was being typed.
-                let mut s =
-                    format!("\r{NL}[{}] {summary}{NL}{}", ev.ts, self.prompt()).into_bytes();
-                if self.cfg.echo && !self.json_line {
-                    s.extend_from_slice(self.reader.pending());
-                }
-                s
-            }
+        // Text line: leave the prompt's line, print the event on its own
+        // line (so a JSON event starts with '{'), then redraw the prompt
+        // and whatever was being typed.
+        let mut s = format!("{NL}{body}{NL}{}", self.prompt()).into_bytes();
+        if self.cfg.echo && !self.json_line {
+            s.extend_from_slice(self.reader.pending());
         }
+        s
     }
 
     /// Events dropped because the line fell behind.
@@ -335,7 +338,7 @@ impl Session {
             self.logged_in = false;
             tracing::info!(line = %self.cfg.line, "login ended: idle");
             if self.mode == Mode::Text {
-                return format!("\r{NL}logged out: idle{NL}{}", self.prompt()).into_bytes();
+                return format!("{NL}logged out: idle{NL}{}", self.prompt()).into_bytes();
             }
         }
         Vec::new()
@@ -349,5 +352,214 @@ pub fn event_text(ev: &Event) -> String {
     match ev.name {
         "vm.state" => format!("{}: {}", s("vm"), s("what")),
         _ => format!("{} {}", ev.name, d),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::answer::{Answer, Refusal};
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Answers every reading command with its own name, so tests see which
+    /// command ran; refuses the rest like the agent before evacuation.
+    struct Echo;
+    impl Backend for Echo {
+        fn answer(&self, cmd: &Command) -> Result<Answer, Refusal> {
+            match cmd {
+                Command::Status
+                | Command::Vms
+                | Command::Hosts
+                | Command::Help
+                | Command::Locate { .. } => Ok(Answer {
+                    data: json!({"cmd": cmd.name()}),
+                    text: format!("answer to {}{NL}", cmd.name()),
+                }),
+                _ => Err((ErrorCode::Unavailable, "not yet".into())),
+            }
+        }
+    }
+
+    fn cfg(pin: Option<&str>) -> SessionConfig {
+        SessionConfig {
+            host: "ha".into(),
+            location: "rack 1".into(),
+            line: "/dev/ttyS1".into(),
+            echo: true,
+            pin_hash: pin.map(|p| auth::hash_pin(p).unwrap()),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+
+    fn lockout() -> Lockout {
+        Lockout::new(5, Duration::from_secs(300))
+    }
+
+    fn text(b: &[u8]) -> String {
+        String::from_utf8_lossy(b).into_owned()
+    }
+
+    #[test]
+    fn text_mode_echoes_answers_and_prompts() {
+        let now = Instant::now();
+        let mut s = Session::new(cfg(None), now);
+        assert!(text(&s.greet()).ends_with("ha> "));
+        let out = text(&s.feed(b"status\r", now, &Echo, &mut lockout()));
+        assert_eq!(out, "status\r\nanswer to status\r\nha> ");
+        let out = text(&s.feed(b"nosuch\r", now, &Echo, &mut lockout()));
+        assert!(out.contains("error: unknown_command: "), "{out}");
+        assert!(out.ends_with("ha> "));
+    }
+
+    #[test]
+    fn a_json_request_on_a_text_line_is_not_echoed_and_answers_on_its_own_line() {
+        let now = Instant::now();
+        let mut s = Session::new(cfg(None), now);
+        let out = text(&s.feed(b"{\"id\":3,\"cmd\":\"vms\"}\r", now, &Echo, &mut lockout()));
+        let lines: Vec<&str> = out.split("\r\n").collect();
+        assert_eq!(lines[0], "", "request echoed: {out:?}");
+        let v: Value = serde_json::from_str(lines[1]).unwrap();
+        assert_eq!(v["id"], 3);
+        assert_eq!(v["data"]["cmd"], "vms");
+    }
+
+    #[test]
+    fn json_mode_has_no_echo_no_prompt_and_one_answer_per_line() {
+        let now = Instant::now();
+        let mut s = Session::new(cfg(None), now);
+        let out = text(&s.feed(b"mode json\r", now, &Echo, &mut lockout()));
+        assert!(out.ends_with("{\"ok\":true,\"data\":{}}\r\n"), "{out:?}");
+        assert!(s.greet().is_empty());
+        let out = text(&s.feed(
+            b"status\r{\"id\":\"a\",\"cmd\":\"hosts\"}\n\r\n",
+            now,
+            &Echo,
+            &mut lockout(),
+        ));
+        let lines: Vec<&str> = out.split("\r\n").filter(|l| !l.is_empty()).collect();
+        assert_eq!(lines.len(), 2, "{out:?}");
+        for l in lines {
+            assert!(serde_json::from_str::<Value>(l).unwrap().is_object());
+        }
+    }
+
+    #[test]
+    fn a_pin_guards_state_changes_and_locks_out_after_failures() {
+        let now = Instant::now();
+        let mut s = Session::new(cfg(Some("4711")), now);
+        let mut lo = lockout();
+        let req = |s: &mut Session, lo: &mut Lockout, line: &str| -> Value {
+            let out = text(&s.feed(format!("{line}\r").as_bytes(), now, &Echo, lo));
+            let l = out
+                .split("\r\n")
+                .find(|l| l.starts_with('{'))
+                .unwrap()
+                .to_string();
+            serde_json::from_str(&l).unwrap()
+        };
+        assert_eq!(req(&mut s, &mut lo, r#"{"cmd":"status"}"#)["ok"], true);
+        let r = req(&mut s, &mut lo, r#"{"cmd":"evacuate"}"#);
+        assert_eq!(r["error"]["code"], "auth_required");
+        for _ in 0..4 {
+            let r = req(&mut s, &mut lo, r#"{"cmd":"login","args":{"pin":"1"}}"#);
+            assert_eq!(r["error"]["code"], "auth_failed");
+        }
+        let r = req(&mut s, &mut lo, r#"{"cmd":"login","args":{"pin":"1"}}"#);
+        assert_eq!(r["error"]["code"], "locked_out");
+        let r = req(&mut s, &mut lo, r#"{"cmd":"login","args":{"pin":"4711"}}"#);
+        assert_eq!(r["error"]["code"], "locked_out");
+        // A new session on the same line (cable replugged) is still locked.
+        let mut s2 = Session::new(cfg(Some("4711")), now);
+        let r = req(&mut s2, &mut lo, r#"{"cmd":"login","args":{"pin":"4711"}}"#);
+        assert_eq!(r["error"]["code"], "locked_out");
+        // After the lockout the right PIN works, and the command runs.
+        let later = now + Duration::from_secs(301);
+        let out = text(&s2.feed(b"login 4711\r", later, &Echo, &mut lo));
+        assert!(out.contains("logged in"), "{out}");
+        assert!(s2.logged_in());
+        // The command is allowed past the PIN (and refused by the backend).
+        let out = text(&s2.feed(b"evacuate\r", later, &Echo, &mut lo));
+        assert!(out.contains("error: unavailable"), "{out}");
+        // Idle: the login ends.
+        let out = text(&s2.tick(later + Duration::from_secs(61)));
+        assert!(out.contains("logged out: idle"));
+        assert!(!s2.logged_in());
+    }
+
+    #[test]
+    fn events_reach_only_subscribed_sessions_in_the_subscription_form() {
+        let now = Instant::now();
+        let ev = Event {
+            name: "vm.state",
+            ts: "2026-01-01T00:00:00Z".into(),
+            data: json!({"vm": "web1", "what": "stopped"}),
+        };
+        let mut s = Session::new(cfg(None), now);
+        assert!(s.event(&ev).is_empty());
+        s.feed(b"subscribe\r", now, &Echo, &mut lockout());
+        let out = text(&s.event(&ev));
+        assert!(
+            out.contains("web1: stopped") && out.ends_with("ha> "),
+            "{out:?}"
+        );
+        s.feed(b"{\"cmd\":\"subscribe\"}\r", now, &Echo, &mut lockout());
+        let out = text(&s.event(&ev));
+        let line = out.split("\r\n").find(|l| l.starts_with('{')).unwrap();
+        let v: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["event"], "vm.state");
+        s.feed(b"unsubscribe\r", now, &Echo, &mut lockout());
+        assert!(s.event(&ev).is_empty());
+    }
+
+    /// Counts the complete request lines in `bytes` the way the line
+    /// discipline does: a line end is CR, LF, or a CRLF pair.
+    fn line_ends(bytes: &[u8]) -> usize {
+        let mut n = 0;
+        let mut prev_cr = false;
+        for &b in bytes {
+            match b {
+                b'\r' => {
+                    n += 1;
+                    prev_cr = true
+                }
+                b'\n' if prev_cr => prev_cr = false,
+                b'\n' => n += 1,
+                _ => prev_cr = false,
+            }
+        }
+        n
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Arbitrary bytes in JSON mode: every line out is one JSON object,
+        /// and there is at most one answer per line in.
+        #[test]
+        fn json_mode_never_emits_anything_but_json(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let now = Instant::now();
+            let mut s = Session::new(cfg(None), now);
+            s.feed(b"mode json\r", now, &Echo, &mut lockout());
+            let out = s.feed(&bytes, now, &Echo, &mut lockout());
+            let out = text(&out);
+            let answers: Vec<&str> = out.split("\r\n").filter(|l| !l.is_empty()).collect();
+            prop_assert!(answers.len() <= line_ends(&bytes) + 1);
+            for l in answers {
+                let v: Value = serde_json::from_str(l).map_err(|e| TestCaseError::fail(format!("{e}: {l:?}")))?;
+                prop_assert!(v.is_object());
+            }
+        }
+
+        /// Arbitrary bytes in text mode never panic, and every answer line
+        /// that starts with '{' is valid JSON.
+        #[test]
+        fn text_mode_survives_anything(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let now = Instant::now();
+            let mut s = Session::new(cfg(None), now);
+            let out = text(&s.feed(&bytes, now, &Echo, &mut lockout()));
+            for l in out.split("\r\n").filter(|l| l.starts_with('{')) {
+                prop_assert!(serde_json::from_str::<Value>(l).is_ok(), "{l:?}");
+            }
+        }
     }
 }

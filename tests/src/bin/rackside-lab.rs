@@ -61,6 +61,15 @@ enum Cmd {
     },
     /// Cut (`down`) or restore (`up`) a host's network link.
     Link { host: String, state: LinkState },
+    /// The agent's cost at rest and the size and speed of its answers.
+    BenchConsole {
+        /// The rackside-agent binary.
+        #[arg(long, default_value = "target/release/rackside-agent")]
+        agent: std::path::PathBuf,
+        /// Seconds of idle polling to measure.
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+    },
     /// Two hosts, one guest, a live migration checked end to end.
     Smoke {
         #[arg(long, default_value_t = 64)]
@@ -172,6 +181,13 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Cmd::Link { host, state } => {
             let l = Lab::attach(&cli.name)?;
             l.set_link(&host, matches!(state, LinkState::Up))?;
+        }
+        Cmd::BenchConsole { agent, seconds } => {
+            rackside_lab::bench::console(
+                &agent,
+                std::time::Duration::from_secs(seconds),
+                &mut std::io::stdout(),
+            )?;
         }
         Cmd::Smoke { fill } => {
             let l = Lab::up(&LabSpec::new(&cli.name, 2))?;

@@ -1,0 +1,113 @@
+//! Running rackside-agent inside a lab host, as its systemd unit would on
+//! a real one, with a log the test can show when something fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::lab::{Lab, LabError};
+
+#[derive(Debug)]
+pub struct AgentProcess {
+    child: Option<Child>,
+    pub log: PathBuf,
+    pub config: PathBuf,
+    pub host: String,
+}
+
+impl AgentProcess {
+    /// Starts `binary` in `host` with the given config text; `dir` holds
+    /// the config and the log.
+    pub fn start(
+        lab: &Lab,
+        host: &str,
+        binary: &Path,
+        dir: &Path,
+        config: &str,
+    ) -> Result<AgentProcess, LabError> {
+        let cfg = dir.join(format!("agent-{host}.toml"));
+        let log = dir.join(format!("agent-{host}.log"));
+        let io = |source| LabError::Dir {
+            path: dir.to_owned(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        std::fs::write(&cfg, config).map_err(io)?;
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(io)?;
+        let child = lab
+            .exec(host, &binary.to_string_lossy())?
+            .arg("--config")
+            .arg(&cfg)
+            .env("RACKSIDE_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().map_err(io)?)
+            .stderr(out)
+            .spawn()
+            .map_err(io)?;
+        Ok(AgentProcess {
+            child: Some(child),
+            log,
+            config: cfg,
+            host: host.to_owned(),
+        })
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the agent's log contains `needle`.
+    pub fn wait_log(&self, needle: &str, limit: Duration) -> bool {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            if self.log_text().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    /// True while the agent process runs.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// SIGTERM and wait: the clean stop systemd does. Returns the exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let end = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < end {
+            if let Ok(Some(st)) = child.try_wait() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        child.wait().ok().and_then(|s| s.code())
+    }
+
+    /// SIGKILL: the crash.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
