@@ -12,7 +12,7 @@ DEB_PACKAGES := libvirt-daemon-system libvirt-clients libvirt-dev pkg-config \
 	qemu-system-x86 iproute2 nftables linux-image-cloud-amd64 busybox-static \
 	cpio socat procps util-linux coreutils
 
-.PHONY: help setup build test-fast test-lab test lab-up lab-down lab-smoke demo clean fmt lint
+.PHONY: help setup build test-fast test-lab test lab-up lab-down lab-smoke demo bench-console clean fmt lint
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -49,8 +49,13 @@ lab-down: build ## Tear down every lab on this machine
 lab-smoke: setup build ## Two hosts, one guest, a live migration checked end to end
 	$(CARGO) test $(CARGO_FLAGS) -p rackside-lab --test lab_smoke -- --ignored
 
-demo: setup build ## The main job on the lab, narrated
-	$(LAB) --name demo smoke
+demo: setup build ## The main job on the lab, as the engineer at the rack sees it
+	$(LAB) demo --agent target/debug/rackside-agent
+
+bench-console: setup ## Agent RSS, idle CPU and answer sizes with 200 domains (10 min)
+	$(CARGO) build $(CARGO_FLAGS) --release -p rackside-agent
+	$(CARGO) build $(CARGO_FLAGS) -p rackside-lab
+	$(LAB) bench-console --agent target/release/rackside-agent --seconds $${BENCH_SECONDS:-600}
 
 fmt: ## Format the code
 	$(CARGO) fmt --all

@@ -14,3 +14,5 @@ pub mod daemon;
 pub mod events;
 pub mod inventory;
 pub mod libvirt_ffi;
+pub mod migration;
+pub mod placement;

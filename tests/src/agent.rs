@@ -33,6 +33,12 @@ impl AgentProcess {
         };
         std::fs::create_dir_all(dir).map_err(io)?;
         std::fs::write(&cfg, config).map_err(io)?;
+        // Inside the host's mount namespace the working directory is not
+        // ours: the binary needs an absolute path.
+        let binary = binary.canonicalize().map_err(|source| LabError::Dir {
+            path: binary.to_owned(),
+            source,
+        })?;
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

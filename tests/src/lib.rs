@@ -17,6 +17,7 @@ pub mod agent;
 pub mod bench;
 pub mod cmd;
 pub mod cpio;
+pub mod demo;
 pub mod desc;
 pub mod guest;
 pub mod host;

@@ -356,11 +356,19 @@ pub fn locate(s: &State, host: &HostInfo, vm: &str) -> Answer {
             d["from"] = json!(host.name);
         }
         d
+    } else if s.local.departed.contains_key(vm) {
+        // It left by live migration; no peer shows it yet (their next poll
+        // will). Say what is known rather than "unknown".
+        json!({ "vm": vm, "host": Value::Null, "location": Value::Null, "state": "moved", "to": Value::Null, "from": host.name })
     } else {
         json!({ "vm": vm, "host": Value::Null, "location": Value::Null, "state": "unknown" })
     };
     let text = match data["state"].as_str() {
         Some("unknown") => format!("{vm}: not found on this host or any reachable peer\r\n"),
+        Some("moved") if data["to"].is_null() => format!(
+            "{vm}: left {} by live migration; destination not confirmed yet\r\n",
+            host.name
+        ),
         Some("moved") => format!(
             "{vm}: moved from {} to {} ({}), {}\r\n",
             host.name,

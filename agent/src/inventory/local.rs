@@ -16,6 +16,9 @@ use super::{Inventory, Link};
 use crate::events::{lifecycle_word, Bus};
 use crate::libvirt_ffi::{self, Lifecycle};
 
+/// The second look after a lifecycle event.
+const FOLLOW_UP: Duration = Duration::from_secs(1);
+
 /// Exponential backoff, capped.
 pub fn backoff(attempt: u32) -> Duration {
     Duration::from_millis((500u64 << attempt.min(6)).min(30_000))
@@ -95,6 +98,7 @@ impl LocalPoller {
     /// Polls until the connection fails or the agent stops.
     fn serve(&mut self, conn: &Connect, nudge: &mpsc::Receiver<()>, cpu: &mut CpuState) {
         let mut last_poll: Option<Instant> = None;
+        let mut follow_up: Option<Instant> = None;
         while !self.stop.load(Ordering::Relaxed) {
             let now = Instant::now();
             let stats = libvirt_ffi::all_domain_stats(conn);
@@ -116,8 +120,13 @@ impl LocalPoller {
                 }
             }
             // Sleep a period, or less when an event asks for a fresh look;
-            // several events in a burst cause one poll.
+            // several events in a burst cause one poll. libvirt finishes
+            // some changes after their event (the undefine that follows a
+            // migration away), so an event also earns a second look a
+            // moment later.
             let deadline = now + self.inventory.poll_interval;
+            let deadline = follow_up.map_or(deadline, |f| f.min(deadline));
+            follow_up = None;
             loop {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() || self.stop.load(Ordering::Relaxed) {
@@ -127,6 +136,7 @@ impl LocalPoller {
                     Ok(()) => {
                         std::thread::sleep(Duration::from_millis(100));
                         while nudge.try_recv().is_ok() {}
+                        follow_up = Some(Instant::now() + FOLLOW_UP);
                         break;
                     }
                     Err(mpsc::RecvTimeoutError::Timeout) => break,
@@ -222,6 +232,10 @@ pub fn apply_lifecycle(inv: &Inventory, bus: &Bus, ev: &Lifecycle) {
             _ => {}
         }
     });
+    if what == "left" {
+        // Where did it go? Ask the peers now rather than at their next poll.
+        inv.nudge_peers();
+    }
     bus.publish(
         "vm.state",
         json!({

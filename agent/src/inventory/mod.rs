@@ -10,6 +10,7 @@ pub mod peers;
 pub mod procfs;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -85,6 +86,8 @@ impl Peer {
 pub struct Inventory {
     state: RwLock<State>,
     pub poll_interval: Duration,
+    /// Bumped to make every peer poller poll now.
+    peer_nudge: AtomicU64,
 }
 
 #[derive(Debug, Clone)]
@@ -128,7 +131,16 @@ impl Inventory {
                     .collect(),
             }),
             poll_interval,
+            peer_nudge: AtomicU64::new(0),
         })
+    }
+
+    pub fn nudge_peers(&self) {
+        self.peer_nudge.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn peer_nudges(&self) -> u64 {
+        self.peer_nudge.load(Ordering::Relaxed)
     }
 
     /// A consistent copy for one answer.

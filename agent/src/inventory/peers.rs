@@ -85,9 +85,19 @@ fn run(index: usize, uri: String, inv: Arc<Inventory>, stop: Arc<AtomicBool>) {
                     break;
                 }
             }
-            sleep_unless_stopped(&stop, inv.poll_interval);
+            sleep_until_due(&inv, &stop, inv.poll_interval);
         }
         libvirt_ffi::close(conn);
+    }
+}
+
+/// Sleeps a period, cut short when the agent stops or asks peers to poll
+/// now (a VM just left: which peer has it?).
+fn sleep_until_due(inv: &Inventory, stop: &AtomicBool, d: Duration) {
+    let seen = inv.peer_nudges();
+    let end = Instant::now() + d;
+    while Instant::now() < end && !stop.load(Ordering::Relaxed) && inv.peer_nudges() == seen {
+        std::thread::sleep(Duration::from_millis(100).min(end - Instant::now()));
     }
 }
 

@@ -61,6 +61,12 @@ enum Cmd {
     },
     /// Cut (`down`) or restore (`up`) a host's network link.
     Link { host: String, state: LinkState },
+    /// The main job on the lab, as the engineer at the rack sees it.
+    Demo {
+        /// The rackside-agent binary.
+        #[arg(long, default_value = "target/debug/rackside-agent")]
+        agent: std::path::PathBuf,
+    },
     /// The agent's cost at rest and the size and speed of its answers.
     BenchConsole {
         /// The rackside-agent binary.
@@ -181,6 +187,9 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Cmd::Link { host, state } => {
             let l = Lab::attach(&cli.name)?;
             l.set_link(&host, matches!(state, LinkState::Up))?;
+        }
+        Cmd::Demo { agent } => {
+            rackside_lab::demo::run(&agent, &mut std::io::stdout())?;
         }
         Cmd::BenchConsole { agent, seconds } => {
             rackside_lab::bench::console(

@@ -1,0 +1,3 @@
+//! Migrations out of this host.
+
+pub mod policy;

@@ -1,0 +1,96 @@
+//! `make demo`: three lab hosts, guests on the first, rackside-agent on it
+//! with a pty as its management line, and a person's session on that line.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::agent::AgentProcess;
+use crate::pty::PtyLine;
+use crate::{smoke, GuestSpec, Lab, LabSpec};
+
+const T: Duration = Duration::from_secs(30);
+
+/// Types a command as a person would and prints what the line shows.
+fn type_command(
+    line: &mut PtyLine,
+    cmd: &str,
+    prompt: &str,
+    out: &mut dyn Write,
+) -> Result<(), Box<dyn std::error::Error>> {
+    line.write(format!("{cmd}\r").as_bytes())?;
+    let shown = line.expect_text(T, prompt)?;
+    let shown = shown.replace('\r', "").replace('\x07', "");
+    write!(out, "{shown}")?;
+    out.flush()?;
+    Ok(())
+}
+
+pub fn run(agent: &Path, out: &mut dyn Write) -> Result<(), Box<dyn std::error::Error>> {
+    writeln!(
+        out,
+        "== bringing up a lab: hosts ha, hb (3 GiB), hc (4 GiB) =="
+    )?;
+    let lab = Lab::up(
+        &LabSpec::new("demo", 3)
+            .with_mem("hb", 3072)
+            .with_mem("hc", 4096),
+    )?;
+    for (name, fill) in [("web1", 64), ("db1", 32)] {
+        let spec = GuestSpec::new(name, fill);
+        lab.start_guest("ha", &spec)?;
+        writeln!(
+            out,
+            "   guest {name} running on ha ({} MiB, {fill} MiB of it random data)",
+            spec.mem_mib
+        )?;
+    }
+    let dir = lab.desc().dir.join("demo");
+    let link = dir.join("ttyRS0");
+    std::fs::create_dir_all(&dir)?;
+    let mut line = PtyLine::open(&link)?;
+    let mut config = format!(
+        "[host]\nname = \"ha\"\nlocation = \"DC1 / room 3 / rack 12 / U07\"\n[libvirt]\npoll_interval_s = 2\n\
+         [[console]]\npath = \"{}\"\n[state]\ndir = \"{}\"\n",
+        link.display(),
+        dir.join("state").display()
+    );
+    for (i, peer) in ["hb", "hc"].iter().enumerate() {
+        let h = lab.host(peer)?;
+        config.push_str(&format!(
+            "[[peer]]\nname = \"{peer}\"\nuri = \"{}\"\nmigrate_uri = \"{}\"\nlocation = \"DC1 / room 3 / rack 12 / U{:02}\"\n",
+            h.uri,
+            h.migrate_uri,
+            9 + 2 * i
+        ));
+    }
+    let agent = AgentProcess::start(&lab, "ha", agent, &dir, &config)?;
+    writeln!(
+        out,
+        "== rackside-agent runs on ha; its management line is a pty. What the engineer sees: ==\n"
+    )?;
+    let banner = line
+        .expect_text(T, "ha> ")
+        .map_err(|e| format!("{e}\nagent log:\n{}", agent.log_text()))?;
+    write!(out, "{}", banner.replace('\r', ""))?;
+    // Let the peers' first poll come in.
+    std::thread::sleep(Duration::from_secs(3));
+    for cmd in ["status", "vms", "hosts"] {
+        type_command(&mut line, cmd, "ha> ", out)?;
+    }
+    writeln!(
+        out,
+        "\n\n== web1 is live-migrated to hb (by virsh until `evacuate` lands in the agent) =="
+    )?;
+    let secs = smoke::virsh_migrate(&lab, "ha", "hb", "web1")?;
+    writeln!(out, "   moved in {secs:.1} s\n")?;
+    std::thread::sleep(Duration::from_secs(2));
+    write!(out, "ha> ")?;
+    type_command(&mut line, "locate web1", "ha> ", out)?;
+    type_command(&mut line, "vms", "ha> ", out)?;
+    writeln!(out)?;
+    drop(agent);
+    lab.teardown()?;
+    writeln!(out, "== lab torn down ==")?;
+    Ok(())
+}
