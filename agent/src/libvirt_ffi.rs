@@ -68,10 +68,13 @@ pub fn all_domain_stats(conn: &Connect) -> Result<Vec<DomainRecord>, FfiError> {
         | sys::VIR_DOMAIN_STATS_CPU_TOTAL
         | sys::VIR_DOMAIN_STATS_BALLOON
         | sys::VIR_DOMAIN_STATS_VCPU;
+    // NOWAIT: a domain busy in a job (a migration) answers with what it
+    // has instead of holding the whole poll until the job ends.
+    let flags = sys::VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT;
     let mut list: *mut sys::virDomainStatsRecordPtr = std::ptr::null_mut();
     // SAFETY: conn is a live connection (we hold a reference); list is an
     // out-pointer libvirt fills with a NULL-terminated array it allocates.
-    let n = unsafe { sys::virConnectGetAllDomainStats(conn.as_ptr(), stats, &mut list, 0) };
+    let n = unsafe { sys::virConnectGetAllDomainStats(conn.as_ptr(), stats, &mut list, flags) };
     if n < 0 {
         return Err(last_error("virConnectGetAllDomainStats"));
     }

@@ -20,7 +20,7 @@ fn type_command(
 ) -> Result<(), Box<dyn std::error::Error>> {
     line.write(format!("{cmd}\r").as_bytes())?;
     let shown = line.expect_text(T, prompt)?;
-    let shown = shown.replace('\r', "").replace('\x07', "");
+    let shown = shown.replace(['\r', '\x07'], "");
     write!(out, "{shown}")?;
     out.flush()?;
     Ok(())

@@ -71,8 +71,13 @@ fn run(index: usize, uri: String, inv: Arc<Inventory>, stop: Arc<AtomicBool>) {
         let _ = conn.set_keep_alive(5, 3);
         attempt = 0;
         while !stop.load(Ordering::Relaxed) {
+            // Taken before the poll: a nudge that arrives during it still
+            // earns another poll straight after.
+            let nudges = inv.peer_nudges();
+            let started = Instant::now();
             match poll(&conn) {
                 Ok(p) => {
+                    tracing::debug!(peer = %uri, domains = p.domains.len(), ms = started.elapsed().as_millis() as u64, "peer polled");
                     let cpu_pct = match (last_cpu, p.cpu) {
                         (Some(a), Some(b)) => procfs::cpu_pct(a, b),
                         _ => None,
@@ -85,7 +90,7 @@ fn run(index: usize, uri: String, inv: Arc<Inventory>, stop: Arc<AtomicBool>) {
                     break;
                 }
             }
-            sleep_until_due(&inv, &stop, inv.poll_interval);
+            sleep_until_due(&inv, &stop, inv.poll_interval, nudges);
         }
         libvirt_ffi::close(conn);
     }
@@ -93,8 +98,7 @@ fn run(index: usize, uri: String, inv: Arc<Inventory>, stop: Arc<AtomicBool>) {
 
 /// Sleeps a period, cut short when the agent stops or asks peers to poll
 /// now (a VM just left: which peer has it?).
-fn sleep_until_due(inv: &Inventory, stop: &AtomicBool, d: Duration) {
-    let seen = inv.peer_nudges();
+fn sleep_until_due(inv: &Inventory, stop: &AtomicBool, d: Duration, seen: u64) {
     let end = Instant::now() + d;
     while Instant::now() < end && !stop.load(Ordering::Relaxed) && inv.peer_nudges() == seen {
         std::thread::sleep(Duration::from_millis(100).min(end - Instant::now()));
