@@ -43,6 +43,8 @@ pub struct Config {
     #[serde(default)]
     pub migration: MigrationSection,
     #[serde(default)]
+    pub power: PowerSection,
+    #[serde(default)]
     pub auth: AuthSection,
     #[serde(default)]
     pub state: StateSection,
@@ -160,18 +162,84 @@ fn default_overcommit() -> f64 {
 pub struct MigrationSection {
     #[serde(default = "default_parallel")]
     pub max_parallel: u32,
+    /// Migrations into any one destination at once.
+    #[serde(default = "default_per_dest")]
+    pub max_per_destination: u32,
     /// MiB/s per migration; 0: no cap.
     #[serde(default)]
     pub bandwidth_mib_s: u64,
+    /// Evacuations also move shut-off persistent VMs (their definitions).
+    #[serde(default = "default_true")]
+    pub move_shutoff: bool,
+    /// Let QEMU throttle a guest's vCPUs when it dirties memory too fast.
+    #[serde(default)]
+    pub auto_converge: bool,
+    /// Allowed downtime, raised one step each time a migration stops converging.
+    #[serde(default = "default_downtime_steps")]
+    pub downtime_steps_ms: Vec<u64>,
+    /// Give up on a migration that moves no data for this long.
+    #[serde(default = "default_no_progress")]
+    pub no_progress_timeout_s: u64,
+    /// Give up on a migration taking longer than this per GiB of guest memory.
+    #[serde(default = "default_budget")]
+    pub budget_s_per_gib: u64,
 }
 
 impl Default for MigrationSection {
     fn default() -> Self {
         Self {
             max_parallel: default_parallel(),
+            max_per_destination: default_per_dest(),
             bandwidth_mib_s: 0,
+            move_shutoff: true,
+            auto_converge: false,
+            downtime_steps_ms: default_downtime_steps(),
+            no_progress_timeout_s: default_no_progress(),
+            budget_s_per_gib: default_budget(),
         }
     }
+}
+
+fn default_per_dest() -> u32 {
+    2
+}
+fn default_downtime_steps() -> Vec<u64> {
+    vec![100, 200, 300, 500]
+}
+fn default_no_progress() -> u64 {
+    60
+}
+fn default_budget() -> u64 {
+    150
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PowerSection {
+    /// `poweroff` (and `evacuate ... poweroff`) act only when this is true.
+    #[serde(default)]
+    pub allow: bool,
+    /// What powering off runs.
+    #[serde(default = "default_poweroff")]
+    pub command: Vec<String>,
+    /// What `identify SECONDS` runs, with the seconds appended (0: off),
+    /// e.g. ["ipmitool", "chassis", "identify"]. Empty: not available.
+    #[serde(default)]
+    pub identify_command: Vec<String>,
+}
+
+impl Default for PowerSection {
+    fn default() -> Self {
+        Self {
+            allow: false,
+            command: default_poweroff(),
+            identify_command: Vec::new(),
+        }
+    }
+}
+
+fn default_poweroff() -> Vec<String> {
+    vec!["systemctl".into(), "poweroff".into()]
 }
 
 fn default_parallel() -> u32 {
@@ -339,6 +407,32 @@ impl Config {
                 "migration.max_parallel",
                 format!("{} is outside 1..=16", self.migration.max_parallel),
             ));
+        }
+        if !(1..=8).contains(&self.migration.max_per_destination) {
+            return Err(bad(
+                "migration.max_per_destination",
+                format!("{} is outside 1..=8", self.migration.max_per_destination),
+            ));
+        }
+        if self
+            .migration
+            .downtime_steps_ms
+            .iter()
+            .any(|&d| d == 0 || d > 60_000)
+        {
+            return Err(bad(
+                "migration.downtime_steps_ms",
+                "each step must be 1..=60000 ms".into(),
+            ));
+        }
+        if self.migration.no_progress_timeout_s == 0 || self.migration.budget_s_per_gib == 0 {
+            return Err(bad(
+                "migration",
+                "no_progress_timeout_s and budget_s_per_gib must be at least 1".into(),
+            ));
+        }
+        if self.power.command.is_empty() || self.power.command[0].trim().is_empty() {
+            return Err(bad("power.command", "must name a program".into()));
         }
         if let Some(h) = &self.auth.pin_hash {
             crate::auth::check_hash(h).map_err(|e| bad("auth.pin_hash", e.to_string()))?;

@@ -6,9 +6,11 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::console::answer::{self, HostInfo, InventoryBackend};
+use crate::console::answer::{self, AgentBackend, HostInfo};
 use crate::console::line::{self, LineConfig};
 use crate::console::session::SessionConfig;
+use crate::evacuation::journal::{Journal, JournalError};
+use crate::evacuation::{Controller, Ctx};
 use crate::events::Bus;
 use crate::inventory::local::LocalPoller;
 use crate::inventory::{peers, Inventory};
@@ -22,6 +24,8 @@ pub enum DaemonError {
     Runtime(#[source] std::io::Error),
     #[error("cannot install signal handlers")]
     Signals(#[source] std::io::Error),
+    #[error("state directory")]
+    Journal(#[from] JournalError),
 }
 
 /// How long the first inventory may take before the agent declares itself
@@ -30,6 +34,9 @@ const FIRST_POLL_LIMIT: Duration = Duration::from_secs(15);
 
 pub fn run(cfg: Config) -> Result<(), DaemonError> {
     let host = cfg.host_name();
+    // The journal first: a state directory we cannot write is a reason not
+    // to start, since nothing could be recovered after a crash.
+    let (journal, recovered) = Journal::open(&cfg.state.dir)?;
     libvirt_ffi::start_event_loop();
     let inventory = Inventory::new(&cfg.peer, cfg.poll_interval());
     let bus = Bus::new();
@@ -54,7 +61,16 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         );
     }
 
-    let backend = Arc::new(InventoryBackend {
+    let controller = Controller::new(
+        Ctx::from_config(&cfg),
+        inventory.clone(),
+        bus.clone(),
+        journal,
+        &recovered,
+    );
+    controller.recover(&recovered);
+    let backend = Arc::new(AgentBackend {
+        controller,
         inventory: inventory.clone(),
         host: HostInfo {
             name: host.clone(),

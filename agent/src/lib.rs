@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod console;
 pub mod daemon;
+pub mod evacuation;
 pub mod events;
 pub mod inventory;
 pub mod libvirt_ffi;

@@ -5,7 +5,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use rackside_agent::console::answer::{Backend, HostInfo, InventoryBackend};
+use rackside_agent::console::answer::{AgentBackend, Backend, HostInfo};
+use rackside_agent::evacuation::{journal::Journal, Controller, Ctx};
 use rackside_agent::events::Bus;
 use rackside_agent::inventory::local::LocalPoller;
 use rackside_agent::inventory::Inventory;
@@ -106,7 +107,18 @@ fn vms_lists_two_hundred_domains_as_libvirt_does() {
     .unwrap();
     rx.recv_timeout(Duration::from_secs(30))
         .expect("first poll");
-    let backend = InventoryBackend {
+    let dir = std::env::temp_dir().join(format!("rackside-td-{}", std::process::id()));
+    let (journal, recovered) = Journal::open(&dir).unwrap();
+    let cfg = rackside_agent::config::Config::parse("", std::path::Path::new("x")).unwrap();
+    let controller = Controller::new(
+        Ctx::from_config(&cfg),
+        inv.clone(),
+        Bus::new(),
+        journal,
+        &recovered,
+    );
+    let backend = AgentBackend {
+        controller,
         inventory: inv,
         host: HostInfo {
             name: "t".into(),
@@ -115,7 +127,8 @@ fn vms_lists_two_hundred_domains_as_libvirt_does() {
             version: "test",
         },
     };
-    let a = backend.answer(&Command::Vms).expect("vms");
+    let a = backend.answer(&Command::Vms, "test").expect("vms");
+    let _ = std::fs::remove_dir_all(&dir);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let vms = a.data["vms"].as_array().unwrap();
     assert_eq!(vms.len(), 200);

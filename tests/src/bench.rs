@@ -98,6 +98,8 @@ pub fn console(
     let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.unwrap_or(100) as f64;
     let cpu_pct = ticks as f64 / hz / elapsed * 100.0;
     let rss_end = *rss_samples.last().unwrap_or(&0);
+    let anon = proc_field(pid, "RssAnon:").unwrap_or(0);
+    let file = proc_field(pid, "RssFile:").unwrap_or(0);
     let rss_max = rss_samples.iter().copied().max().unwrap_or(0);
 
     // `vms` as a person types it, and as a controller asks for it.
@@ -139,6 +141,7 @@ pub fn console(
         rss_max,
         rss_end as i64 - rss_start as i64
     )?;
+    writeln!(out, "  RSS at the end: {anon} KiB anonymous (the agent's own heap and stacks), {file} KiB file-backed (shared libraries: libvirt, gnutls, libxml2, ...)")?;
     writeln!(out, "  idle CPU: {cpu_pct:.3} % of one core")?;
     writeln!(out, "  vms (text): {text_bytes} bytes, {tm:.1} ms over a pty; at 115200 baud {:.0} ms on the wire ({:.1}x the pty time)", wire(text_bytes), wire(text_bytes) / tm)?;
     writeln!(out, "  vms (json): {json_bytes} bytes, {jm:.1} ms over a pty; at 115200 baud {:.0} ms on the wire ({:.1}x the pty time)", wire(json_bytes), wire(json_bytes) / jm)?;

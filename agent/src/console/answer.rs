@@ -22,7 +22,9 @@ pub type Refusal = (ErrorCode, String);
 /// What a session asks of the agent. The agent implements it over the live
 /// inventory; tests implement it over fixed snapshots.
 pub trait Backend: Send + Sync {
-    fn answer(&self, cmd: &Command) -> Result<Answer, Refusal>;
+    /// `line` names the management line the command came from (logs and
+    /// the journal record it).
+    fn answer(&self, cmd: &Command, line: &str) -> Result<Answer, Refusal>;
 }
 
 /// Facts about this host that do not come from the inventory.
@@ -96,23 +98,26 @@ fn fmt_opt<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map_or("-".into(), |v| v.to_string())
 }
 
-pub fn status(s: &State, host: &HostInfo, now: Instant) -> Answer {
+/// `host_state`: what the evacuation controller says (active,
+/// maintenance, evacuating, empty); `maintenance`: the flag itself.
+pub fn status(
+    s: &State,
+    host: &HostInfo,
+    now: Instant,
+    host_state: &str,
+    maintenance: bool,
+) -> Answer {
     let known = s.local.vms_at.is_some();
     let a = allocation(&s.local.vms);
     let f = &s.local.figures;
-    let state = if !known {
-        "active"
-    } else if a.running == 0 {
-        "empty"
-    } else {
-        "active"
-    };
+    let state = host_state;
     let stale = !matches!(s.local.link, Link::Up);
     let n = |v: u64| if known { json!(v) } else { Value::Null };
     let data = json!({
         "host": host.name,
         "location": host.location,
         "state": state,
+        "maintenance": maintenance,
         "health": f.health,
         "cpus": f.cpus,
         "load1": f.load1,
@@ -232,8 +237,14 @@ pub fn vms(s: &State, now: Instant) -> Result<Answer, Refusal> {
     })
 }
 
-pub fn hosts(s: &State, host: &HostInfo, now: Instant, stale_after: std::time::Duration) -> Answer {
-    let me = status(s, host, now).data;
+pub fn hosts(
+    s: &State,
+    host: &HostInfo,
+    now: Instant,
+    stale_after: std::time::Duration,
+    me: &Answer,
+) -> Answer {
+    let me = &me.data;
     let mut list = vec![json!({
         "name": host.name,
         "self": true,
@@ -387,34 +398,83 @@ pub fn locate(s: &State, host: &HostInfo, vm: &str) -> Answer {
     Answer { data, text }
 }
 
-/// The reading side of the agent over the live inventory.
+/// The agent: reading commands from the inventory, the rest through the
+/// evacuation controller.
 #[derive(Debug)]
-pub struct InventoryBackend {
+pub struct AgentBackend {
     pub inventory: std::sync::Arc<crate::inventory::Inventory>,
     pub host: HostInfo,
+    pub controller: std::sync::Arc<crate::evacuation::Controller>,
 }
 
-impl Backend for InventoryBackend {
-    fn answer(&self, cmd: &Command) -> Result<Answer, Refusal> {
+fn plain(data: Value, text: String) -> Answer {
+    Answer { data, text }
+}
+
+impl AgentBackend {
+    fn status_now(&self, s: &State, now: Instant) -> Answer {
+        let running = s.local.vms_at.map(|_| allocation(&s.local.vms).running);
+        let hs = self.controller.host_state(running);
+        status(s, &self.host, now, hs, self.controller.maintenance_on())
+    }
+}
+
+impl Backend for AgentBackend {
+    fn answer(&self, cmd: &Command, line: &str) -> Result<Answer, Refusal> {
         let now = Instant::now();
         let s = self.inventory.snapshot();
+        let c = &self.controller;
         match cmd {
             Command::Help => Ok(help()),
-            Command::Status => Ok(status(&s, &self.host, now)),
+            Command::Status => Ok(self.status_now(&s, now)),
             Command::Vms => vms(&s, now),
-            Command::Hosts => Ok(hosts(
-                &s,
-                &self.host,
-                now,
-                self.inventory.peer_stale_after(),
-            )),
+            Command::Hosts => {
+                let me = self.status_now(&s, now);
+                Ok(hosts(
+                    &s,
+                    &self.host,
+                    now,
+                    self.inventory.peer_stale_after(),
+                    &me,
+                ))
+            }
             Command::Locate { vm } => Ok(locate(&s, &self.host, vm)),
+            Command::Plan { dest } => c.plan(dest).map(|d| {
+                let t = super::text::plan(&d);
+                plain(d, t)
+            }),
+            Command::Evacuate { dest, poweroff } => c.evacuate(dest, *poweroff, line).map(|d| {
+                let t = super::text::evacuation_started(&d);
+                plain(d, t)
+            }),
+            Command::Migrate { vm, dest } => c.migrate(vm, dest, line).map(|d| {
+                let t = format!(
+                    "job {} started: {vm} to {}\r\n",
+                    d["job"],
+                    d["dest"].as_str().unwrap_or("?")
+                );
+                plain(d, t)
+            }),
+            Command::Jobs => {
+                let d = c.jobs();
+                let t = super::text::jobs(&d);
+                Ok(plain(d, t))
+            }
+            Command::Abort { vm } => c.abort(vm.as_deref(), line).map(|d| {
+                let t = format!("aborted: {}\r\n", d["aborted"]);
+                plain(d, t)
+            }),
+            Command::Maintenance { on } => c.maintenance(*on, line).map(|d| {
+                let t = format!("state: {}\r\n", d["state"].as_str().unwrap_or("?"));
+                plain(d, t)
+            }),
+            Command::Poweroff => c
+                .poweroff(line)
+                .map(|d| plain(d, "powering off\r\n".into())),
+            Command::Identify(what) => c.identify(what).map(|d| plain(d, "ok\r\n".into())),
             other => Err((
-                ErrorCode::Unavailable,
-                format!(
-                    "'{}' is not available in this version of the agent yet",
-                    other.name()
-                ),
+                ErrorCode::BadRequest,
+                format!("'{}' is handled by the session", other.name()),
             )),
         }
     }

@@ -5,4 +5,5 @@ pub mod answer;
 pub mod client;
 pub mod line;
 pub mod session;
+pub mod text;
 pub mod tty;

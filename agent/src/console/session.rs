@@ -211,7 +211,7 @@ impl Session {
                 self.subscribed = None;
                 self.write_ok(out, id, json, json!({}), "unsubscribed");
             }
-            cmd => match backend.answer(cmd) {
+            cmd => match backend.answer(cmd, &self.cfg.line) {
                 Ok(a) => {
                     if json {
                         out.extend_from_slice(wire::json_ok(id, &a.data).as_bytes());
@@ -300,8 +300,12 @@ impl Session {
 
     /// An event for this line, if it subscribed.
     pub fn event(&self, ev: &Event) -> Vec<u8> {
-        let Some(as_json) = self.subscribed else {
-            return Vec::new();
+        // The verdict reaches every person at the rack, subscribed or not.
+        let verdict = ev.name == "evacuation.done" && self.mode == Mode::Text;
+        let as_json = match self.subscribed {
+            Some(j) => j,
+            None if verdict => false,
+            None => return Vec::new(),
         };
         let body = if as_json || self.mode == Mode::Json {
             wire::json_event(ev.name, &ev.ts, &ev.data)
@@ -345,12 +349,55 @@ impl Session {
     }
 }
 
-/// One line for a person about an event.
+/// One line (the verdict: a few) for a person about an event.
 pub fn event_text(ev: &Event) -> String {
     let d = &ev.data;
-    let s = |k: &str| d[k].as_str().unwrap_or("?").to_string();
+    let s = |k: &str| match &d[k] {
+        Value::String(x) => x.clone(),
+        Value::Null => "-".to_string(),
+        v => v.to_string(),
+    };
     match ev.name {
         "vm.state" => format!("{}: {}", s("vm"), s("what")),
+        "migration.progress" => format!(
+            "{} -> {}: {}% ({} MiB left, {} MiB/s, eta {} s){}",
+            s("vm"),
+            s("dest"),
+            d["percent"]
+                .as_f64()
+                .map_or("-".into(), |p| format!("{p:.0}")),
+            d["remaining_mib"]
+                .as_f64()
+                .map_or("-".into(), |p| format!("{p:.0}")),
+            d["rate_mib_s"]
+                .as_f64()
+                .map_or("-".into(), |p| format!("{p:.0}")),
+            s("eta_s"),
+            d["note"]
+                .as_str()
+                .map_or(String::new(), |n| format!(" - {n}")),
+        ),
+        "migration.done" => format!(
+            "{} -> {}: done in {} s, downtime {} ms",
+            s("vm"),
+            s("dest"),
+            d["seconds"]
+                .as_f64()
+                .map_or("-".into(), |p| format!("{p:.1}")),
+            s("downtime_ms")
+        ),
+        "migration.failed" => format!(
+            "{} -> {}: FAILED: {}; now on {}{}",
+            s("vm"),
+            s("dest"),
+            s("error"),
+            s("now_on"),
+            d["retrying_on"]
+                .as_str()
+                .map_or(String::new(), |h| format!("; retrying on {h}")),
+        ),
+        "evacuation.done" => crate::evacuation::model::verdict_text(d),
+        "host.empty" => format!("{} is empty", s("host")),
         _ => format!("{} {}", ev.name, d),
     }
 }
@@ -365,7 +412,7 @@ mod tests {
     /// command ran; refuses the rest like the agent before evacuation.
     struct Echo;
     impl Backend for Echo {
-        fn answer(&self, cmd: &Command) -> Result<Answer, Refusal> {
+        fn answer(&self, cmd: &Command, _line: &str) -> Result<Answer, Refusal> {
             match cmd {
                 Command::Status
                 | Command::Vms

@@ -1,3 +1,4 @@
 //! Migrations out of this host.
 
 pub mod policy;
+pub mod run;
