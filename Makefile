@@ -12,7 +12,7 @@ DEB_PACKAGES := libvirt-daemon-system libvirt-clients libvirt-dev pkg-config \
 	qemu-system-x86 iproute2 nftables linux-image-cloud-amd64 busybox-static \
 	cpio socat procps util-linux coreutils
 
-.PHONY: help setup build test-fast test-lab test lab-up lab-down lab-smoke demo bench-console clean fmt lint
+.PHONY: help setup build test-fast test-lab test lab-up lab-down lab-smoke demo bench-console bench-evacuate clean fmt lint
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -56,6 +56,11 @@ bench-console: setup ## Agent RSS, idle CPU and answer sizes with 200 domains (1
 	$(CARGO) build $(CARGO_FLAGS) --release -p rackside-agent
 	$(CARGO) build $(CARGO_FLAGS) -p rackside-lab
 	$(LAB) bench-console --agent target/release/rackside-agent --seconds $${BENCH_SECONDS:-600}
+
+bench-evacuate: setup ## Evacuation at max_parallel 1, 2, 4 beside a sequential virsh loop (root)
+	$(CARGO) build $(CARGO_FLAGS) --release -p rackside-agent
+	$(CARGO) build $(CARGO_FLAGS) -p rackside-lab
+	$(LAB) bench-evacuate --agent target/release/rackside-agent
 
 fmt: ## Format the code
 	$(CARGO) fmt --all

@@ -148,3 +148,152 @@ pub fn console(
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
+
+/// One way of emptying ha, measured.
+#[derive(Debug, Clone)]
+struct Drain {
+    how: String,
+    wall_s: f64,
+    data_mib: f64,
+    downtimes: Vec<u64>,
+    safe: bool,
+}
+
+const BENCH_GUESTS: [&str; 4] = ["b1", "b2", "b3", "b4"];
+
+fn fresh_guests(lab: &crate::Lab, fill: u64) -> Result<(), Box<dyn std::error::Error>> {
+    for h in &lab.desc().hosts {
+        for g in crate::virsh::all(&h.local_uri)? {
+            let _ = crate::virsh::run(&h.local_uri, &["destroy", &g]);
+            let _ = crate::virsh::run(&h.local_uri, &["undefine", &g]);
+        }
+    }
+    let specs: Vec<crate::GuestSpec> = BENCH_GUESTS.iter().map(|g| crate::GuestSpec::new(g, fill)).collect();
+    let results: Vec<Result<u64, crate::LabError>> = std::thread::scope(|s| {
+        let hs: Vec<_> = specs.iter().map(|g| s.spawn(move || lab.start_guest("ha", g))).collect();
+        hs.into_iter().map(|h| h.join().expect("guest thread")).collect()
+    });
+    for r in results {
+        r?;
+    }
+    // Let the workload settle into its dirtying loop.
+    std::thread::sleep(Duration::from_secs(3));
+    Ok(())
+}
+
+fn virsh_baseline(lab: &crate::Lab) -> Result<(Drain, f64), Box<dyn std::error::Error>> {
+    let t0 = Instant::now();
+    let mut data = 0.0;
+    let mut downtimes = Vec::new();
+    let mut first_rate = 0.0;
+    for (i, g) in BENCH_GUESTS.iter().enumerate() {
+        let dest = if i % 2 == 0 { "hb" } else { "hc" };
+        let t = Instant::now();
+        crate::smoke::virsh_migrate(lab, "ha", dest, g)?;
+        let secs = t.elapsed().as_secs_f64();
+        let job = lab.virsh(dest, &["domjobinfo", "--completed", g])?;
+        let mib = crate::virsh::field(&job, "Memory processed").and_then(|v| crate::virsh::parse_mib(&v)).unwrap_or(0.0);
+        let dt = crate::virsh::field(&job, "Total downtime").and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0);
+        if i == 0 {
+            first_rate = mib / secs;
+        }
+        data += mib;
+        downtimes.push(dt);
+    }
+    let safe = crate::virsh::active(&lab.host("ha")?.local_uri)?.is_empty();
+    Ok((
+        Drain {
+            how: "virsh loop (sequential)".into(),
+            wall_s: t0.elapsed().as_secs_f64(),
+            data_mib: data,
+            downtimes,
+            safe,
+        },
+        first_rate,
+    ))
+}
+
+fn agent_drain(lab: &crate::Lab, agent: &Path, parallel: u32) -> Result<Drain, Box<dyn std::error::Error>> {
+    let dir = lab.desc().dir.join(format!("bench-p{parallel}"));
+    std::fs::create_dir_all(&dir)?;
+    let link = dir.join("tty");
+    let mut line = PtyLine::open(&link)?;
+    let mut cfg = format!(
+        "[host]\nname = \"ha\"\n[libvirt]\npoll_interval_s = 1\n[[console]]\npath = \"{}\"\n[state]\ndir = \"{}\"\n[migration]\nmax_parallel = {parallel}\nmax_per_destination = {parallel}\n[placement]\nmem_reserve_mib = 256\n",
+        link.display(),
+        dir.join("state").display()
+    );
+    for p in ["hb", "hc"] {
+        let h = lab.host(p)?;
+        cfg.push_str(&format!("[[peer]]\nname = \"{p}\"\nuri = \"{}\"\nmigrate_uri = \"{}\"\n", h.uri, h.migrate_uri));
+    }
+    let mut proc = crate::agent::AgentProcess::start(lab, "ha", agent, &dir, &cfg)?;
+    line.expect_text(Duration::from_secs(30), "ha> ")?;
+    for _ in 0..60 {
+        let h = line.request(1, "hosts", json!({}), Duration::from_secs(20))?;
+        if h["data"]["hosts"].as_array().is_some_and(|a| a.iter().all(|x| x["reachable"] == json!(true))) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    line.request(2, "subscribe", json!({}), Duration::from_secs(20))?;
+    let t0 = Instant::now();
+    let r = line.request(3, "evacuate", json!({}), Duration::from_secs(20))?;
+    if r["ok"] != json!(true) {
+        return Err(format!("evacuate refused: {r}").into());
+    }
+    let done = line.expect_event("evacuation.done", Duration::from_secs(900), |_| true)?;
+    let wall = t0.elapsed().as_secs_f64();
+    let jobs = line.request(4, "jobs", json!({}), Duration::from_secs(20))?;
+    proc.stop();
+    let mut data = 0.0;
+    let mut downtimes = Vec::new();
+    for j in jobs["data"]["jobs"].as_array().into_iter().flatten() {
+        downtimes.push(j["downtime_ms"].as_u64().unwrap_or(0));
+        let dest = j["dest"].as_str().unwrap_or("hb");
+        let vm = j["vm"].as_str().unwrap_or("");
+        if let Ok(job) = lab.virsh(dest, &["domjobinfo", "--completed", vm]) {
+            data += crate::virsh::field(&job, "Memory processed").and_then(|v| crate::virsh::parse_mib(&v)).unwrap_or(0.0);
+        }
+    }
+    Ok(Drain {
+        how: format!("rackside, max_parallel {parallel}"),
+        wall_s: wall,
+        data_mib: data,
+        downtimes,
+        safe: done["data"]["safe_to_power_off"] == json!(true),
+    })
+}
+
+pub fn evacuate(agent: &Path, fill: u64, out: &mut dyn Write) -> Result<(), Box<dyn std::error::Error>> {
+    let lab = crate::Lab::up(&crate::LabSpec::new("bench", 3))?;
+    writeln!(out, "bench-evacuate: 4 guests x {} MiB ({fill} MiB random data each, rewriting 1 MiB/s), ha -> hb, hc", fill + 96)?;
+    fresh_guests(&lab, fill)?;
+    let (base, single_rate) = virsh_baseline(&lab)?;
+    let mut rows = vec![base];
+    for p in [1, 2, 4] {
+        fresh_guests(&lab, fill)?;
+        rows.push(agent_drain(&lab, agent, p)?);
+    }
+    writeln!(out, "single-migration throughput (first virsh migration): {single_rate:.0} MiB/s")?;
+    writeln!(out, "| how | wall s | MiB moved | MiB/s | downtime ms per VM | wall / (MiB / single rate) | vs virsh loop | SAFE |")?;
+    writeln!(out, "| --- | --- | --- | --- | --- | --- | --- | --- |")?;
+    let base_wall = rows[0].wall_s;
+    for r in &rows {
+        let ideal = if single_rate > 0.0 { r.data_mib / single_rate } else { 0.0 };
+        writeln!(
+            out,
+            "| {} | {:.1} | {:.0} | {:.0} | {:?} | {:.2} | {:.2}x | {} |",
+            r.how,
+            r.wall_s,
+            r.data_mib,
+            r.data_mib / r.wall_s,
+            r.downtimes,
+            if ideal > 0.0 { r.wall_s / ideal } else { 0.0 },
+            r.wall_s / base_wall,
+            if r.safe { "yes" } else { "no" }
+        )?;
+    }
+    lab.teardown()?;
+    Ok(())
+}

@@ -76,6 +76,14 @@ enum Cmd {
         #[arg(long, default_value_t = 600)]
         seconds: u64,
     },
+    /// Evacuation wall time and downtime at max_parallel 1, 2, 4 beside a virsh loop.
+    BenchEvacuate {
+        #[arg(long, default_value = "target/release/rackside-agent")]
+        agent: std::path::PathBuf,
+        /// MiB of random data per guest.
+        #[arg(long, default_value_t = 200)]
+        fill: u64,
+    },
     /// Two hosts, one guest, a live migration checked end to end.
     Smoke {
         #[arg(long, default_value_t = 64)]
@@ -197,6 +205,9 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 std::time::Duration::from_secs(seconds),
                 &mut std::io::stdout(),
             )?;
+        }
+        Cmd::BenchEvacuate { agent, fill } => {
+            rackside_lab::bench::evacuate(&agent, fill, &mut std::io::stdout())?;
         }
         Cmd::Smoke { fill } => {
             let l = Lab::up(&LabSpec::new(&cli.name, 2))?;

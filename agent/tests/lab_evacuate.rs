@@ -1,0 +1,362 @@
+//! Evacuations on the lab: real libvirtd, real QEMU guests with real
+//! memory, real ptys. Each test is one of the field's complaints
+//! (ANCHORS.md). Needs root: run by `make test-lab`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rackside_lab::agent::AgentProcess;
+use rackside_lab::pty::PtyLine;
+use rackside_lab::{smoke, virsh, GuestSpec, Lab, LabSpec};
+use serde_json::{json, Value};
+
+const AGENT: &str = env!("CARGO_BIN_EXE_rackside-agent");
+const T: Duration = Duration::from_secs(20);
+/// Long enough for any lab evacuation to end (it always must).
+const END: Duration = Duration::from_secs(300);
+
+fn dir(lab: &Lab) -> PathBuf {
+    lab.desc().dir.join("evac")
+}
+
+fn config(lab: &Lab, lines: &[&Path], extra: &str) -> String {
+    let mut c = format!(
+        "[host]\nname = \"ha\"\n[libvirt]\npoll_interval_s = 1\n[state]\ndir = \"{}\"\n",
+        dir(lab).join("state").display()
+    );
+    for h in lab.desc().hosts.iter().filter(|h| h.name != "ha") {
+        c.push_str(&format!(
+            "[[peer]]\nname = \"{}\"\nuri = \"{}\"\nmigrate_uri = \"{}\"\n",
+            h.name, h.uri, h.migrate_uri
+        ));
+    }
+    for l in lines {
+        c.push_str(&format!("[[console]]\npath = \"{}\"\n", l.display()));
+    }
+    c.push_str(extra);
+    c
+}
+
+struct Rig {
+    lab: Lab,
+    agent: AgentProcess,
+    line: PtyLine,
+    id: u64,
+}
+
+impl Rig {
+    fn new(name: &str, spec: LabSpec, guests: &[(&str, u64)], extra: &str) -> Rig {
+        let mut spec = spec;
+        spec.name = name.into();
+        let lab = Lab::up(&spec).expect("lab up");
+        let d = dir(&lab);
+        std::fs::create_dir_all(&d).unwrap();
+        let starts: Vec<_> = guests.iter().map(|(n, fill)| GuestSpec::new(n, *fill)).collect();
+        std::thread::scope(|s| {
+            for g in &starts {
+                let lab = &lab;
+                s.spawn(move || lab.start_guest("ha", g).expect("guest"));
+            }
+        });
+        let link = d.join("ttyRS0");
+        let mut line = PtyLine::open(&link).unwrap();
+        let agent = AgentProcess::start(&lab, "ha", Path::new(AGENT), &d, &config(&lab, &[&link], extra)).unwrap();
+        line.expect_text(T, "ha> ").unwrap_or_else(|e| panic!("{e}\n{}", agent.log_text()));
+        let mut rig = Rig { lab, agent, line, id: 0 };
+        // Wait for every peer's first poll: placement needs their figures.
+        for _ in 0..60 {
+            let h = rig.req("hosts", json!({}));
+            if h["data"]["hosts"].as_array().unwrap().iter().all(|h| h["reachable"] == json!(true)) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        rig
+    }
+
+    fn req(&mut self, cmd: &str, args: Value) -> Value {
+        self.id += 1;
+        self.line
+            .request(self.id, cmd, args, T)
+            .unwrap_or_else(|e| panic!("{cmd}: {e}\nagent log:\n{}", self.agent.log_text()))
+    }
+
+    /// Collects events until `evacuation.done`; returns them all.
+    fn until_done(&mut self) -> Vec<Value> {
+        let mut events = Vec::new();
+        loop {
+            let line = self
+                .line
+                .expect_line(END, |l| l.trim_start().starts_with("{\"event\""))
+                .unwrap_or_else(|e| panic!("no evacuation.done: {e}\nagent log:\n{}", self.agent.log_text()));
+            let v: Value = serde_json::from_str(line.trim_start()).unwrap();
+            let done = v["event"] == "evacuation.done";
+            events.push(v);
+            if done {
+                return events;
+            }
+        }
+    }
+
+    /// For every guest: the hosts where libvirt shows it active, and the
+    /// QEMU processes running it. Exactly once means one and one.
+    fn whereabouts(&self, guests: &[&str]) -> BTreeMap<String, (Vec<String>, usize)> {
+        let mut out = BTreeMap::new();
+        for g in guests {
+            let mut hosts = Vec::new();
+            let mut qemus = 0;
+            for h in &self.lab.desc().hosts {
+                if virsh::active(&h.local_uri).unwrap().iter().any(|n| n == g) {
+                    hosts.push(h.name.clone());
+                }
+                qemus += smoke::qemu_processes(&self.lab, &h.name, g).unwrap();
+            }
+            out.insert(g.to_string(), (hosts, qemus));
+        }
+        out
+    }
+
+    fn assert_each_runs_once(&self, guests: &[&str]) -> BTreeMap<String, String> {
+        let w = self.whereabouts(guests);
+        let mut at = BTreeMap::new();
+        for (g, (hosts, qemus)) in &w {
+            assert_eq!(hosts.len(), 1, "{g} active on {hosts:?}: {w:?}");
+            assert_eq!(*qemus, 1, "{g} has {qemus} QEMU processes: {w:?}");
+            at.insert(g.clone(), hosts[0].clone());
+        }
+        at
+    }
+}
+
+fn verdict(events: &[Value]) -> &Value {
+    &events.last().unwrap()["data"]
+}
+
+/// Percent per job never went down in the progress events.
+fn assert_progress_monotone(events: &[Value]) {
+    let mut last: BTreeMap<u64, f64> = BTreeMap::new();
+    for e in events.iter().filter(|e| e["event"] == "migration.progress") {
+        let job = e["data"]["job"].as_u64().unwrap();
+        let p = e["data"]["percent"].as_f64().unwrap();
+        let prev = last.insert(job, p).unwrap_or(0.0);
+        assert!(p >= prev, "job {job} progress went from {prev} to {p}");
+    }
+}
+
+#[test]
+#[ignore = "lab: needs root, libvirtd and QEMU (make test-lab)"]
+fn evacuation_moves_every_vm_once_within_capacity_and_says_safe() {
+    let guests = [("big", 96), ("mid", 64), ("small", 32), ("tiny", 8)];
+    let names: Vec<&str> = guests.iter().map(|g| g.0).collect();
+    // hb and hc differ in size; a 1 GiB reserve each.
+    let spec = LabSpec::new("evac", 3).with_mem("hb", 1536).with_mem("hc", 2048);
+    let text_link_extra = "";
+    let mut rig = Rig::new("evac", spec, &guests, text_link_extra);
+    let plan = rig.req("plan", json!({}));
+    assert_eq!(plan["data"]["moves"].as_array().unwrap().len(), 4, "{plan}");
+    let ticks_before: BTreeMap<String, u64> = names
+        .iter()
+        .map(|g| (g.to_string(), rackside_lab::guest::last_tick(&rig.lab.serial_log("ha", g).unwrap()).unwrap()))
+        .collect();
+
+    assert_eq!(rig.req("subscribe", json!({}))["ok"], true);
+    let started = rig.req("evacuate", json!({}));
+    assert_eq!(started["ok"], true, "{started}");
+    // A second evacuate while one runs: busy.
+    let again = rig.req("evacuate", json!({}));
+    assert_eq!(again["error"]["code"], "busy", "{again}");
+    let status = rig.req("status", json!({}));
+    assert_eq!(status["data"]["state"], "evacuating");
+
+    let events = rig.until_done();
+    let v = verdict(&events);
+    assert_eq!(v["safe_to_power_off"], true, "{v}\n{}", rig.agent.log_text());
+    assert_eq!(v["moved"].as_array().unwrap().len(), 4, "{v}");
+    assert!(events.iter().any(|e| e["event"] == "migration.done"));
+    assert_progress_monotone(&events);
+    rig.line
+        .expect_event("host.empty", T, |_| true)
+        .expect("host.empty after a safe verdict");
+
+    // Every VM runs exactly once, none here, and alive: its tick counter
+    // carries on where it was.
+    let at = rig.assert_each_runs_once(&names);
+    assert!(at.values().all(|h| h != "ha"), "{at:?}");
+    for (g, h) in &at {
+        rig.lab
+            .wait_tick(h, g, ticks_before[g], Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{g} not ticking on {h}: {e}"));
+    }
+    // No destination over capacity (memory with the reserve).
+    for h in rig.lab.desc().hosts.iter().filter(|h| h.name != "ha") {
+        let total = h.mem_mib.unwrap();
+        let used: u64 = at
+            .iter()
+            .filter(|(_, host)| **host == h.name)
+            .map(|(g, _)| GuestSpec::new(g, guests.iter().find(|x| x.0 == g.as_str()).unwrap().1).mem_mib)
+            .sum();
+        assert!(used + 1024 <= total, "{}: {used} MiB + reserve > {total}", h.name);
+    }
+    let status = rig.req("status", json!({}));
+    assert_eq!(status["data"]["state"], "empty", "{status}");
+    assert_eq!(status["data"]["maintenance"], true);
+    let jobs = rig.req("jobs", json!({}));
+    for j in jobs["data"]["jobs"].as_array().unwrap() {
+        assert_eq!(j["phase"], "done", "{j}");
+        assert_eq!(j["percent"], 100.0);
+        assert!(j["downtime_ms"].is_u64(), "{j}");
+    }
+    // A person on a text line saw the verdict, with a BEL.
+    rig.line.write(b"mode text\r").unwrap();
+    rig.line.write(b"status\r").unwrap();
+    let transcript = String::from_utf8_lossy(&rig.line.transcript).into_owned();
+    assert!(transcript.contains("\"safe_to_power_off\":true"), "{transcript}");
+    rig.agent.stop();
+    rig.lab.teardown().expect("teardown");
+}
+
+#[test]
+#[ignore = "lab: needs root, libvirtd and QEMU (make test-lab)"]
+fn a_vm_that_fits_nowhere_stays_running_and_is_named() {
+    // Peers of 1.5 GiB with a 1 GiB reserve: 512 MiB of room each.
+    let spec = LabSpec::new("nofit", 3).with_mem("hb", 1536).with_mem("hc", 1536);
+    let mut rig = Rig::new("nofit", spec, &[("huge", 8), ("ok1", 8)], "");
+    // Make `huge` need more than any peer has: redefine with 700 MiB.
+    rig.lab.virsh("ha", &["destroy", "huge"]).unwrap();
+    rig.lab.virsh("ha", &["undefine", "huge"]).unwrap();
+    let mut g = GuestSpec::new("huge", 8);
+    g.mem_mib = 700;
+    rig.lab.start_guest("ha", &g).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let plan = rig.req("plan", json!({}));
+    let unpl = plan["data"]["unplaceable"].as_array().unwrap();
+    assert_eq!(unpl.len(), 1, "{plan}");
+    assert_eq!(unpl[0]["vm"], "huge");
+    assert!(unpl[0]["reason"].as_str().unwrap().contains("700"), "{plan}");
+
+    // A text line, as a person uses it, and a subscribed JSON line.
+    rig.req("subscribe", json!({}));
+    assert_eq!(rig.req("evacuate", json!({}))["ok"], true);
+    let events = rig.until_done();
+    let v = verdict(&events);
+    assert_eq!(v["safe_to_power_off"], false, "{v}");
+    assert_eq!(v["remaining"], json!(["huge"]), "{v}");
+    assert_eq!(v["unplaceable"][0]["vm"], "huge");
+    let at = rig.assert_each_runs_once(&["huge", "ok1"]);
+    assert_eq!(at["huge"], "ha");
+    assert_ne!(at["ok1"], "ha");
+    rig.agent.stop();
+    rig.lab.teardown().expect("teardown");
+}
+
+#[test]
+#[ignore = "lab: needs root, libvirtd and QEMU (make test-lab)"]
+fn abort_mid_migration_leaves_every_vm_running_once() {
+    // 4 MiB/s: a 64 MiB guest takes half a minute, time to abort.
+    let mut rig = Rig::new(
+        "abort",
+        LabSpec::new("abort", 2),
+        &[("slow1", 64), ("slow2", 64), ("slow3", 16)],
+        "[migration]\nbandwidth_mib_s = 4\nmax_parallel = 1\n",
+    );
+    rig.req("subscribe", json!({}));
+    assert_eq!(rig.req("evacuate", json!({}))["ok"], true);
+    rig.line
+        .expect_event("migration.progress", T, |e| e["data"]["percent"].as_f64().unwrap_or(0.0) > 5.0)
+        .unwrap_or_else(|e| panic!("no progress: {e}\n{}", rig.agent.log_text()));
+    let aborted = rig.req("abort", json!({}));
+    assert_eq!(aborted["ok"], true, "{aborted}");
+    let events = rig.until_done();
+    let v = verdict(&events);
+    assert_eq!(v["safe_to_power_off"], false);
+    let at = rig.assert_each_runs_once(&["slow1", "slow2", "slow3"]);
+    assert!(at.values().all(|h| h == "ha"), "nothing should have moved: {at:?}");
+    let jobs = rig.req("jobs", json!({}));
+    let phases: Vec<&str> = jobs["data"]["jobs"].as_array().unwrap().iter().map(|j| j["phase"].as_str().unwrap()).collect();
+    assert!(phases.iter().all(|p| *p == "aborted"), "{jobs}");
+    // The abort sticks: nothing starts afterwards.
+    std::thread::sleep(Duration::from_secs(3));
+    let at2 = rig.assert_each_runs_once(&["slow1", "slow2", "slow3"]);
+    assert_eq!(at, at2);
+    rig.agent.stop();
+    rig.lab.teardown().expect("teardown");
+}
+
+#[test]
+#[ignore = "lab: needs root, libvirtd and QEMU (make test-lab)"]
+fn agent_killed_mid_migration_recovers_the_truth() {
+    let mut rig = Rig::new("kill9", LabSpec::new("kill9", 2), &[("mover", 64)], "[migration]\nbandwidth_mib_s = 8\n");
+    rig.req("subscribe", json!({}));
+    assert_eq!(rig.req("evacuate", json!({}))["ok"], true);
+    rig.line
+        .expect_event("migration.progress", T, |e| e["data"]["percent"].as_f64().unwrap_or(0.0) > 10.0)
+        .unwrap_or_else(|e| panic!("no progress: {e}\n{}", rig.agent.log_text()));
+    rig.agent.kill();
+    // libvirt carries on with a peer-to-peer migration whose client died.
+    let d = dir(&rig.lab);
+    let link = d.join("ttyRS0");
+    let extra = "[migration]\nbandwidth_mib_s = 8\n";
+    rig.agent = AgentProcess::start(&rig.lab, "ha", Path::new(AGENT), &d, &config(&rig.lab, &[&link], extra)).unwrap();
+    rig.line.expect_text(T, "ha> ").unwrap_or_else(|e| panic!("{e}\n{}", rig.agent.log_text()));
+    rig.req("subscribe", json!({}));
+    let events = rig.until_done();
+    let v = verdict(&events);
+    let at = rig.assert_each_runs_once(&["mover"]);
+    assert_eq!(at["mover"], "hb", "{v}");
+    assert_eq!(v["safe_to_power_off"], true, "{v}");
+    let jobs = rig.req("jobs", json!({}));
+    assert_eq!(jobs["data"]["jobs"][0]["phase"], "done", "{jobs}");
+    rig.agent.stop();
+    rig.lab.teardown().expect("teardown");
+}
+
+/// The first destination is lost mid-migration (its libvirtd stopped, or
+/// its cable pulled): the job fails, is retried once on the other peer, and
+/// once the lost host is back every VM runs exactly once.
+fn destination_lost(name: &str, lose: impl Fn(&Lab, &str), restore: impl Fn(&Lab, &str)) {
+    let extra = "[migration]\nbandwidth_mib_s = 6\nno_progress_timeout_s = 15\n[placement]\nstrategy = \"pack\"\n";
+    let mut rig = Rig::new(name, LabSpec::new(name, 3), &[("wanderer", 64)], extra);
+    rig.req("subscribe", json!({}));
+    let started = rig.req("evacuate", json!({}));
+    let first = started["data"]["moves"][0]["dest"].as_str().unwrap().to_string();
+    rig.line
+        .expect_event("migration.progress", T, |e| e["data"]["percent"].as_f64().unwrap_or(0.0) > 10.0)
+        .unwrap_or_else(|e| panic!("no progress: {e}\n{}", rig.agent.log_text()));
+    lose(&rig.lab, &first);
+    let events = rig.until_done();
+    restore(&rig.lab, &first);
+    let v = verdict(&events).clone();
+    let failed = events.iter().find(|e| e["event"] == "migration.failed").expect("a failure event");
+    assert_eq!(failed["data"]["now_on"], "ha", "{failed}");
+    let other = failed["data"]["retrying_on"].as_str().expect("a retry").to_string();
+    assert_ne!(other, first);
+    assert_eq!(v["safe_to_power_off"], true, "{v}\n{}", rig.agent.log_text());
+    // The lost host cleans up its half of the migration once it is back.
+    let mut at = BTreeMap::new();
+    for _ in 0..60 {
+        let w = rig.whereabouts(&["wanderer"]);
+        if w["wanderer"].0.len() == 1 && w["wanderer"].1 == 1 {
+            at = rig.assert_each_runs_once(&["wanderer"]);
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert_eq!(at.get("wanderer"), Some(&other), "{:?}", rig.whereabouts(&["wanderer"]));
+    let jobs = rig.req("jobs", json!({}));
+    assert_eq!(jobs["data"]["jobs"][0]["tried"], json!([first, other]), "{jobs}");
+    rig.agent.stop();
+    rig.lab.teardown().expect("teardown");
+}
+
+#[test]
+#[ignore = "lab: needs root, libvirtd and QEMU (make test-lab)"]
+fn destination_libvirtd_stopped_mid_migration() {
+    destination_lost("dlost", |lab, h| lab.stop_libvirtd(h).unwrap(), |lab, h| lab.start_libvirtd(h).unwrap());
+}
+
+#[test]
+#[ignore = "lab: needs root, libvirtd and QEMU (make test-lab)"]
+fn destination_link_cut_mid_migration() {
+    destination_lost("cut", |lab, h| lab.set_link(h, false).unwrap(), |lab, h| lab.set_link(h, true).unwrap());
+}
