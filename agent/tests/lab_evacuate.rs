@@ -47,14 +47,18 @@ struct Rig {
 
 impl Rig {
     fn new(name: &str, spec: LabSpec, guests: &[(&str, u64)], extra: &str) -> Rig {
+        let specs: Vec<GuestSpec> = guests.iter().map(|(n, fill)| GuestSpec::new(n, *fill)).collect();
+        Rig::with_guests(name, spec, &specs, extra)
+    }
+
+    fn with_guests(name: &str, spec: LabSpec, starts: &[GuestSpec], extra: &str) -> Rig {
         let mut spec = spec;
         spec.name = name.into();
         let lab = Lab::up(&spec).expect("lab up");
         let d = dir(&lab);
         std::fs::create_dir_all(&d).unwrap();
-        let starts: Vec<_> = guests.iter().map(|(n, fill)| GuestSpec::new(n, *fill)).collect();
         std::thread::scope(|s| {
-            for g in &starts {
+            for g in starts {
                 let lab = &lab;
                 s.spawn(move || lab.start_guest("ha", g).expect("guest"));
             }
@@ -359,4 +363,61 @@ fn destination_libvirtd_stopped_mid_migration() {
 #[ignore = "lab: needs root, libvirtd and QEMU (make test-lab)"]
 fn destination_link_cut_mid_migration() {
     destination_lost("cut", |lab, h| lab.set_link(h, false).unwrap(), |lab, h| lab.set_link(h, true).unwrap());
+}
+
+#[test]
+#[ignore = "lab: needs root, libvirtd and QEMU (make test-lab)"]
+fn a_guest_that_never_converges_is_given_up_on_and_keeps_running() {
+    // Rewrites 24 MiB a second over a link capped at 4 MiB/s: no amount of
+    // downtime makes that converge.
+    let mut g = GuestSpec::new("writer", 48);
+    g.dirty_mib = 24;
+    let extra = "[migration]\nbandwidth_mib_s = 4\ndowntime_steps_ms = [100, 200]\nno_progress_timeout_s = 120\n";
+    let mut rig = Rig::with_guests("noconv", LabSpec::new("noconv", 2), &[g], extra);
+    rig.req("subscribe", json!({}));
+    assert_eq!(rig.req("evacuate", json!({}))["ok"], true);
+    let events = rig.until_done();
+    let v = verdict(&events);
+    assert_eq!(v["safe_to_power_off"], false, "{v}");
+    let failed = &v["failed"][0];
+    assert_eq!(failed["vm"], "writer", "{v}");
+    let err = failed["error"].as_str().unwrap();
+    assert!(err.contains("does not converge"), "{err}");
+    // The downtime was raised before giving up, and people were told why.
+    let raised = events
+        .iter()
+        .filter(|e| e["event"] == "migration.progress")
+        .any(|e| e["data"]["downtime_ms"] == 200);
+    assert!(raised, "downtime never raised to 200 ms");
+    assert_progress_monotone(&events);
+    let at = rig.assert_each_runs_once(&["writer"]);
+    assert_eq!(at["writer"], "ha");
+    rig.agent.stop();
+    rig.lab.teardown().expect("teardown");
+}
+
+#[test]
+#[ignore = "lab: needs root, libvirtd and QEMU (make test-lab)"]
+fn poweroff_only_when_empty_and_allowed() {
+    let lab_dir = rackside_lab::names::lab_dir("power");
+    let marker = lab_dir.join("powered-off");
+    let extra = format!("[power]\nallow = true\ncommand = [\"touch\", \"{}\"]\n", marker.display());
+    let mut rig = Rig::new("power", LabSpec::new("power", 2), &[("p1", 8)], &extra);
+    let r = rig.req("poweroff", json!({}));
+    assert_eq!(r["error"]["code"], "busy", "{r}");
+    assert!(r["error"]["message"].as_str().unwrap().contains("p1"), "{r}");
+    assert!(!marker.exists());
+    rig.req("subscribe", json!({}));
+    assert_eq!(rig.req("evacuate", json!({"poweroff": true}))["ok"], true);
+    let events = rig.until_done();
+    assert_eq!(verdict(&events)["safe_to_power_off"], true);
+    for _ in 0..50 {
+        if marker.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(marker.exists(), "the power-off command did not run");
+    rig.agent.stop();
+    rig.lab.teardown().expect("teardown");
 }

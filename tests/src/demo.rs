@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::agent::AgentProcess;
 use crate::pty::PtyLine;
-use crate::{smoke, GuestSpec, Lab, LabSpec};
+use crate::{GuestSpec, Lab, LabSpec};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -36,7 +36,7 @@ pub fn run(agent: &Path, out: &mut dyn Write) -> Result<(), Box<dyn std::error::
             .with_mem("hb", 3072)
             .with_mem("hc", 4096),
     )?;
-    for (name, fill) in [("web1", 64), ("db1", 32)] {
+    for (name, fill) in [("web1", 64), ("db1", 32), ("cache1", 16)] {
         let spec = GuestSpec::new(name, fill);
         lab.start_guest("ha", &spec)?;
         writeln!(
@@ -50,7 +50,7 @@ pub fn run(agent: &Path, out: &mut dyn Write) -> Result<(), Box<dyn std::error::
     std::fs::create_dir_all(&dir)?;
     let mut line = PtyLine::open(&link)?;
     let mut config = format!(
-        "[host]\nname = \"ha\"\nlocation = \"DC1 / room 3 / rack 12 / U07\"\n[libvirt]\npoll_interval_s = 2\n\
+        "[host]\nname = \"ha\"\nlocation = \"DC1 / room 3 / rack 12 / U07\"\n[libvirt]\npoll_interval_s = 2\n[placement]\nmem_reserve_mib = 512\n\
          [[console]]\npath = \"{}\"\n[state]\ndir = \"{}\"\n",
         link.display(),
         dir.join("state").display()
@@ -78,16 +78,22 @@ pub fn run(agent: &Path, out: &mut dyn Write) -> Result<(), Box<dyn std::error::
     for cmd in ["status", "vms", "hosts"] {
         type_command(&mut line, cmd, "ha> ", out)?;
     }
-    writeln!(
-        out,
-        "\n\n== web1 is live-migrated to hb (by virsh until `evacuate` lands in the agent) =="
-    )?;
-    let secs = smoke::virsh_migrate(&lab, "ha", "hb", "web1")?;
-    writeln!(out, "   moved in {secs:.1} s\n")?;
-    std::thread::sleep(Duration::from_secs(2));
+    writeln!(out, "\n\n== the engineer types `plan`, then `evacuate`, and watches ==\n")?;
     write!(out, "ha> ")?;
-    type_command(&mut line, "locate web1", "ha> ", out)?;
-    type_command(&mut line, "vms", "ha> ", out)?;
+    type_command(&mut line, "subscribe", "ha> ", out)?;
+    type_command(&mut line, "plan", "ha> ", out)?;
+    type_command(&mut line, "evacuate", "ha> ", out)?;
+    // Events arrive on the line until the verdict.
+    let verdict = line
+        .expect_text(Duration::from_secs(300), "POWER OFF")
+        .map_err(|e| format!("{e}\nagent log:\n{}", agent.log_text()))?;
+    write!(out, "{}", verdict.replace(['\r', '\x07'], ""))?;
+    let rest = line.expect_text(T, "ha> ")?;
+    write!(out, "{}", rest.replace(['\r', '\x07'], ""))?;
+    std::thread::sleep(Duration::from_secs(2));
+    for cmd in ["jobs", "status", "hosts", "locate web1"] {
+        type_command(&mut line, cmd, "ha> ", out)?;
+    }
     writeln!(out)?;
     drop(agent);
     lab.teardown()?;
