@@ -47,7 +47,10 @@ struct Rig {
 
 impl Rig {
     fn new(name: &str, spec: LabSpec, guests: &[(&str, u64)], extra: &str) -> Rig {
-        let specs: Vec<GuestSpec> = guests.iter().map(|(n, fill)| GuestSpec::new(n, *fill)).collect();
+        let specs: Vec<GuestSpec> = guests
+            .iter()
+            .map(|(n, fill)| GuestSpec::new(n, *fill))
+            .collect();
         Rig::with_guests(name, spec, &specs, extra)
     }
 
@@ -65,13 +68,31 @@ impl Rig {
         });
         let link = d.join("ttyRS0");
         let mut line = PtyLine::open(&link).unwrap();
-        let agent = AgentProcess::start(&lab, "ha", Path::new(AGENT), &d, &config(&lab, &[&link], extra)).unwrap();
-        line.expect_text(T, "ha> ").unwrap_or_else(|e| panic!("{e}\n{}", agent.log_text()));
-        let mut rig = Rig { lab, agent, line, id: 0 };
+        let agent = AgentProcess::start(
+            &lab,
+            "ha",
+            Path::new(AGENT),
+            &d,
+            &config(&lab, &[&link], extra),
+        )
+        .unwrap();
+        line.expect_text(T, "ha> ")
+            .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_text()));
+        let mut rig = Rig {
+            lab,
+            agent,
+            line,
+            id: 0,
+        };
         // Wait for every peer's first poll: placement needs their figures.
         for _ in 0..60 {
             let h = rig.req("hosts", json!({}));
-            if h["data"]["hosts"].as_array().unwrap().iter().all(|h| h["reachable"] == json!(true)) {
+            if h["data"]["hosts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|h| h["reachable"] == json!(true))
+            {
                 break;
             }
             std::thread::sleep(Duration::from_millis(500));
@@ -93,7 +114,12 @@ impl Rig {
             let line = self
                 .line
                 .expect_line(END, |l| l.trim_start().starts_with("{\"event\""))
-                .unwrap_or_else(|e| panic!("no evacuation.done: {e}\nagent log:\n{}", self.agent.log_text()));
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "no evacuation.done: {e}\nagent log:\n{}",
+                        self.agent.log_text()
+                    )
+                });
             let v: Value = serde_json::from_str(line.trim_start()).unwrap();
             let done = v["event"] == "evacuation.done";
             events.push(v);
@@ -154,14 +180,21 @@ fn evacuation_moves_every_vm_once_within_capacity_and_says_safe() {
     let guests = [("big", 96), ("mid", 64), ("small", 32), ("tiny", 8)];
     let names: Vec<&str> = guests.iter().map(|g| g.0).collect();
     // hb and hc differ in size; a 1 GiB reserve each.
-    let spec = LabSpec::new("evac", 3).with_mem("hb", 1536).with_mem("hc", 2048);
+    let spec = LabSpec::new("evac", 3)
+        .with_mem("hb", 1536)
+        .with_mem("hc", 2048);
     let text_link_extra = "";
     let mut rig = Rig::new("evac", spec, &guests, text_link_extra);
     let plan = rig.req("plan", json!({}));
     assert_eq!(plan["data"]["moves"].as_array().unwrap().len(), 4, "{plan}");
     let ticks_before: BTreeMap<String, u64> = names
         .iter()
-        .map(|g| (g.to_string(), rackside_lab::guest::last_tick(&rig.lab.serial_log("ha", g).unwrap()).unwrap()))
+        .map(|g| {
+            (
+                g.to_string(),
+                rackside_lab::guest::last_tick(&rig.lab.serial_log("ha", g).unwrap()).unwrap(),
+            )
+        })
         .collect();
 
     assert_eq!(rig.req("subscribe", json!({}))["ok"], true);
@@ -175,7 +208,12 @@ fn evacuation_moves_every_vm_once_within_capacity_and_says_safe() {
 
     let events = rig.until_done();
     let v = verdict(&events);
-    assert_eq!(v["safe_to_power_off"], true, "{v}\n{}", rig.agent.log_text());
+    assert_eq!(
+        v["safe_to_power_off"],
+        true,
+        "{v}\n{}",
+        rig.agent.log_text()
+    );
     assert_eq!(v["moved"].as_array().unwrap().len(), 4, "{v}");
     assert!(events.iter().any(|e| e["event"] == "migration.done"));
     assert_progress_monotone(&events);
@@ -198,9 +236,15 @@ fn evacuation_moves_every_vm_once_within_capacity_and_says_safe() {
         let used: u64 = at
             .iter()
             .filter(|(_, host)| **host == h.name)
-            .map(|(g, _)| GuestSpec::new(g, guests.iter().find(|x| x.0 == g.as_str()).unwrap().1).mem_mib)
+            .map(|(g, _)| {
+                GuestSpec::new(g, guests.iter().find(|x| x.0 == g.as_str()).unwrap().1).mem_mib
+            })
             .sum();
-        assert!(used + 1024 <= total, "{}: {used} MiB + reserve > {total}", h.name);
+        assert!(
+            used + 1024 <= total,
+            "{}: {used} MiB + reserve > {total}",
+            h.name
+        );
     }
     let status = rig.req("status", json!({}));
     assert_eq!(status["data"]["state"], "empty", "{status}");
@@ -215,7 +259,10 @@ fn evacuation_moves_every_vm_once_within_capacity_and_says_safe() {
     rig.line.write(b"mode text\r").unwrap();
     rig.line.write(b"status\r").unwrap();
     let transcript = String::from_utf8_lossy(&rig.line.transcript).into_owned();
-    assert!(transcript.contains("\"safe_to_power_off\":true"), "{transcript}");
+    assert!(
+        transcript.contains("\"safe_to_power_off\":true"),
+        "{transcript}"
+    );
     rig.agent.stop();
     rig.lab.teardown().expect("teardown");
 }
@@ -224,7 +271,9 @@ fn evacuation_moves_every_vm_once_within_capacity_and_says_safe() {
 #[ignore = "lab: needs root, libvirtd and QEMU (make test-lab)"]
 fn a_vm_that_fits_nowhere_stays_running_and_is_named() {
     // Peers of 1.5 GiB with a 1 GiB reserve: 512 MiB of room each.
-    let spec = LabSpec::new("nofit", 3).with_mem("hb", 1536).with_mem("hc", 1536);
+    let spec = LabSpec::new("nofit", 3)
+        .with_mem("hb", 1536)
+        .with_mem("hc", 1536);
     let mut rig = Rig::new("nofit", spec, &[("huge", 8), ("ok1", 8)], "");
     // Make `huge` need more than any peer has: redefine with 700 MiB.
     rig.lab.virsh("ha", &["destroy", "huge"]).unwrap();
@@ -237,7 +286,10 @@ fn a_vm_that_fits_nowhere_stays_running_and_is_named() {
     let unpl = plan["data"]["unplaceable"].as_array().unwrap();
     assert_eq!(unpl.len(), 1, "{plan}");
     assert_eq!(unpl[0]["vm"], "huge");
-    assert!(unpl[0]["reason"].as_str().unwrap().contains("700"), "{plan}");
+    assert!(
+        unpl[0]["reason"].as_str().unwrap().contains("700"),
+        "{plan}"
+    );
 
     // A text line, as a person uses it, and a subscribed JSON line.
     rig.req("subscribe", json!({}));
@@ -267,7 +319,9 @@ fn abort_mid_migration_leaves_every_vm_running_once() {
     rig.req("subscribe", json!({}));
     assert_eq!(rig.req("evacuate", json!({}))["ok"], true);
     rig.line
-        .expect_event("migration.progress", T, |e| e["data"]["percent"].as_f64().unwrap_or(0.0) > 5.0)
+        .expect_event("migration.progress", T, |e| {
+            e["data"]["percent"].as_f64().unwrap_or(0.0) > 5.0
+        })
         .unwrap_or_else(|e| panic!("no progress: {e}\n{}", rig.agent.log_text()));
     let aborted = rig.req("abort", json!({}));
     assert_eq!(aborted["ok"], true, "{aborted}");
@@ -275,9 +329,17 @@ fn abort_mid_migration_leaves_every_vm_running_once() {
     let v = verdict(&events);
     assert_eq!(v["safe_to_power_off"], false);
     let at = rig.assert_each_runs_once(&["slow1", "slow2", "slow3"]);
-    assert!(at.values().all(|h| h == "ha"), "nothing should have moved: {at:?}");
+    assert!(
+        at.values().all(|h| h == "ha"),
+        "nothing should have moved: {at:?}"
+    );
     let jobs = rig.req("jobs", json!({}));
-    let phases: Vec<&str> = jobs["data"]["jobs"].as_array().unwrap().iter().map(|j| j["phase"].as_str().unwrap()).collect();
+    let phases: Vec<&str> = jobs["data"]["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["phase"].as_str().unwrap())
+        .collect();
     assert!(phases.iter().all(|p| *p == "aborted"), "{jobs}");
     // The abort sticks: nothing starts afterwards.
     std::thread::sleep(Duration::from_secs(3));
@@ -290,19 +352,35 @@ fn abort_mid_migration_leaves_every_vm_running_once() {
 #[test]
 #[ignore = "lab: needs root, libvirtd and QEMU (make test-lab)"]
 fn agent_killed_mid_migration_recovers_the_truth() {
-    let mut rig = Rig::new("kill9", LabSpec::new("kill9", 2), &[("mover", 64)], "[migration]\nbandwidth_mib_s = 8\n");
+    let mut rig = Rig::new(
+        "kill9",
+        LabSpec::new("kill9", 2),
+        &[("mover", 64)],
+        "[migration]\nbandwidth_mib_s = 8\n",
+    );
     rig.req("subscribe", json!({}));
     assert_eq!(rig.req("evacuate", json!({}))["ok"], true);
     rig.line
-        .expect_event("migration.progress", T, |e| e["data"]["percent"].as_f64().unwrap_or(0.0) > 10.0)
+        .expect_event("migration.progress", T, |e| {
+            e["data"]["percent"].as_f64().unwrap_or(0.0) > 10.0
+        })
         .unwrap_or_else(|e| panic!("no progress: {e}\n{}", rig.agent.log_text()));
     rig.agent.kill();
     // libvirt carries on with a peer-to-peer migration whose client died.
     let d = dir(&rig.lab);
     let link = d.join("ttyRS0");
     let extra = "[migration]\nbandwidth_mib_s = 8\n";
-    rig.agent = AgentProcess::start(&rig.lab, "ha", Path::new(AGENT), &d, &config(&rig.lab, &[&link], extra)).unwrap();
-    rig.line.expect_text(T, "ha> ").unwrap_or_else(|e| panic!("{e}\n{}", rig.agent.log_text()));
+    rig.agent = AgentProcess::start(
+        &rig.lab,
+        "ha",
+        Path::new(AGENT),
+        &d,
+        &config(&rig.lab, &[&link], extra),
+    )
+    .unwrap();
+    rig.line
+        .expect_text(T, "ha> ")
+        .unwrap_or_else(|e| panic!("{e}\n{}", rig.agent.log_text()));
     rig.req("subscribe", json!({}));
     let events = rig.until_done();
     let v = verdict(&events);
@@ -323,19 +401,35 @@ fn destination_lost(name: &str, lose: impl Fn(&Lab, &str), restore: impl Fn(&Lab
     let mut rig = Rig::new(name, LabSpec::new(name, 3), &[("wanderer", 64)], extra);
     rig.req("subscribe", json!({}));
     let started = rig.req("evacuate", json!({}));
-    let first = started["data"]["moves"][0]["dest"].as_str().unwrap().to_string();
+    let first = started["data"]["moves"][0]["dest"]
+        .as_str()
+        .unwrap()
+        .to_string();
     rig.line
-        .expect_event("migration.progress", T, |e| e["data"]["percent"].as_f64().unwrap_or(0.0) > 10.0)
+        .expect_event("migration.progress", T, |e| {
+            e["data"]["percent"].as_f64().unwrap_or(0.0) > 10.0
+        })
         .unwrap_or_else(|e| panic!("no progress: {e}\n{}", rig.agent.log_text()));
     lose(&rig.lab, &first);
     let events = rig.until_done();
     restore(&rig.lab, &first);
     let v = verdict(&events).clone();
-    let failed = events.iter().find(|e| e["event"] == "migration.failed").expect("a failure event");
+    let failed = events
+        .iter()
+        .find(|e| e["event"] == "migration.failed")
+        .expect("a failure event");
     assert_eq!(failed["data"]["now_on"], "ha", "{failed}");
-    let other = failed["data"]["retrying_on"].as_str().expect("a retry").to_string();
+    let other = failed["data"]["retrying_on"]
+        .as_str()
+        .expect("a retry")
+        .to_string();
     assert_ne!(other, first);
-    assert_eq!(v["safe_to_power_off"], true, "{v}\n{}", rig.agent.log_text());
+    assert_eq!(
+        v["safe_to_power_off"],
+        true,
+        "{v}\n{}",
+        rig.agent.log_text()
+    );
     // The lost host cleans up its half of the migration once it is back.
     let mut at = BTreeMap::new();
     for _ in 0..60 {
@@ -346,9 +440,18 @@ fn destination_lost(name: &str, lose: impl Fn(&Lab, &str), restore: impl Fn(&Lab
         }
         std::thread::sleep(Duration::from_secs(1));
     }
-    assert_eq!(at.get("wanderer"), Some(&other), "{:?}", rig.whereabouts(&["wanderer"]));
+    assert_eq!(
+        at.get("wanderer"),
+        Some(&other),
+        "{:?}",
+        rig.whereabouts(&["wanderer"])
+    );
     let jobs = rig.req("jobs", json!({}));
-    assert_eq!(jobs["data"]["jobs"][0]["tried"], json!([first, other]), "{jobs}");
+    assert_eq!(
+        jobs["data"]["jobs"][0]["tried"],
+        json!([first, other]),
+        "{jobs}"
+    );
     rig.agent.stop();
     rig.lab.teardown().expect("teardown");
 }
@@ -356,13 +459,21 @@ fn destination_lost(name: &str, lose: impl Fn(&Lab, &str), restore: impl Fn(&Lab
 #[test]
 #[ignore = "lab: needs root, libvirtd and QEMU (make test-lab)"]
 fn destination_libvirtd_stopped_mid_migration() {
-    destination_lost("dlost", |lab, h| lab.stop_libvirtd(h).unwrap(), |lab, h| lab.start_libvirtd(h).unwrap());
+    destination_lost(
+        "dlost",
+        |lab, h| lab.stop_libvirtd(h).unwrap(),
+        |lab, h| lab.start_libvirtd(h).unwrap(),
+    );
 }
 
 #[test]
 #[ignore = "lab: needs root, libvirtd and QEMU (make test-lab)"]
 fn destination_link_cut_mid_migration() {
-    destination_lost("cut", |lab, h| lab.set_link(h, false).unwrap(), |lab, h| lab.set_link(h, true).unwrap());
+    destination_lost(
+        "cut",
+        |lab, h| lab.set_link(h, false).unwrap(),
+        |lab, h| lab.set_link(h, true).unwrap(),
+    );
 }
 
 #[test]
@@ -401,11 +512,17 @@ fn a_guest_that_never_converges_is_given_up_on_and_keeps_running() {
 fn poweroff_only_when_empty_and_allowed() {
     let lab_dir = rackside_lab::names::lab_dir("power");
     let marker = lab_dir.join("powered-off");
-    let extra = format!("[power]\nallow = true\ncommand = [\"touch\", \"{}\"]\n", marker.display());
+    let extra = format!(
+        "[power]\nallow = true\ncommand = [\"touch\", \"{}\"]\n",
+        marker.display()
+    );
     let mut rig = Rig::new("power", LabSpec::new("power", 2), &[("p1", 8)], &extra);
     let r = rig.req("poweroff", json!({}));
     assert_eq!(r["error"]["code"], "busy", "{r}");
-    assert!(r["error"]["message"].as_str().unwrap().contains("p1"), "{r}");
+    assert!(
+        r["error"]["message"].as_str().unwrap().contains("p1"),
+        "{r}"
+    );
     assert!(!marker.exists());
     rig.req("subscribe", json!({}));
     assert_eq!(rig.req("evacuate", json!({"poweroff": true}))["ok"], true);

@@ -168,10 +168,18 @@ fn fresh_guests(lab: &crate::Lab, fill: u64) -> Result<(), Box<dyn std::error::E
             let _ = crate::virsh::run(&h.local_uri, &["undefine", &g]);
         }
     }
-    let specs: Vec<crate::GuestSpec> = BENCH_GUESTS.iter().map(|g| crate::GuestSpec::new(g, fill)).collect();
+    let specs: Vec<crate::GuestSpec> = BENCH_GUESTS
+        .iter()
+        .map(|g| crate::GuestSpec::new(g, fill))
+        .collect();
     let results: Vec<Result<u64, crate::LabError>> = std::thread::scope(|s| {
-        let hs: Vec<_> = specs.iter().map(|g| s.spawn(move || lab.start_guest("ha", g))).collect();
-        hs.into_iter().map(|h| h.join().expect("guest thread")).collect()
+        let hs: Vec<_> = specs
+            .iter()
+            .map(|g| s.spawn(move || lab.start_guest("ha", g)))
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().expect("guest thread"))
+            .collect()
     });
     for r in results {
         r?;
@@ -192,8 +200,12 @@ fn virsh_baseline(lab: &crate::Lab) -> Result<(Drain, f64), Box<dyn std::error::
         crate::smoke::virsh_migrate(lab, "ha", dest, g)?;
         let secs = t.elapsed().as_secs_f64();
         let job = lab.virsh(dest, &["domjobinfo", "--completed", g])?;
-        let mib = crate::virsh::field(&job, "Memory processed").and_then(|v| crate::virsh::parse_mib(&v)).unwrap_or(0.0);
-        let dt = crate::virsh::field(&job, "Total downtime").and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0);
+        let mib = crate::virsh::field(&job, "Memory processed")
+            .and_then(|v| crate::virsh::parse_mib(&v))
+            .unwrap_or(0.0);
+        let dt = crate::virsh::field(&job, "Total downtime")
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0);
         if i == 0 {
             first_rate = mib / secs;
         }
@@ -213,7 +225,11 @@ fn virsh_baseline(lab: &crate::Lab) -> Result<(Drain, f64), Box<dyn std::error::
     ))
 }
 
-fn agent_drain(lab: &crate::Lab, agent: &Path, parallel: u32) -> Result<Drain, Box<dyn std::error::Error>> {
+fn agent_drain(
+    lab: &crate::Lab,
+    agent: &Path,
+    parallel: u32,
+) -> Result<Drain, Box<dyn std::error::Error>> {
     let dir = lab.desc().dir.join(format!("bench-p{parallel}"));
     std::fs::create_dir_all(&dir)?;
     let link = dir.join("tty");
@@ -225,13 +241,19 @@ fn agent_drain(lab: &crate::Lab, agent: &Path, parallel: u32) -> Result<Drain, B
     );
     for p in ["hb", "hc"] {
         let h = lab.host(p)?;
-        cfg.push_str(&format!("[[peer]]\nname = \"{p}\"\nuri = \"{}\"\nmigrate_uri = \"{}\"\n", h.uri, h.migrate_uri));
+        cfg.push_str(&format!(
+            "[[peer]]\nname = \"{p}\"\nuri = \"{}\"\nmigrate_uri = \"{}\"\n",
+            h.uri, h.migrate_uri
+        ));
     }
     let mut proc = crate::agent::AgentProcess::start(lab, "ha", agent, &dir, &cfg)?;
     line.expect_text(Duration::from_secs(30), "ha> ")?;
     for _ in 0..60 {
         let h = line.request(1, "hosts", json!({}), Duration::from_secs(20))?;
-        if h["data"]["hosts"].as_array().is_some_and(|a| a.iter().all(|x| x["reachable"] == json!(true))) {
+        if h["data"]["hosts"]
+            .as_array()
+            .is_some_and(|a| a.iter().all(|x| x["reachable"] == json!(true)))
+        {
             break;
         }
         std::thread::sleep(Duration::from_millis(500));
@@ -253,7 +275,9 @@ fn agent_drain(lab: &crate::Lab, agent: &Path, parallel: u32) -> Result<Drain, B
         let dest = j["dest"].as_str().unwrap_or("hb");
         let vm = j["vm"].as_str().unwrap_or("");
         if let Ok(job) = lab.virsh(dest, &["domjobinfo", "--completed", vm]) {
-            data += crate::virsh::field(&job, "Memory processed").and_then(|v| crate::virsh::parse_mib(&v)).unwrap_or(0.0);
+            data += crate::virsh::field(&job, "Memory processed")
+                .and_then(|v| crate::virsh::parse_mib(&v))
+                .unwrap_or(0.0);
         }
     }
     Ok(Drain {
@@ -265,7 +289,11 @@ fn agent_drain(lab: &crate::Lab, agent: &Path, parallel: u32) -> Result<Drain, B
     })
 }
 
-pub fn evacuate(agent: &Path, fill: u64, out: &mut dyn Write) -> Result<(), Box<dyn std::error::Error>> {
+pub fn evacuate(
+    agent: &Path,
+    fill: u64,
+    out: &mut dyn Write,
+) -> Result<(), Box<dyn std::error::Error>> {
     let lab = crate::Lab::up(&crate::LabSpec::new("bench", 3))?;
     writeln!(out, "bench-evacuate: 4 guests x {} MiB ({fill} MiB random data each, rewriting 1 MiB/s), ha -> hb, hc", fill + 96)?;
     fresh_guests(&lab, fill)?;
@@ -275,12 +303,19 @@ pub fn evacuate(agent: &Path, fill: u64, out: &mut dyn Write) -> Result<(), Box<
         fresh_guests(&lab, fill)?;
         rows.push(agent_drain(&lab, agent, p)?);
     }
-    writeln!(out, "single-migration throughput (first virsh migration): {single_rate:.0} MiB/s")?;
+    writeln!(
+        out,
+        "single-migration throughput (first virsh migration): {single_rate:.0} MiB/s"
+    )?;
     writeln!(out, "| how | wall s | MiB moved | MiB/s | downtime ms per VM | wall / (MiB / single rate) | vs virsh loop | SAFE |")?;
     writeln!(out, "| --- | --- | --- | --- | --- | --- | --- | --- |")?;
     let base_wall = rows[0].wall_s;
     for r in &rows {
-        let ideal = if single_rate > 0.0 { r.data_mib / single_rate } else { 0.0 };
+        let ideal = if single_rate > 0.0 {
+            r.data_mib / single_rate
+        } else {
+            0.0
+        };
         writeln!(
             out,
             "| {} | {:.1} | {:.0} | {:.0} | {:?} | {:.2} | {:.2}x | {} |",

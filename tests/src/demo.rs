@@ -78,7 +78,10 @@ pub fn run(agent: &Path, out: &mut dyn Write) -> Result<(), Box<dyn std::error::
     for cmd in ["status", "vms", "hosts"] {
         type_command(&mut line, cmd, "ha> ", out)?;
     }
-    writeln!(out, "\n\n== the engineer types `plan`, then `evacuate`, and watches ==\n")?;
+    writeln!(
+        out,
+        "\n\n== the engineer types `plan`, then `evacuate`, and watches ==\n"
+    )?;
     write!(out, "ha> ")?;
     type_command(&mut line, "subscribe", "ha> ", out)?;
     type_command(&mut line, "plan", "ha> ", out)?;

@@ -192,6 +192,18 @@ impl Controller {
         c.current.iter().flat_map(|r| r.jobs.clone()).collect()
     }
 
+    /// Makes `run` the current run (the previous one becomes the last),
+    /// written to the journal before anything starts.
+    fn install(&self, c: &mut Ctl, run: Run, target: &Target) {
+        self.journal.run(&run);
+        c.target = match target {
+            Target::Host(h) => Some(h.clone()),
+            Target::Auto => None,
+        };
+        c.last = c.current.take().or(c.last.take());
+        c.current = Some(run);
+    }
+
     pub fn plan(&self, dest: &Dest) -> Result<Value, Refusal> {
         let demands = self.demands();
         let vms: Vec<VmDemand> = demands.iter().map(|(d, _)| d.clone()).collect();
@@ -240,23 +252,8 @@ impl Controller {
         let mut next_job = c.next_job;
         let jobs = model::jobs_for(&plan.moves, &demands, &mut next_job);
         c.next_job = next_job;
-        let run = Run {
-            id,
-            kind: Kind::Evacuate,
-            poweroff,
-            jobs,
-            unplaceable: plan.unplaceable.clone(),
-            aborting: false,
-            finished: false,
-            verdict: None,
-        };
-        self.journal.run(&run);
-        c.target = match &target {
-            Target::Host(h) => Some(h.clone()),
-            Target::Auto => None,
-        };
-        c.last = c.current.take().or(c.last.take());
-        c.current = Some(run);
+        let run = Run::new(id, Kind::Evacuate, poweroff, jobs, plan.unplaceable.clone());
+        self.install(&mut c, run, &target);
         drop(c);
         tracing::info!(evacuation = id, line = %line, moves = plan.moves.len(), unplaceable = plan.unplaceable.len(), "evacuation started");
         self.spawn_driver(id);
@@ -284,6 +281,12 @@ impl Controller {
                 format!("{}: {}", u.vm, u.reason),
             ));
         }
+        let Some(dest_name) = plan.moves.first().map(|m| m.dest.clone()) else {
+            return Err(refuse(
+                ErrorCode::Internal,
+                "placement gave no answer for this VM",
+            ));
+        };
         let mut c = self.lock();
         if c.current.as_ref().is_some_and(Run::active) {
             return Err(refuse(
@@ -294,29 +297,14 @@ impl Controller {
         c.next_run += 1;
         let id = c.next_run;
         c.next_job += 1;
-        let job = Job::new(c.next_job, &d, &plan.moves[0].dest, offline);
+        let job = Job::new(c.next_job, &d, &dest_name, offline);
         let job_id = job.id;
-        let run = Run {
-            id,
-            kind: Kind::Migrate,
-            poweroff: false,
-            jobs: vec![job],
-            unplaceable: Vec::new(),
-            aborting: false,
-            finished: false,
-            verdict: None,
-        };
-        self.journal.run(&run);
-        c.target = match &target {
-            Target::Host(h) => Some(h.clone()),
-            Target::Auto => None,
-        };
-        c.last = c.current.take().or(c.last.take());
-        c.current = Some(run);
+        let run = Run::new(id, Kind::Migrate, false, vec![job], Vec::new());
+        self.install(&mut c, run, &target);
         drop(c);
-        tracing::info!(job = job_id, vm = %vm, dest = %plan.moves[0].dest, line = %line, "migration started");
+        tracing::info!(job = job_id, vm = %vm, dest = %dest_name, line = %line, "migration started");
         self.spawn_driver(id);
-        Ok(json!({"job": job_id, "dest": plan.moves[0].dest}))
+        Ok(json!({"job": job_id, "dest": dest_name}))
     }
 
     /// Jobs of the current and the last run.

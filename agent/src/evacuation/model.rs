@@ -104,6 +104,25 @@ pub struct Run {
 }
 
 impl Run {
+    pub fn new(
+        id: u64,
+        kind: Kind,
+        poweroff: bool,
+        jobs: Vec<Job>,
+        unplaceable: Vec<Unplaceable>,
+    ) -> Run {
+        Run {
+            id,
+            kind,
+            poweroff,
+            jobs,
+            unplaceable,
+            aborting: false,
+            finished: false,
+            verdict: None,
+        }
+    }
+
     pub fn active(&self) -> bool {
         !self.finished
     }
