@@ -120,16 +120,32 @@ pub fn all_domain_stats(conn: &Connect) -> Result<Vec<DomainRecord>, FfiError> {
                 _ => {}
             }
         }
+        // Some drivers, inactive domains, and domains busy in a job (NOWAIT)
+        // come without these groups. The fallbacks read the definition and
+        // take no job, so a domain in mid-migration cannot hold the poll:
+        // virDomainGetInfo would, for an active domain with a balloon.
         if r.max_mem_kib.is_none() || r.vcpus.is_none() {
-            // Inactive domains (and some drivers) leave these groups out;
-            // the domain's definition still has them.
-            let mut info = std::mem::MaybeUninit::<sys::virDomainInfo>::zeroed();
-            // SAFETY: rec.dom is valid; info is a properly sized out-struct.
-            if unsafe { sys::virDomainGetInfo(rec.dom, info.as_mut_ptr()) } == 0 {
-                // SAFETY: the call succeeded and filled the struct.
-                let info = unsafe { info.assume_init() };
-                r.max_mem_kib = r.max_mem_kib.or(Some(info.maxMem));
-                r.vcpus = r.vcpus.or(Some(info.nrVirtCpu as u32));
+            let active = matches!(r.state, 1..=4 | 7);
+            if active {
+                // SAFETY: rec.dom is valid while the list is alive.
+                let mem = unsafe { sys::virDomainGetMaxMemory(rec.dom) };
+                // SAFETY: as above.
+                let vcpus = unsafe { sys::virDomainGetMaxVcpus(rec.dom) };
+                if mem > 0 {
+                    r.max_mem_kib = r.max_mem_kib.or(Some(mem as u64));
+                }
+                if vcpus > 0 {
+                    r.vcpus = r.vcpus.or(Some(vcpus as u32));
+                }
+            } else {
+                let mut info = std::mem::MaybeUninit::<sys::virDomainInfo>::zeroed();
+                // SAFETY: rec.dom is valid; info is a properly sized out-struct.
+                if unsafe { sys::virDomainGetInfo(rec.dom, info.as_mut_ptr()) } == 0 {
+                    // SAFETY: the call succeeded and filled the struct.
+                    let info = unsafe { info.assume_init() };
+                    r.max_mem_kib = r.max_mem_kib.or(Some(info.maxMem));
+                    r.vcpus = r.vcpus.or(Some(info.nrVirtCpu as u32));
+                }
             }
         }
         out.push(r);

@@ -254,6 +254,9 @@ fn evacuation_moves_every_vm_once_within_capacity_and_says_safe() {
         assert_eq!(j["phase"], "done", "{j}");
         assert_eq!(j["percent"], 100.0);
         assert!(j["downtime_ms"].is_u64(), "{j}");
+        // At least the guest's random data crossed the wire.
+        let fill = guests.iter().find(|g| j["vm"] == g.0).unwrap().1 as f64;
+        assert!(j["data_mib"].as_f64().unwrap_or(0.0) >= fill, "{j}");
     }
     // A person on a text line saw the verdict, with a BEL.
     rig.line.write(b"mode text\r").unwrap();

@@ -595,6 +595,7 @@ impl Controller {
                     j.eta_s = Some(0);
                     j.seconds = Some((seconds * 10.0).round() / 10.0);
                     j.downtime_ms = downtime_ms;
+                    j.data_mib = data_mib.map(|m| (m * 10.0).round() / 10.0);
                     j.note = None;
                 });
                 if let Some(s) = snap {

@@ -38,6 +38,9 @@ pub struct Job {
     pub eta_s: Option<u64>,
     pub downtime_ms: Option<u64>,
     pub seconds: Option<f64>,
+    /// Data moved, from the destination's record of the finished job.
+    #[serde(default)]
+    pub data_mib: Option<f64>,
     pub error: Option<String>,
     pub note: Option<String>,
     /// Hosts already tried for this VM, in order.
@@ -61,6 +64,7 @@ impl Job {
             eta_s: None,
             downtime_ms: None,
             seconds: None,
+            data_mib: None,
             error: None,
             note: None,
             tried: Vec::new(),
@@ -76,7 +80,7 @@ impl Job {
             "id": self.id, "vm": self.vm, "dest": self.dest, "phase": self.phase,
             "percent": self.percent, "remaining_mib": self.remaining_mib,
             "rate_mib_s": self.rate_mib_s, "eta_s": self.eta_s,
-            "downtime_ms": self.downtime_ms, "seconds": self.seconds,
+            "downtime_ms": self.downtime_ms, "seconds": self.seconds, "data_mib": self.data_mib,
             "error": self.error, "note": self.note, "tried": self.tried,
             "offline": self.offline,
         })

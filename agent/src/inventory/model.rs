@@ -95,8 +95,10 @@ pub fn vms_from_records(records: &[DomainRecord], previous: &[Vm], elapsed_s: f6
                 name: r.name.clone(),
                 uuid: r.uuid.clone(),
                 state,
-                vcpus: r.vcpus.unwrap_or(0),
-                mem_mib: r.max_mem_kib.unwrap_or(0) / 1024,
+                // A busy domain (NOWAIT) may come without these: keep what
+                // the last poll knew.
+                vcpus: r.vcpus.or(prev.map(|p| p.vcpus)).unwrap_or(0),
+                mem_mib: r.max_mem_kib.map(|k| k / 1024).or(prev.map(|p| p.mem_mib)).unwrap_or(0),
                 cpu_pct,
                 cpu_time_ns: r.cpu_time_ns,
             }
@@ -168,6 +170,16 @@ mod tests {
         // A counter that went backwards (VM restarted) gives no figure, not a negative one.
         let third = vms_from_records(&[rec("a", 1, Some(10))], &second, 5.0);
         assert_eq!(third[0].cpu_pct, None);
+    }
+
+    #[test]
+    fn a_busy_domain_keeps_its_last_known_size() {
+        let first = vms_from_records(&[rec("a", 1, None)], &[], 0.0);
+        let mut busy = rec("a", 1, None);
+        busy.max_mem_kib = None;
+        busy.vcpus = None;
+        let second = vms_from_records(&[busy], &first, 1.0);
+        assert_eq!((second[0].mem_mib, second[0].vcpus), (256, 2));
     }
 
     #[test]

@@ -220,7 +220,11 @@ fn completed_stats(dest_uri: &str, vm: &str) -> (Option<u64>, Option<f64>) {
     let r = c
         .lookup_domain_by_name(vm)
         .ok()
-        .and_then(|d| guarded(|| d.job_stats(sys::VIR_DOMAIN_JOB_STATS_COMPLETED)).ok())
+        // KEEP_COMPLETED: reading must not discard the record an
+        // administrator (or `virsh domjobinfo --completed`) may want too.
+        .and_then(|d| {
+            guarded(|| d.job_stats(sys::VIR_DOMAIN_JOB_STATS_COMPLETED | sys::VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED)).ok()
+        })
         .map(|js| {
             (
                 js.downtime,
