@@ -10,7 +10,7 @@ LAB := target/debug/rackside-lab
 # network policy (nftables).
 DEB_PACKAGES := libvirt-daemon-system libvirt-clients libvirt-dev pkg-config \
 	qemu-system-x86 iproute2 nftables linux-image-cloud-amd64 busybox-static \
-	cpio socat procps util-linux coreutils
+	cpio socat procps util-linux coreutils iptables
 
 .PHONY: help setup build test-fast test-lab test lab-up lab-down lab-smoke demo bench-console bench-evacuate clean fmt lint
 

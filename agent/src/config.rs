@@ -286,14 +286,23 @@ fn default_lockout() -> u64 {
 pub struct StateSection {
     #[serde(default = "default_state_dir")]
     pub dir: PathBuf,
+    /// Where the agent publishes its state for rackside-hook and receives
+    /// the hook's reports.
+    #[serde(default = "default_run_dir")]
+    pub run_dir: PathBuf,
 }
 
 impl Default for StateSection {
     fn default() -> Self {
         Self {
             dir: default_state_dir(),
+            run_dir: default_run_dir(),
         }
     }
+}
+
+fn default_run_dir() -> PathBuf {
+    "/run/rackside".into()
 }
 
 fn default_state_dir() -> PathBuf {
@@ -442,6 +451,9 @@ impl Config {
         }
         if !self.state.dir.is_absolute() {
             return Err(bad("state.dir", "must be an absolute path".into()));
+        }
+        if !self.state.run_dir.is_absolute() {
+            return Err(bad("state.run_dir", "must be an absolute path".into()));
         }
         Ok(())
     }

@@ -69,6 +69,11 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         &recovered,
     );
     controller.recover(&recovered);
+    if let Err(e) = crate::hookio::spawn_listener(&cfg.state.run_dir, bus.clone(), stop.clone()) {
+        tracing::warn!(cause = %e, dir = %cfg.state.run_dir.display(), "no hook reports: cannot bind the hook socket");
+    }
+    spawn_publisher(&cfg, inventory.clone(), controller.clone(), stop.clone())
+        .map_err(DaemonError::Thread)?;
     let backend = Arc::new(AgentBackend {
         controller,
         inventory: inventory.clone(),
@@ -117,6 +122,43 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     }
     tracing::info!("rackside-agent stopped");
     Ok(())
+}
+
+/// Publishes this host's state for rackside-hook once a second: the hook
+/// decides admission of incoming migrations from it.
+fn spawn_publisher(
+    cfg: &Config,
+    inventory: Arc<Inventory>,
+    controller: Arc<Controller>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let run_dir = cfg.state.run_dir.clone();
+    let reserve = cfg.placement.mem_reserve_mib;
+    std::thread::Builder::new().name("publish".into()).spawn(move || {
+        let mut warned = false;
+        while !stop.load(Ordering::Relaxed) {
+            let s = inventory.snapshot();
+            let alloc = crate::inventory::model::allocation(&s.local.vms);
+            let known = s.local.vms_at.map(|_| alloc.running);
+            let p = crate::hookio::Published {
+                state: controller.host_state(known).to_owned(),
+                maintenance: controller.maintenance_on(),
+                mem_total_mib: s.local.figures.mem_total_mib,
+                mem_committed_mib: alloc.mem_mib,
+                mem_reserve_mib: reserve,
+                updated_unix: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+            };
+            if let Err(e) = crate::hookio::publish(&run_dir, &p) {
+                if !warned {
+                    tracing::warn!(cause = %e, dir = %run_dir.display(), "cannot publish state for the hook");
+                    warned = true;
+                }
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    })
 }
 
 /// Watchdog pings and status lines until SIGTERM or SIGINT.

@@ -13,6 +13,7 @@ pub mod console;
 pub mod daemon;
 pub mod evacuation;
 pub mod events;
+pub mod hookio;
 pub mod inventory;
 pub mod libvirt_ffi;
 pub mod migration;

@@ -158,9 +158,15 @@ fn agent_tells_the_truth_and_survives_its_world() {
     let none = req(&mut line, "locate", json!({"vm": "nosuch"}));
     assert_eq!(ok(&none)["state"], "unknown");
 
-    // Commands of the evacuation issue parse but are not there yet.
-    let ev = req(&mut line, "evacuate", json!({}));
-    assert_eq!(ev["error"]["code"], "unavailable");
+    // A dry run moves nothing: both VMs stay, and hb is where they would go.
+    let plan = req(&mut line, "plan", json!({}));
+    let moves = ok(&plan)["moves"].as_array().unwrap().clone();
+    assert_eq!(moves.len(), 2, "{plan}");
+    assert!(moves.iter().all(|m| m["dest"] == "hb"), "{plan}");
+    assert_eq!(
+        agent_view(ok(&req(&mut line, "vms", json!({})))),
+        virsh_view(&lab, "ha")
+    );
 
     // A lifecycle event reaches a subscribed line within seconds.
     ok(&req(&mut line, "subscribe", json!({})));

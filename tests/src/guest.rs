@@ -43,6 +43,12 @@ pub struct GuestSpec {
     pub dirty_mib: u64,
     /// `qemu` (TCG, works everywhere) or `kvm`.
     pub domain_type: String,
+    /// A network interface (a tap device on the host, `type='ethernet'`).
+    pub nic: bool,
+    /// An nwfilter the interface references.
+    pub filterref: Option<String>,
+    /// Raw XML for the domain's `<metadata>` (e.g. a rackside policy).
+    pub metadata: Option<String>,
 }
 
 impl GuestSpec {
@@ -55,6 +61,9 @@ impl GuestSpec {
             fill_mib,
             dirty_mib: 1,
             domain_type: "qemu".to_owned(),
+            nic: false,
+            filterref: None,
+            metadata: None,
         }
     }
 
@@ -97,9 +106,23 @@ impl GuestSpec {
 
     /// The libvirt domain definition.
     pub fn domain_xml(&self, kernel: &Path, initrd: &Path) -> String {
+        let nic = if self.nic || self.filterref.is_some() {
+            let f = self
+                .filterref
+                .as_ref()
+                .map_or(String::new(), |f| format!("<filterref filter='{f}'/>"));
+            format!("<interface type='ethernet'><model type='virtio'/>{f}</interface>")
+        } else {
+            String::new()
+        };
+        let metadata = self
+            .metadata
+            .as_ref()
+            .map_or(String::new(), |m| format!("<metadata>{m}</metadata>"));
         format!(
             "<domain type='{ty}'>
   <name>{name}</name>
+  {metadata}
   <memory unit='MiB'>{mem}</memory>
   <currentMemory unit='MiB'>{mem}</currentMemory>
   <vcpu>{vcpus}</vcpu>
@@ -118,6 +141,7 @@ impl GuestSpec {
       <source path='{log}' append='on'/>
       <target port='0'/>
     </serial>
+    {nic}
     <memballoon model='none'/>
   </devices>
 </domain>

@@ -98,7 +98,7 @@ pub fn qemu_conf(cgroups: bool) -> String {
 }
 
 /// Creates the host's directory tree and configuration.
-pub fn prepare(h: &HostDesc, cgroups: bool) -> Result<(), HostError> {
+pub fn prepare(h: &HostDesc, cgroups: bool, hook: Option<&Path>) -> Result<(), HostError> {
     for d in PRIVATE_DIRS {
         let p = h.root.join(d);
         fs::create_dir_all(&p).map_err(prepare_err(&p))?;
@@ -119,6 +119,14 @@ pub fn prepare(h: &HostDesc, cgroups: bool) -> Result<(), HostError> {
     }
     let qemu_d = etc.join("hooks/qemu.d");
     fs::create_dir_all(&qemu_d).map_err(prepare_err(&qemu_d))?;
+    if let Some(hook) = hook {
+        // libvirt finds hooks when it starts: installed before libvirtd.
+        let dest = qemu_d.join("rackside-hook");
+        fs::copy(hook, &dest).map_err(prepare_err(&dest))?;
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&dest, fs::Permissions::from_mode(0o755))
+            .map_err(prepare_err(&dest))?;
+    }
     let conf = etc.join("libvirtd.conf");
     fs::write(&conf, libvirtd_conf(&h.host_uuid)).map_err(prepare_err(&conf))?;
     let qconf = etc.join("qemu.conf");

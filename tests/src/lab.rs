@@ -68,6 +68,8 @@ pub struct LabSpec {
     /// Let libvirt put guests in cgroups (off by default: sandboxed
     /// machines often cannot).
     pub cgroups: bool,
+    /// rackside-hook binary to install in every host's qemu.d.
+    pub hook: Option<PathBuf>,
 }
 
 impl LabSpec {
@@ -82,7 +84,14 @@ impl LabSpec {
                 })
                 .collect(),
             cgroups: std::env::var("RACKSIDE_LAB_CGROUPS").is_ok_and(|v| v == "1"),
+            hook: None,
         }
+    }
+
+    /// Installs `hook` in /etc/libvirt/hooks/qemu.d/ of every host.
+    pub fn with_hook(mut self, hook: &std::path::Path) -> Self {
+        self.hook = Some(hook.to_owned());
+        self
     }
 
     pub fn with_mem(mut self, host: &str, mib: u64) -> Self {
@@ -152,6 +161,7 @@ impl LabSpec {
 pub struct Lab {
     desc: LabDesc,
     cgroups: bool,
+    hook: Option<PathBuf>,
     owned: bool,
 }
 
@@ -183,6 +193,7 @@ impl Lab {
         let mut lab = Lab {
             desc,
             cgroups: spec.cgroups,
+            hook: spec.hook.clone(),
             owned: true,
         };
         lab.build()?;
@@ -197,7 +208,7 @@ impl Lab {
             net::add_netns(&h.netns).map_err(LabError::Network)?;
             net::plug_host(&self.desc.switch_netns, &h.name, &h.netns, &h.addr)
                 .map_err(LabError::Network)?;
-            host::prepare(&h, self.cgroups)?;
+            host::prepare(&h, self.cgroups, self.hook.as_deref())?;
             self.desc.hosts[i].anchor_pid = host::start_anchor(&h)?;
             self.desc.save()?;
         }
@@ -216,6 +227,7 @@ impl Lab {
         Ok(Lab {
             desc,
             cgroups: false,
+            hook: None,
             owned: false,
         })
     }

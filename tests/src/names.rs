@@ -86,9 +86,10 @@ pub fn default_host_name(index: usize) -> String {
 }
 
 /// The directories each host gets a private copy of.
-pub const PRIVATE_DIRS: [&str; 5] = [
+pub const PRIVATE_DIRS: [&str; 6] = [
     "etc/libvirt",
     "run/libvirt",
+    "run/rackside",
     "var/lib/libvirt",
     "var/log/libvirt",
     "var/cache/libvirt",

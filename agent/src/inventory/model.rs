@@ -98,7 +98,11 @@ pub fn vms_from_records(records: &[DomainRecord], previous: &[Vm], elapsed_s: f6
                 // A busy domain (NOWAIT) may come without these: keep what
                 // the last poll knew.
                 vcpus: r.vcpus.or(prev.map(|p| p.vcpus)).unwrap_or(0),
-                mem_mib: r.max_mem_kib.map(|k| k / 1024).or(prev.map(|p| p.mem_mib)).unwrap_or(0),
+                mem_mib: r
+                    .max_mem_kib
+                    .map(|k| k / 1024)
+                    .or(prev.map(|p| p.mem_mib))
+                    .unwrap_or(0),
                 cpu_pct,
                 cpu_time_ns: r.cpu_time_ns,
             }

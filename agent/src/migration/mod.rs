@@ -1,4 +1,5 @@
 //! Migrations out of this host.
 
+pub mod nwfilter;
 pub mod policy;
 pub mod run;

@@ -108,6 +108,31 @@ pub fn run(
         }
     };
 
+    // The destination must know every nwfilter the VM's interfaces use,
+    // or libvirt refuses the migration.
+    if let Ok(xml) = dom.xml_desc(0) {
+        if !super::nwfilter::filter_refs(&xml).is_empty() {
+            let copied = Connect::open(Some(&spec.dest_uri))
+                .map_err(|e| e.message().to_owned())
+                .and_then(|dest| {
+                    let r = super::nwfilter::ensure(&conn, &dest, &xml);
+                    libvirt_ffi::close(dest);
+                    r
+                });
+            match copied {
+                Ok(names) if !names.is_empty() => {
+                    tracing::info!(vm = %spec.vm, dest = %spec.dest, filters = ?names, "nwfilters defined on the destination")
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    drop(dom);
+                    libvirt_ffi::close(conn);
+                    return failed(e);
+                }
+            }
+        }
+    }
+
     let (tx, rx) = mpsc::channel();
     let params = MigrateParameters {
         uri: spec.migrate_uri.clone(),
@@ -223,7 +248,12 @@ fn completed_stats(dest_uri: &str, vm: &str) -> (Option<u64>, Option<f64>) {
         // KEEP_COMPLETED: reading must not discard the record an
         // administrator (or `virsh domjobinfo --completed`) may want too.
         .and_then(|d| {
-            guarded(|| d.job_stats(sys::VIR_DOMAIN_JOB_STATS_COMPLETED | sys::VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED)).ok()
+            guarded(|| {
+                d.job_stats(
+                    sys::VIR_DOMAIN_JOB_STATS_COMPLETED | sys::VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED,
+                )
+            })
+            .ok()
         })
         .map(|js| {
             (
