@@ -12,7 +12,7 @@ DEB_PACKAGES := libvirt-daemon-system libvirt-clients libvirt-dev pkg-config \
 	qemu-system-x86 iproute2 nftables linux-image-cloud-amd64 busybox-static \
 	cpio socat procps util-linux coreutils iptables
 
-.PHONY: help setup build test-fast test-lab test lab-up lab-down lab-smoke demo bench-console bench-evacuate clean fmt lint
+.PHONY: help setup build test-fast test-lab test lab-up lab-down lab-smoke demo bench-console bench-evacuate install clean fmt lint
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -61,6 +61,21 @@ bench-evacuate: setup ## Evacuation at max_parallel 1, 2, 4 beside a sequential 
 	$(CARGO) build $(CARGO_FLAGS) --release -p rackside-agent
 	$(CARGO) build $(CARGO_FLAGS) -p rackside-lab
 	$(LAB) bench-evacuate --agent target/release/rackside-agent
+
+PREFIX ?= /usr
+DESTDIR ?=
+HOOKDIR ?= /etc/libvirt/hooks/qemu.d
+
+install: ## Install binaries, the hook and the example config under DESTDIR
+	$(CARGO) build $(CARGO_FLAGS) --release -p rackside-agent -p rackside-hook
+	install -D -m 0755 target/release/rackside-agent $(DESTDIR)$(PREFIX)/bin/rackside-agent
+	install -D -m 0755 target/release/rackside-hook $(DESTDIR)$(PREFIX)/bin/rackside-hook
+	install -d -m 0755 $(DESTDIR)$(HOOKDIR)
+	ln -sf $(PREFIX)/bin/rackside-hook $(DESTDIR)$(HOOKDIR)/rackside-hook
+	@if [ ! -e $(DESTDIR)/etc/rackside/agent.toml ]; then \
+		install -D -m 0644 packaging/agent.toml $(DESTDIR)/etc/rackside/agent.toml; fi
+	install -d -m 0750 $(DESTDIR)/var/lib/rackside
+	@echo "installed; libvirt finds new hooks only when it starts or reloads: systemctl reload libvirtd"
 
 fmt: ## Format the code
 	$(CARGO) fmt --all
