@@ -76,7 +76,13 @@ pub fn handle(
             out.refusal = admit(ctx, call, domain.as_ref().ok());
         }
         ("started", "begin") => {
-            release_promise(ctx, call, uuid, &mut out.log);
+            if let Err(e) = promises::arrived(ctx.run_dir, &call.vm, uuid, ctx.now_unix) {
+                out.log.push(format!(
+                    "rackside-hook: {}: cannot update promise: {}",
+                    call.vm,
+                    chain(&e)
+                ));
+            }
             apply_policy(fw, call, &domain, &mut out.log);
         }
         ("reconnect", "begin") => apply_policy(fw, call, &domain, &mut out.log),
@@ -299,8 +305,8 @@ mod tests {
             "rackside: kvm2 has 400 MiB free for VMs, VM needs 600 MiB"
         );
         assert!(b.log.is_empty());
-        // a arrives: its promise is released and b now fits (the agent
-        // has not yet counted a as committed: the promise was the bridge).
+        // a arrives: until the agent counts it as committed its promise
+        // stands (for a short grace), so b still does not fit.
         handle(
             &ctx,
             &mut fw,
@@ -309,6 +315,20 @@ mod tests {
         );
         let b = handle(
             &ctx,
+            &mut fw,
+            &call("b", "migrate", "begin"),
+            Ok(xml("b", 600, false)),
+        );
+        assert!(b.refusal.is_some(), "the room a took was promised twice");
+        // After the grace the promise is gone; here the state file (not
+        // refreshed in this test) still shows a as not committed, so b fits:
+        // in life the agent has counted a by then.
+        let later = Context {
+            now_unix: ctx.now_unix + promises::ARRIVAL_GRACE_S + 1,
+            ..ctx
+        };
+        let b = handle(
+            &later,
             &mut fw,
             &call("b", "migrate", "begin"),
             Ok(xml("b", 600, false)),

@@ -111,6 +111,32 @@ pub fn release(
     update(run_dir, now_unix, LOCK_WAIT, |p| p.release(vm, uuid))
 }
 
+/// How long a promise outlives its guest's arrival: until the agent has
+/// counted the guest as committed (it polls on the lifecycle event and
+/// publishes every second). Dropping it at once would leave a window in
+/// which the same room could be promised twice.
+pub const ARRIVAL_GRACE_S: u64 = 5;
+
+/// The guest arrived: its promise ends `ARRIVAL_GRACE_S` from now.
+pub fn arrived(
+    run_dir: &Path,
+    vm: &str,
+    uuid: Option<&str>,
+    now_unix: u64,
+) -> Result<bool, PromiseError> {
+    if !run_dir.join(FILE).exists() {
+        return Ok(false);
+    }
+    update(run_dir, now_unix, LOCK_WAIT, |list| {
+        let mut found = false;
+        for p in list.promises.iter_mut().filter(|p| p.is_for(vm, uuid)) {
+            p.until_unix = p.until_unix.min(now_unix + ARRIVAL_GRACE_S);
+            found = true;
+        }
+        found
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

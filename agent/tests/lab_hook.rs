@@ -1,0 +1,302 @@
+//! rackside-hook in every lab host's qemu.d, real libvirtd, real nftables
+//! in each host's namespace, agents where a test needs them.
+//! Needs root: run by `make test-lab`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rackside_lab::agent::AgentProcess;
+use rackside_lab::pty::PtyLine;
+use rackside_lab::{smoke, virsh, GuestSpec, Lab, LabSpec};
+use serde_json::{json, Value};
+
+const AGENT: &str = env!("CARGO_BIN_EXE_rackside-agent");
+const T: Duration = Duration::from_secs(20);
+
+/// rackside-hook is built beside the agent (`make build` builds both).
+fn hook_binary() -> PathBuf {
+    let p = Path::new(AGENT).with_file_name("rackside-hook");
+    assert!(
+        p.exists(),
+        "{} missing: build the workspace first (make build)",
+        p.display()
+    );
+    p
+}
+
+struct Host {
+    agent: AgentProcess,
+    line: PtyLine,
+    id: u64,
+}
+
+impl Host {
+    fn start(lab: &Lab, host: &str, extra: &str) -> Host {
+        let dir = lab.desc().dir.join(format!("agent-{host}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let link = dir.join("tty");
+        let mut line = PtyLine::open(&link).unwrap();
+        let mut cfg = format!(
+            "[host]\nname = \"{host}\"\n[libvirt]\npoll_interval_s = 1\n[[console]]\npath = \"{}\"\n[state]\ndir = \"{}\"\n",
+            link.display(),
+            dir.join("state").display()
+        );
+        for h in lab.desc().hosts.iter().filter(|h| h.name != host) {
+            cfg.push_str(&format!(
+                "[[peer]]\nname = \"{}\"\nuri = \"{}\"\nmigrate_uri = \"{}\"\n",
+                h.name, h.uri, h.migrate_uri
+            ));
+        }
+        cfg.push_str(extra);
+        let agent = AgentProcess::start(lab, host, Path::new(AGENT), &dir, &cfg).unwrap();
+        line.expect_text(T, &format!("{host}> "))
+            .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_text()));
+        let mut h = Host { agent, line, id: 0 };
+        for _ in 0..60 {
+            let r = h.req("hosts", json!({}));
+            if r["data"]["hosts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|x| x["reachable"] == json!(true))
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        h
+    }
+
+    fn req(&mut self, cmd: &str, args: Value) -> Value {
+        self.id += 1;
+        self.line
+            .request(self.id, cmd, args, T)
+            .unwrap_or_else(|e| panic!("{cmd}: {e}\nagent log:\n{}", self.agent.log_text()))
+    }
+}
+
+/// Hosts where libvirt shows `vm` active, and its QEMU processes.
+fn whereabouts(lab: &Lab, vm: &str) -> (Vec<String>, usize) {
+    let mut hosts = Vec::new();
+    let mut qemus = 0;
+    for h in &lab.desc().hosts {
+        if virsh::active(&h.local_uri).unwrap().iter().any(|n| n == vm) {
+            hosts.push(h.name.clone());
+        }
+        qemus += smoke::qemu_processes(lab, &h.name, vm).unwrap();
+    }
+    (hosts, qemus)
+}
+
+fn runs_once_on(lab: &Lab, vm: &str) -> String {
+    let (hosts, qemus) = whereabouts(lab, vm);
+    assert_eq!(hosts.len(), 1, "{vm} active on {hosts:?}");
+    assert_eq!(qemus, 1, "{vm}: {qemus} QEMU processes");
+    hosts[0].clone()
+}
+
+fn migrate_virsh(lab: &Lab, vm: &str, from: &str, to: &str) -> Result<(), String> {
+    smoke::virsh_migrate(lab, from, to, vm)
+        .map(|_| ())
+        .map_err(|e| {
+            let mut s = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(x) = src {
+                s.push_str(&format!(": {x}"));
+                src = x.source();
+            }
+            s
+        })
+}
+
+#[test]
+#[ignore = "lab: needs root, libvirtd and QEMU (make test-lab)"]
+fn a_host_in_maintenance_refuses_and_the_evacuation_goes_elsewhere() {
+    // hb is big and empty, so placement prefers it; hc is small and busy.
+    let spec = LabSpec::new("hookm", 3)
+        .with_mem("hb", 8192)
+        .with_mem("hc", 2048)
+        .with_hook(&hook_binary());
+    let lab = Lab::up(&spec).expect("lab up");
+    lab.start_guest("ha", &GuestSpec::new("m1", 16)).unwrap();
+    lab.start_guest("ha", &GuestSpec::new("m2", 16)).unwrap();
+    lab.start_guest("hc", &GuestSpec::new("h1", 8)).unwrap();
+    let mut hb = Host::start(&lab, "hb", "");
+    hb.req("subscribe", json!({}));
+
+    // The hook on the destination reports an arrival to its agent.
+    migrate_virsh(&lab, "m1", "ha", "hb").expect("migration into hb");
+    let e = hb
+        .line
+        .expect_event("vm.state", T, |e| {
+            e["data"]["source"] == "hook" && e["data"]["vm"] == "m1"
+        })
+        .unwrap_or_else(|e| panic!("no hook report: {e}\n{}", hb.agent.log_text()));
+    assert!(
+        ["incoming", "preparing", "starting", "started"]
+            .contains(&e["data"]["what"].as_str().unwrap()),
+        "{e}"
+    );
+
+    // hb goes into maintenance: a migration into it is refused at hb, and
+    // the VM keeps running at home.
+    assert_eq!(hb.req("maintenance", json!({"on": true}))["ok"], true);
+    std::thread::sleep(Duration::from_secs(2)); // the published state is refreshed every second
+    let err =
+        migrate_virsh(&lab, "m2", "ha", "hb").expect_err("hb admitted a migration in maintenance");
+    assert!(err.contains("maintenance"), "{err}");
+    assert_eq!(runs_once_on(&lab, "m2"), "ha");
+
+    // An evacuation of ha first tries hb (the emptier), is refused, and
+    // moves m2 to hc instead.
+    let mut ha = Host::start(&lab, "ha", "[placement]\nmem_reserve_mib = 256\n");
+    let plan = ha.req("plan", json!({}));
+    assert_eq!(plan["data"]["moves"][0]["dest"], "hb", "{plan}");
+    ha.req("subscribe", json!({}));
+    assert_eq!(ha.req("evacuate", json!({}))["ok"], true);
+    let failed = ha
+        .line
+        .expect_event("migration.failed", Duration::from_secs(120), |_| true)
+        .unwrap_or_else(|e| panic!("{e}\n{}", ha.agent.log_text()));
+    assert!(
+        failed["data"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("maintenance"),
+        "{failed}"
+    );
+    assert_eq!(failed["data"]["now_on"], "ha");
+    let done = ha
+        .line
+        .expect_event("evacuation.done", Duration::from_secs(180), |_| true)
+        .unwrap_or_else(|e| panic!("{e}\n{}", ha.agent.log_text()));
+    assert_eq!(done["data"]["safe_to_power_off"], true, "{done}");
+    assert_eq!(runs_once_on(&lab, "m2"), "hc");
+    assert_eq!(runs_once_on(&lab, "m1"), "hb");
+    ha.agent.stop();
+    hb.agent.stop();
+    lab.teardown().expect("teardown");
+}
+
+#[test]
+#[ignore = "lab: needs root, libvirtd and QEMU (make test-lab)"]
+fn two_migrations_into_room_for_one_admit_exactly_one() {
+    // hb: 1536 MiB, its agent keeps 1024 in reserve: room for one 300 MiB VM.
+    let spec = LabSpec::new("hookr", 2)
+        .with_mem("hb", 1536)
+        .with_hook(&hook_binary());
+    let lab = Lab::up(&spec).expect("lab up");
+    for n in ["r1", "r2"] {
+        let mut g = GuestSpec::new(n, 16);
+        g.mem_mib = 300;
+        lab.start_guest("ha", &g).unwrap();
+    }
+    let mut hb = Host::start(&lab, "hb", "[placement]\nmem_reserve_mib = 1024\n");
+    std::thread::sleep(Duration::from_secs(2));
+    let results: Vec<Result<(), String>> = std::thread::scope(|s| {
+        let a = s.spawn(|| migrate_virsh(&lab, "r1", "ha", "hb"));
+        let b = s.spawn(|| migrate_virsh(&lab, "r2", "ha", "hb"));
+        vec![a.join().unwrap(), b.join().unwrap()]
+    });
+    let admitted = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(admitted, 1, "{results:?}");
+    let refusal = results.iter().find_map(|r| r.as_ref().err()).unwrap();
+    assert!(refusal.contains("free"), "{refusal}");
+    let on_hb: Vec<String> = ["r1", "r2"].iter().map(|v| runs_once_on(&lab, v)).collect();
+    assert_eq!(on_hb.iter().filter(|h| *h == "hb").count(), 1, "{on_hb:?}");
+    hb.req("status", json!({}));
+    hb.agent.stop();
+    lab.teardown().expect("teardown");
+}
+
+fn nft_tables(lab: &Lab, host: &str) -> String {
+    let out = lab
+        .exec(host, "nft")
+        .unwrap()
+        .args(["list", "tables"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+#[ignore = "lab: needs root, libvirtd and QEMU (make test-lab)"]
+fn network_policy_and_nwfilters_follow_the_vm_and_no_agent_is_needed() {
+    let spec = LabSpec::new("hookp", 3).with_hook(&hook_binary());
+    let lab = Lab::up(&spec).expect("lab up");
+    // A filter only ha knows.
+    let filter = lab.desc().dir.join("rs-web-filter.xml");
+    std::fs::write(
+        &filter,
+        "<filter name='rs-web-allow' chain='root'><rule action='accept' direction='inout' priority='500'><all/></rule></filter>",
+    )
+    .unwrap();
+    lab.virsh("ha", &["nwfilter-define", &filter.to_string_lossy()])
+        .unwrap();
+    assert!(lab
+        .virsh("hb", &["nwfilter-dumpxml", "rs-web-allow"])
+        .is_err());
+    let mut g = GuestSpec::new("web", 16);
+    g.nic = true;
+    g.filterref = Some("rs-web-allow".into());
+    g.metadata = Some(
+        "<rs:policy xmlns:rs='https://rackside.dev/xmlns/policy/1'><rs:allow proto='tcp' port='22' from='10.0.0.0/8'/><rs:allow proto='icmp'/></rs:policy>"
+            .into(),
+    );
+    lab.start_guest("ha", &g).unwrap();
+    assert!(
+        nft_tables(&lab, "ha").contains("rackside_web"),
+        "no policy table on ha: {}",
+        nft_tables(&lab, "ha")
+    );
+    assert!(!nft_tables(&lab, "hb").contains("rackside_web"));
+
+    // The agent on ha moves it to hb: the filter is defined there first.
+    let mut ha = Host::start(&lab, "ha", "[placement]\nmem_reserve_mib = 256\n");
+    ha.req("subscribe", json!({}));
+    let r = ha.req("migrate", json!({"vm": "web", "dest": "hb"}));
+    assert_eq!(r["ok"], true, "{r}");
+    let done = ha
+        .line
+        .expect_line(Duration::from_secs(120), |l| {
+            l.contains("\"migration.done\"") || l.contains("\"migration.failed\"")
+        })
+        .unwrap();
+    assert!(
+        done.contains("migration.done"),
+        "{done}\n{}",
+        ha.agent.log_text()
+    );
+    assert_eq!(runs_once_on(&lab, "web"), "hb");
+    assert!(
+        lab.virsh("hb", &["nwfilter-dumpxml", "rs-web-allow"])
+            .is_ok(),
+        "filter not copied"
+    );
+    assert!(
+        nft_tables(&lab, "hb").contains("rackside_web"),
+        "policy did not follow: {}",
+        nft_tables(&lab, "hb")
+    );
+    assert!(
+        !nft_tables(&lab, "ha").contains("rackside_web"),
+        "policy left behind: {}",
+        nft_tables(&lab, "ha")
+    );
+
+    // With the agent stopped (and none ever on hc), guests still start and
+    // migrate normally: the hook admits when no agent speaks for a host.
+    ha.agent.stop();
+    lab.start_guest("ha", &GuestSpec::new("late", 8))
+        .expect("a guest starts without the agent");
+    migrate_virsh(&lab, "late", "ha", "hc").expect("migration into a host without an agent");
+    // Without an agent nobody copies nwfilters: an administrator using
+    // virsh defines it on hc first, as libvirt demands.
+    lab.virsh("hc", &["nwfilter-define", &filter.to_string_lossy()])
+        .unwrap();
+    migrate_virsh(&lab, "web", "hb", "hc").expect("migration with a policy into hc");
+    assert_eq!(runs_once_on(&lab, "late"), "hc");
+    assert_eq!(runs_once_on(&lab, "web"), "hc");
+    assert!(nft_tables(&lab, "hc").contains("rackside_web"));
+    lab.teardown().expect("teardown");
+}
