@@ -10,9 +10,9 @@ LAB := target/debug/rackside-lab
 # network policy (nftables).
 DEB_PACKAGES := libvirt-daemon-system libvirt-clients libvirt-dev pkg-config \
 	qemu-system-x86 iproute2 nftables linux-image-cloud-amd64 busybox-static \
-	cpio socat procps util-linux coreutils iptables
+	cpio socat procps util-linux coreutils iptables lintian rpm debootstrap
 
-.PHONY: help setup build test-fast test-lab test lab-up lab-down lab-smoke demo bench-console bench-evacuate install clean fmt lint
+.PHONY: help setup build test-fast test-lab test lab-up lab-down lab-smoke demo bench-console bench-evacuate install stage deb rpm test-packaging clean fmt lint
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -38,7 +38,7 @@ test-lab: build ## Lab tests: real libvirtd, QEMU, namespaces (root)
 	@[ "$$(id -u)" = 0 ] || { echo "test-lab: needs root"; exit 1; }
 	$(CARGO) test $(CARGO_FLAGS) --workspace -- --ignored --test-threads=1
 
-test: setup test-fast test-lab ## Everything: setup, fast tests, lab tests
+test: setup test-fast test-lab test-packaging ## Everything: setup, fast tests, lab tests, packages under real systemd
 
 lab-up: setup build ## Bring up a 3-host lab and leave it running
 	$(LAB) up --hosts 3
@@ -76,6 +76,42 @@ install: ## Install binaries, the hook and the example config under DESTDIR
 		install -D -m 0644 packaging/agent.toml $(DESTDIR)/etc/rackside/agent.toml; fi
 	install -d -m 0750 $(DESTDIR)/var/lib/rackside
 	@echo "installed; libvirt finds new hooks only when it starts or reloads: systemctl reload libvirtd"
+
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+PKG := $(CURDIR)/target/pkg
+STAGE := $(PKG)/root
+
+stage: ## The installed tree both packages are made from (target/pkg/root)
+	rm -rf $(STAGE)
+	$(MAKE) --no-print-directory install DESTDIR=$(STAGE)
+	install -D -m 0644 systemd/rackside-agent.service $(STAGE)/lib/systemd/system/rackside-agent.service
+	install -d -m 0755 $(STAGE)/usr/share/man/man8 $(STAGE)/usr/share/doc/rackside $(STAGE)/usr/share/bash-completion/completions
+	for m in rackside-agent rackside-hook; do gzip -9n < packaging/man/$$m.8 > $(STAGE)/usr/share/man/man8/$$m.8.gz; done
+	target/release/rackside-agent completions bash > $(STAGE)/usr/share/bash-completion/completions/rackside-agent
+	install -m 0644 packaging/copyright $(STAGE)/usr/share/doc/rackside/copyright
+	chmod 0644 $(STAGE)/usr/share/bash-completion/completions/rackside-agent
+	strip --strip-unneeded $(STAGE)/usr/bin/rackside-agent $(STAGE)/usr/bin/rackside-hook
+
+deb: stage ## Build target/pkg/rackside_VERSION-1_amd64.deb (dpkg-deb)
+	rm -rf $(PKG)/deb && cp -a $(STAGE) $(PKG)/deb
+	gzip -9n < packaging/changelog > $(PKG)/deb/usr/share/doc/rackside/changelog.Debian.gz
+	install -d -m 0755 $(PKG)/deb/DEBIAN
+	install -m 0644 packaging/deb/conffiles $(PKG)/deb/DEBIAN/conffiles
+	install -m 0755 packaging/deb/postinst packaging/deb/prerm packaging/deb/postrm $(PKG)/deb/DEBIAN/
+	sed -e 's/@VERSION@/$(VERSION)/' -e "s/@SIZE@/$$(du -sk --exclude=DEBIAN $(PKG)/deb | cut -f1)/" \
+		packaging/deb/control.in > $(PKG)/deb/DEBIAN/control
+	dpkg-deb --root-owner-group -Zxz --build $(PKG)/deb $(PKG)/rackside_$(VERSION)-1_amd64.deb
+
+rpm: stage ## Build target/pkg/rackside-VERSION-1.x86_64.rpm (rpmbuild)
+	rm -rf $(PKG)/rpmbuild
+	rpmbuild -bb --quiet --define "_topdir $(PKG)/rpmbuild" --define "version $(VERSION)" \
+		--define "stage $(STAGE)" packaging/rpm/rackside.spec
+	cp $(PKG)/rpmbuild/RPMS/x86_64/rackside-$(VERSION)-1.x86_64.rpm $(PKG)/
+
+test-packaging: deb rpm ## deb installed/removed/purged here, lintian, rpm vs deb, the deb under real systemd (root)
+	bash tests/packaging/deb.sh $(PKG)/rackside_$(VERSION)-1_amd64.deb
+	bash tests/packaging/rpm.sh $(PKG)/rackside-$(VERSION)-1.x86_64.rpm $(PKG)/rackside_$(VERSION)-1_amd64.deb
+	bash tests/packaging/systemd.sh $(PKG)/rackside_$(VERSION)-1_amd64.deb
 
 fmt: ## Format the code
 	$(CARGO) fmt --all

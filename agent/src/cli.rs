@@ -30,6 +30,8 @@ pub enum Cmd {
     CheckConfig,
     /// Read a PIN from standard input and print its argon2 hash for [auth] pin_hash.
     HashPin,
+    /// Print a shell completion script (bash, zsh, fish, ...).
+    Completions { shell: clap_complete::Shell },
     /// Talk to an agent over a line: one command, or interactive without one.
     Console {
         /// The line: serial device or pty.
