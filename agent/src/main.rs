@@ -70,7 +70,12 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         }
         Some(Cmd::Completions { shell }) => {
             use clap::CommandFactory;
-            clap_complete::generate(shell, &mut Cli::command(), "rackside-agent", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "rackside-agent",
+                &mut std::io::stdout(),
+            );
         }
         Some(Cmd::HashPin) => {
             let mut pin = String::new();

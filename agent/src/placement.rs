@@ -276,7 +276,9 @@ fn screen(host: &Candidate, policy: &Policy) -> Option<String> {
     if pct.is_nan() {
         return Some(format!("{name} reports an unreadable CPU load"));
     }
-    let under = pct / 100.0 < policy.load_threshold;
+    // A threshold of 1 (100 %) turns the filter off: the only way to say
+    // "CPU use does not matter here" (hosts sharing CPUs, as in a lab).
+    let under = policy.load_threshold >= 1.0 || pct / 100.0 < policy.load_threshold;
     if !under {
         return Some(format!(
             "{name} is at {}% CPU (threshold {}%)",
@@ -658,6 +660,30 @@ mod tests {
             .find(|u| u.vm == vm)
             .unwrap_or_else(|| panic!("{vm} not unplaceable in {p:?}"))
             .reason
+    }
+
+    #[test]
+    fn a_threshold_of_one_turns_the_load_filter_off() {
+        let mut h = host("hb", 4, 8192);
+        h.cpu_pct = Some(100.0);
+        let mut p = policy(Strategy::Balance);
+        p.load_threshold = 1.0;
+        let vm = VmDemand {
+            name: "a".into(),
+            vcpus: 1,
+            mem_mib: 256,
+        };
+        let got = plan(
+            std::slice::from_ref(&vm),
+            std::slice::from_ref(&h),
+            &p,
+            &Target::Auto,
+            &BTreeMap::new(),
+        );
+        assert_eq!(got.moves.len(), 1, "{got:?}");
+        p.load_threshold = 0.99;
+        let got = plan(&[vm], &[h], &p, &Target::Auto, &BTreeMap::new());
+        assert_eq!(got.unplaceable.len(), 1, "{got:?}");
     }
 
     #[test]
@@ -1256,7 +1282,7 @@ mod tests {
         let load = h.cpu_pct.unwrap_or(0.0) / 100.0;
         h.reachable
             && !h.unavailable
-            && load < p.load_threshold
+            && (p.load_threshold >= 1.0 || load < p.load_threshold)
             && match target {
                 Target::Auto => true,
                 Target::Host(t) => *t == h.name,

@@ -31,6 +31,8 @@ fn config(lab: &Lab, lines: &[&Path], extra: &str) -> String {
         c.push_str(&format!("[[console]]\npath = \"{}\"\n", l.display()));
     }
     c.push_str(extra);
+    // Lab hosts share the machine's CPUs (see lab_evacuate.rs).
+    c.push_str("[placement]\nload_threshold = 1.0\n");
     c
 }
 

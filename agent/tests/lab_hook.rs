@@ -48,6 +48,13 @@ impl Host {
             ));
         }
         cfg.push_str(extra);
+        // Lab hosts share the machine's CPUs: the load filter would judge
+        // the lab, not the peer (see lab_evacuate.rs).
+        if extra.contains("[placement]") {
+            cfg = cfg.replacen("[placement]\n", "[placement]\nload_threshold = 1.0\n", 1);
+        } else {
+            cfg.push_str("[placement]\nload_threshold = 1.0\n");
+        }
         let agent = AgentProcess::start(lab, host, Path::new(AGENT), &dir, &cfg).unwrap();
         line.expect_text(T, &format!("{host}> "))
             .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_text()));

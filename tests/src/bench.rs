@@ -235,7 +235,7 @@ fn agent_drain(
     let link = dir.join("tty");
     let mut line = PtyLine::open(&link)?;
     let mut cfg = format!(
-        "[host]\nname = \"ha\"\n[libvirt]\npoll_interval_s = 1\n[[console]]\npath = \"{}\"\n[state]\ndir = \"{}\"\n[migration]\nmax_parallel = {parallel}\nmax_per_destination = {parallel}\n[placement]\nmem_reserve_mib = 256\n",
+        "[host]\nname = \"ha\"\n[libvirt]\npoll_interval_s = 1\n[[console]]\npath = \"{}\"\n[state]\ndir = \"{}\"\n[migration]\nmax_parallel = {parallel}\nmax_per_destination = {parallel}\n[placement]\nmem_reserve_mib = 256\nload_threshold = 1.0\n",
         link.display(),
         dir.join("state").display()
     );

@@ -50,7 +50,7 @@ pub fn run(agent: &Path, out: &mut dyn Write) -> Result<(), Box<dyn std::error::
     std::fs::create_dir_all(&dir)?;
     let mut line = PtyLine::open(&link)?;
     let mut config = format!(
-        "[host]\nname = \"ha\"\nlocation = \"DC1 / room 3 / rack 12 / U07\"\n[libvirt]\npoll_interval_s = 2\n[placement]\nmem_reserve_mib = 512\n\
+        "[host]\nname = \"ha\"\nlocation = \"DC1 / room 3 / rack 12 / U07\"\n[libvirt]\npoll_interval_s = 2\n[placement]\nmem_reserve_mib = 512\n# lab hosts share the machine's CPUs: no load filter\nload_threshold = 1.0\n\
          [[console]]\npath = \"{}\"\n[state]\ndir = \"{}\"\n",
         link.display(),
         dir.join("state").display()
