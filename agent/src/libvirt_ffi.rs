@@ -98,18 +98,7 @@ pub fn all_domain_stats(conn: &Connect) -> Result<Vec<DomainRecord>, FfiError> {
             let p = unsafe { &*rec.params.add(j) };
             // SAFETY: field is a NUL-terminated array within the struct.
             let field = unsafe { CStr::from_ptr(p.field.as_ptr()) }.to_bytes();
-            let int = || -> Option<u64> {
-                // SAFETY: the union member read matches the declared type_.
-                unsafe {
-                    match p.type_ as u32 {
-                        sys::VIR_TYPED_PARAM_INT => Some(p.value.i as i64 as u64),
-                        sys::VIR_TYPED_PARAM_UINT => Some(p.value.ui as u64),
-                        sys::VIR_TYPED_PARAM_LLONG => Some(p.value.l as u64),
-                        sys::VIR_TYPED_PARAM_ULLONG => Some(p.value.ul),
-                        _ => None,
-                    }
-                }
-            };
+            let int = || typed_int(p);
             match field {
                 b"state.state" => r.state = int().unwrap_or(0) as i32,
                 b"state.reason" => r.reason = int().unwrap_or(0) as i32,
@@ -209,6 +198,74 @@ pub fn node_cpu_times(conn: &Connect) -> Result<CpuTimes, FfiError> {
         busy: total.saturating_sub(idle),
         total,
     })
+}
+
+/// The integer value of a typed parameter, whatever its integer type.
+fn typed_int(p: &sys::virTypedParameter) -> Option<u64> {
+    // SAFETY: the union member read matches the declared type_.
+    unsafe {
+        match p.type_ as u32 {
+            sys::VIR_TYPED_PARAM_INT => Some(p.value.i as i64 as u64),
+            sys::VIR_TYPED_PARAM_UINT => Some(p.value.ui as u64),
+            sys::VIR_TYPED_PARAM_LLONG => Some(p.value.l as u64),
+            sys::VIR_TYPED_PARAM_ULLONG => Some(p.value.ul),
+            _ => None,
+        }
+    }
+}
+
+/// A domain's job statistics, the fields the agent uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JobStats {
+    /// virDomainJobType: 0 none, 1 bounded, 2 unbounded, 3 completed, ...
+    pub kind: i32,
+    pub data_total: Option<u64>,
+    pub data_processed: Option<u64>,
+    pub data_remaining: Option<u64>,
+    pub mem_iteration: Option<u64>,
+    pub mem_bps: Option<u64>,
+    pub downtime_ms: Option<u64>,
+}
+
+/// virDomainGetJobStats, done here rather than through the bindings: their
+/// version builds a Vec from libvirt's pointer, which is NULL when there
+/// are no statistics (an offline migration's completed job), and that
+/// aborted the whole agent. Freed with virTypedParamsFree.
+pub fn job_stats(dom: &virt::domain::Domain, flags: u32) -> Result<JobStats, FfiError> {
+    let mut kind: c_int = 0;
+    let mut params: sys::virTypedParameterPtr = std::ptr::null_mut();
+    let mut n: c_int = 0;
+    // SAFETY: dom is a live domain reference; the out-pointers are ours.
+    let rc =
+        unsafe { sys::virDomainGetJobStats(dom.as_ptr(), &mut kind, &mut params, &mut n, flags) };
+    if rc < 0 {
+        return Err(last_error("virDomainGetJobStats"));
+    }
+    let mut js = JobStats {
+        kind,
+        ..Default::default()
+    };
+    if !params.is_null() {
+        for i in 0..n.max(0) as usize {
+            // SAFETY: params holds n entries.
+            let p = unsafe { &*params.add(i) };
+            // SAFETY: field is NUL-terminated within the struct.
+            let field = unsafe { CStr::from_ptr(p.field.as_ptr()) }.to_bytes();
+            let v = typed_int(p);
+            match field {
+                b"data_total" => js.data_total = v,
+                b"data_processed" => js.data_processed = v,
+                b"data_remaining" => js.data_remaining = v,
+                b"memory_iteration" => js.mem_iteration = v,
+                b"memory_bps" => js.mem_bps = v,
+                b"downtime" => js.downtime_ms = v,
+                _ => {}
+            }
+        }
+        // SAFETY: params/n came from virDomainGetJobStats; freed once.
+        unsafe { sys::virTypedParamsFree(params, n) };
+    }
+    Ok(js)
 }
 
 static EVENT_LOOP: Once = Once::new();

@@ -530,6 +530,11 @@ fn poweroff_only_when_empty_and_allowed() {
         marker.display()
     );
     let mut rig = Rig::new("power", LabSpec::new("power", 2), &[("p1", 8)], &extra);
+    // A shut-off definition: evacuations move it too (offline migration).
+    rig.lab
+        .define_guest("ha", &GuestSpec::new("parked", 8))
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
     let r = rig.req("poweroff", json!({}));
     assert_eq!(r["error"]["code"], "busy", "{r}");
     assert!(
@@ -541,6 +546,21 @@ fn poweroff_only_when_empty_and_allowed() {
     assert_eq!(rig.req("evacuate", json!({"poweroff": true}))["ok"], true);
     let events = rig.until_done();
     assert_eq!(verdict(&events)["safe_to_power_off"], true);
+    // The definition moved: defined (not running) on hb, gone from ha.
+    let hb = rig.lab.host("hb").unwrap().local_uri.clone();
+    let ha = rig.lab.host("ha").unwrap().local_uri.clone();
+    assert!(
+        virsh::all(&hb).unwrap().contains(&"parked".to_string()),
+        "parked not defined on hb"
+    );
+    assert!(
+        !virsh::active(&hb).unwrap().contains(&"parked".to_string()),
+        "parked was started"
+    );
+    assert!(
+        !virsh::all(&ha).unwrap().contains(&"parked".to_string()),
+        "parked still defined on ha"
+    );
     for _ in 0..50 {
         if marker.exists() {
             break;

@@ -181,7 +181,7 @@ pub fn run(
         if spec.offline || abort_reason.is_some() {
             continue;
         }
-        let Ok(js) = guarded(|| dom.job_stats(0)) else {
+        let Ok(js) = libvirt_ffi::job_stats(&dom, 0) else {
             continue;
         };
         let sample = Sample {
@@ -219,7 +219,12 @@ pub fn run(
         Ok(()) => {
             tracker.finish();
             progress(&tracker.progress());
-            let (downtime_ms, data_mib) = completed_stats(&spec.dest_uri, &spec.vm);
+            // An offline migration moves a definition: no job, no figures.
+            let (downtime_ms, data_mib) = if spec.offline {
+                (None, None)
+            } else {
+                completed_stats(&spec.dest_uri, &spec.vm)
+            };
             Outcome::Done {
                 seconds: started.elapsed().as_secs_f64(),
                 downtime_ms,
@@ -248,16 +253,15 @@ fn completed_stats(dest_uri: &str, vm: &str) -> (Option<u64>, Option<f64>) {
         // KEEP_COMPLETED: reading must not discard the record an
         // administrator (or `virsh domjobinfo --completed`) may want too.
         .and_then(|d| {
-            guarded(|| {
-                d.job_stats(
-                    sys::VIR_DOMAIN_JOB_STATS_COMPLETED | sys::VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED,
-                )
-            })
+            libvirt_ffi::job_stats(
+                &d,
+                sys::VIR_DOMAIN_JOB_STATS_COMPLETED | sys::VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED,
+            )
             .ok()
         })
         .map(|js| {
             (
-                js.downtime,
+                js.downtime_ms,
                 js.data_processed.map(|b| b as f64 / 1_048_576.0),
             )
         })
