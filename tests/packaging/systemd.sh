@@ -41,13 +41,17 @@ cp "$deb" "$work/root/rackside.deb"
 systemd-nspawn -D "$work" --boot --register=no --keep-unit -M "$machine" --private-network \
     --console=pipe >/tmp/rackside-nspawn.log 2>&1 </dev/null &
 nspawn_pid=$!
-# The container's init is the nspawn process's child.
+# The container's init is the nspawn process's child running systemd;
+# nspawn briefly has another child (its setup process) that exits.
 init=
-for _ in $(seq 100); do
-    init=$(pgrep -P "$nspawn_pid" | head -1)
+for _ in $(seq 150); do
+    for c in $(pgrep -P "$nspawn_pid"); do
+        if [ "$(cat /proc/"$c"/comm 2>/dev/null)" = systemd ]; then init=$c; fi
+    done
     [ -n "$init" ] && break
     sleep 0.2
 done
+[ -n "$init" ] || { echo "no systemd in the container"; cat /tmp/rackside-nspawn.log; exit 1; }
 inside() { nsenter -t "$init" -a "$@"; }
 booted() {
     for _ in $(seq 120); do
