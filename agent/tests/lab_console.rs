@@ -209,6 +209,9 @@ fn agent_tells_the_truth_and_survives_its_world() {
     }
     assert_eq!(ok(&fresh)["stale"], false, "{fresh}");
     assert_eq!(agent_view(ok(&fresh)), virsh_view(&lab, "ha"));
+    // Through the restart each guest kept running exactly once, alive.
+    assert_eq!(lab.assert_runs_once("web1"), "ha");
+    assert_eq!(lab.assert_runs_once("far1"), "hb");
 
     // Garbage on the line: 20 kB of random bytes, a 5000-byte line, telnet
     // negotiation. The line still works afterwards.

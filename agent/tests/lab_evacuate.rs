@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rackside_lab::agent::AgentProcess;
 use rackside_lab::pty::PtyLine;
-use rackside_lab::{smoke, virsh, GuestSpec, Lab, LabSpec};
+use rackside_lab::{virsh, GuestSpec, Lab, LabSpec, Sampler};
 use serde_json::{json, Value};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_rackside-agent");
@@ -139,33 +139,9 @@ impl Rig {
         }
     }
 
-    /// For every guest: the hosts where libvirt shows it active, and the
-    /// QEMU processes running it. Exactly once means one and one.
-    fn whereabouts(&self, guests: &[&str]) -> BTreeMap<String, (Vec<String>, usize)> {
-        let mut out = BTreeMap::new();
-        for g in guests {
-            let mut hosts = Vec::new();
-            let mut qemus = 0;
-            for h in &self.lab.desc().hosts {
-                if virsh::active(&h.local_uri).unwrap().iter().any(|n| n == g) {
-                    hosts.push(h.name.clone());
-                }
-                qemus += smoke::qemu_processes(&self.lab, &h.name, g).unwrap();
-            }
-            out.insert(g.to_string(), (hosts, qemus));
-        }
-        out
-    }
-
+    /// Running exactly once, each (see rackside_lab::whereabouts).
     fn assert_each_runs_once(&self, guests: &[&str]) -> BTreeMap<String, String> {
-        let w = self.whereabouts(guests);
-        let mut at = BTreeMap::new();
-        for (g, (hosts, qemus)) in &w {
-            assert_eq!(hosts.len(), 1, "{g} active on {hosts:?}: {w:?}");
-            assert_eq!(*qemus, 1, "{g} has {qemus} QEMU processes: {w:?}");
-            at.insert(g.clone(), hosts[0].clone());
-        }
-        at
+        self.lab.assert_each_runs_once(guests)
     }
 }
 
@@ -208,6 +184,7 @@ fn evacuation_moves_every_vm_once_within_capacity_and_says_safe() {
         .collect();
 
     assert_eq!(rig.req("subscribe", json!({}))["ok"], true);
+    let watch = Sampler::start(&rig.lab, &names);
     let started = rig.req("evacuate", json!({}));
     assert_eq!(started["ok"], true, "{started}");
     // A second evacuate while one runs: busy.
@@ -233,6 +210,8 @@ fn evacuation_moves_every_vm_once_within_capacity_and_says_safe() {
 
     // Every VM runs exactly once, none here, and alive: its tick counter
     // carries on where it was.
+    assert_eq!(watch.finish().assert_clean().len(), names.len());
+    rig.lab.assert_verdict_true("ha", v);
     let at = rig.assert_each_runs_once(&names);
     assert!(at.values().all(|h| h != "ha"), "{at:?}");
     for (g, h) in &at {
@@ -306,9 +285,12 @@ fn a_vm_that_fits_nowhere_stays_running_and_is_named() {
 
     // A text line, as a person uses it, and a subscribed JSON line.
     rig.req("subscribe", json!({}));
+    let watch = Sampler::start(&rig.lab, &["huge", "ok1"]);
     assert_eq!(rig.req("evacuate", json!({}))["ok"], true);
     let events = rig.until_done();
     let v = verdict(&events);
+    watch.finish().assert_clean();
+    rig.lab.assert_verdict_true("ha", v);
     assert_eq!(v["safe_to_power_off"], false, "{v}");
     assert_eq!(v["remaining"], json!(["huge"]), "{v}");
     assert_eq!(v["unplaceable"][0]["vm"], "huge");
@@ -330,6 +312,7 @@ fn abort_mid_migration_leaves_every_vm_running_once() {
         "[migration]\nbandwidth_mib_s = 4\nmax_parallel = 1\n",
     );
     rig.req("subscribe", json!({}));
+    let watch = Sampler::start(&rig.lab, &["slow1", "slow2", "slow3"]);
     assert_eq!(rig.req("evacuate", json!({}))["ok"], true);
     rig.line
         .expect_event("migration.progress", T, |e| {
@@ -341,6 +324,9 @@ fn abort_mid_migration_leaves_every_vm_running_once() {
     let events = rig.until_done();
     let v = verdict(&events);
     assert_eq!(v["safe_to_power_off"], false);
+    // An aborted migration must not leave its VM paused on the source.
+    watch.finish().assert_clean();
+    rig.lab.assert_verdict_true("ha", v);
     let at = rig.assert_each_runs_once(&["slow1", "slow2", "slow3"]);
     assert!(
         at.values().all(|h| h == "ha"),
@@ -372,6 +358,7 @@ fn agent_killed_mid_migration_recovers_the_truth() {
         "[migration]\nbandwidth_mib_s = 8\n",
     );
     rig.req("subscribe", json!({}));
+    let watch = Sampler::start(&rig.lab, &["mover"]);
     assert_eq!(rig.req("evacuate", json!({}))["ok"], true);
     rig.line
         .expect_event("migration.progress", T, |e| {
@@ -397,6 +384,8 @@ fn agent_killed_mid_migration_recovers_the_truth() {
     rig.req("subscribe", json!({}));
     let events = rig.until_done();
     let v = verdict(&events);
+    watch.finish().assert_clean();
+    rig.lab.assert_verdict_true("ha", v);
     let at = rig.assert_each_runs_once(&["mover"]);
     assert_eq!(at["mover"], "hb", "{v}");
     assert_eq!(v["safe_to_power_off"], true, "{v}");
@@ -413,6 +402,7 @@ fn destination_lost(name: &str, lose: impl Fn(&Lab, &str), restore: impl Fn(&Lab
     let extra = "[migration]\nbandwidth_mib_s = 6\nno_progress_timeout_s = 15\n[placement]\nstrategy = \"pack\"\n";
     let mut rig = Rig::new(name, LabSpec::new(name, 3), &[("wanderer", 64)], extra);
     rig.req("subscribe", json!({}));
+    let watch = Sampler::start(&rig.lab, &["wanderer"]);
     let started = rig.req("evacuate", json!({}));
     let first = started["data"]["moves"][0]["dest"]
         .as_str()
@@ -443,22 +433,20 @@ fn destination_lost(name: &str, lose: impl Fn(&Lab, &str), restore: impl Fn(&Lab
         "{v}\n{}",
         rig.agent.log_text()
     );
+    rig.lab.assert_verdict_true("ha", &v);
     // The lost host cleans up its half of the migration once it is back.
-    let mut at = BTreeMap::new();
     for _ in 0..60 {
-        let w = rig.whereabouts(&["wanderer"]);
-        if w["wanderer"].0.len() == 1 && w["wanderer"].1 == 1 {
-            at = rig.assert_each_runs_once(&["wanderer"]);
+        if rig
+            .lab
+            .whereabouts("wanderer")
+            .is_ok_and(|w| w.runs_once().is_ok())
+        {
             break;
         }
         std::thread::sleep(Duration::from_secs(1));
     }
-    assert_eq!(
-        at.get("wanderer"),
-        Some(&other),
-        "{:?}",
-        rig.whereabouts(&["wanderer"])
-    );
+    watch.finish().assert_clean();
+    assert_eq!(rig.lab.assert_runs_once("wanderer"), other);
     let jobs = rig.req("jobs", json!({}));
     assert_eq!(
         jobs["data"]["jobs"][0]["tried"],
@@ -499,9 +487,12 @@ fn a_guest_that_never_converges_is_given_up_on_and_keeps_running() {
     let extra = "[migration]\nbandwidth_mib_s = 4\ndowntime_steps_ms = [100, 200]\nno_progress_timeout_s = 120\n";
     let mut rig = Rig::with_guests("noconv", LabSpec::new("noconv", 2), &[g], extra);
     rig.req("subscribe", json!({}));
+    let watch = Sampler::start(&rig.lab, &["writer"]);
     assert_eq!(rig.req("evacuate", json!({}))["ok"], true);
     let events = rig.until_done();
     let v = verdict(&events);
+    watch.finish().assert_clean();
+    rig.lab.assert_verdict_true("ha", v);
     assert_eq!(v["safe_to_power_off"], false, "{v}");
     let failed = &v["failed"][0];
     assert_eq!(failed["vm"], "writer", "{v}");
@@ -543,9 +534,13 @@ fn poweroff_only_when_empty_and_allowed() {
     );
     assert!(!marker.exists());
     rig.req("subscribe", json!({}));
+    let watch = Sampler::start(&rig.lab, &["p1"]);
     assert_eq!(rig.req("evacuate", json!({"poweroff": true}))["ok"], true);
     let events = rig.until_done();
     assert_eq!(verdict(&events)["safe_to_power_off"], true);
+    assert_eq!(watch.finish().assert_clean()["p1"], "hb");
+    rig.lab.assert_verdict_true("ha", verdict(&events));
+    rig.lab.assert_runs_once("p1");
     // The definition moved: defined (not running) on hb, gone from ha.
     let hb = rig.lab.host("hb").unwrap().local_uri.clone();
     let ha = rig.lab.host("ha").unwrap().local_uri.clone();

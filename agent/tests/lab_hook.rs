@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rackside_lab::agent::AgentProcess;
 use rackside_lab::pty::PtyLine;
-use rackside_lab::{smoke, virsh, GuestSpec, Lab, LabSpec};
+use rackside_lab::{smoke, GuestSpec, Lab, LabSpec, Sampler};
 use serde_json::{json, Value};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_rackside-agent");
@@ -82,24 +82,9 @@ impl Host {
     }
 }
 
-/// Hosts where libvirt shows `vm` active, and its QEMU processes.
-fn whereabouts(lab: &Lab, vm: &str) -> (Vec<String>, usize) {
-    let mut hosts = Vec::new();
-    let mut qemus = 0;
-    for h in &lab.desc().hosts {
-        if virsh::active(&h.local_uri).unwrap().iter().any(|n| n == vm) {
-            hosts.push(h.name.clone());
-        }
-        qemus += smoke::qemu_processes(lab, &h.name, vm).unwrap();
-    }
-    (hosts, qemus)
-}
-
+/// Running exactly once (see rackside_lab::whereabouts): the host.
 fn runs_once_on(lab: &Lab, vm: &str) -> String {
-    let (hosts, qemus) = whereabouts(lab, vm);
-    assert_eq!(hosts.len(), 1, "{vm} active on {hosts:?}");
-    assert_eq!(qemus, 1, "{vm}: {qemus} QEMU processes");
-    hosts[0].clone()
+    lab.assert_runs_once(vm)
 }
 
 fn migrate_virsh(lab: &Lab, vm: &str, from: &str, to: &str) -> Result<(), String> {
@@ -130,6 +115,7 @@ fn a_host_in_maintenance_refuses_and_the_evacuation_goes_elsewhere() {
     lab.start_guest("hc", &GuestSpec::new("h1", 8)).unwrap();
     let mut hb = Host::start(&lab, "hb", "");
     hb.req("subscribe", json!({}));
+    let watch = Sampler::start(&lab, &["m1", "m2", "h1"]);
 
     // The hook on the destination reports an arrival to its agent.
     migrate_virsh(&lab, "m1", "ha", "hb").expect("migration into hb");
@@ -178,6 +164,9 @@ fn a_host_in_maintenance_refuses_and_the_evacuation_goes_elsewhere() {
         .expect_event("evacuation.done", Duration::from_secs(180), |_| true)
         .unwrap_or_else(|e| panic!("{e}\n{}", ha.agent.log_text()));
     assert_eq!(done["data"]["safe_to_power_off"], true, "{done}");
+    lab.assert_verdict_true("ha", &done["data"]);
+    let at = watch.finish().assert_clean();
+    assert_eq!(at["m2"], "hc");
     assert_eq!(runs_once_on(&lab, "m2"), "hc");
     assert_eq!(runs_once_on(&lab, "m1"), "hb");
     ha.agent.stop();
@@ -200,6 +189,7 @@ fn two_migrations_into_room_for_one_admit_exactly_one() {
     }
     let mut hb = Host::start(&lab, "hb", "[placement]\nmem_reserve_mib = 1024\n");
     std::thread::sleep(Duration::from_secs(2));
+    let watch = Sampler::start(&lab, &["r1", "r2"]);
     let results: Vec<Result<(), String>> = std::thread::scope(|s| {
         let a = s.spawn(|| migrate_virsh(&lab, "r1", "ha", "hb"));
         let b = s.spawn(|| migrate_virsh(&lab, "r2", "ha", "hb"));
@@ -209,6 +199,7 @@ fn two_migrations_into_room_for_one_admit_exactly_one() {
     assert_eq!(admitted, 1, "{results:?}");
     let refusal = results.iter().find_map(|r| r.as_ref().err()).unwrap();
     assert!(refusal.contains("free"), "{refusal}");
+    watch.finish().assert_clean();
     let on_hb: Vec<String> = ["r1", "r2"].iter().map(|v| runs_once_on(&lab, v)).collect();
     assert_eq!(on_hb.iter().filter(|h| *h == "hb").count(), 1, "{on_hb:?}");
     hb.req("status", json!({}));
@@ -261,6 +252,7 @@ fn network_policy_and_nwfilters_follow_the_vm_and_no_agent_is_needed() {
     // The agent on ha moves it to hb: the filter is defined there first.
     let mut ha = Host::start(&lab, "ha", "[placement]\nmem_reserve_mib = 256\n");
     ha.req("subscribe", json!({}));
+    let watch = Sampler::start(&lab, &["web", "late"]);
     let r = ha.req("migrate", json!({"vm": "web", "dest": "hb"}));
     assert_eq!(r["ok"], true, "{r}");
     let done = ha
@@ -302,6 +294,8 @@ fn network_policy_and_nwfilters_follow_the_vm_and_no_agent_is_needed() {
     lab.virsh("hc", &["nwfilter-define", &filter.to_string_lossy()])
         .unwrap();
     migrate_virsh(&lab, "web", "hb", "hc").expect("migration with a policy into hc");
+    let at = watch.finish().assert_clean();
+    assert_eq!((at["late"].as_str(), at["web"].as_str()), ("hc", "hc"));
     assert_eq!(runs_once_on(&lab, "late"), "hc");
     assert_eq!(runs_once_on(&lab, "web"), "hc");
     assert!(nft_tables(&lab, "hc").contains("rackside_web"));

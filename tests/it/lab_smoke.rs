@@ -2,13 +2,19 @@
 //! live-migrated peer to peer with virsh. Needs root and the lab packages:
 //! ignored by plain `cargo test`, run by `make test`.
 
-use rackside_lab::{smoke, Lab, LabSpec};
+use rackside_lab::{smoke, Lab, LabSpec, Sampler};
 
 #[test]
 #[ignore = "lab: needs root, libvirtd and QEMU (make lab-smoke)"]
 fn live_migration_between_lab_hosts() {
     let lab = Lab::up(&LabSpec::new("smoke", 2)).expect("lab up");
+    // Watched from before it exists until after it moved: never on two
+    // hosts outside the migration's own pause, never left paused.
+    let watch = Sampler::start(&lab, &["smoke1"]);
     let obs = smoke::run(&lab, "ha", "hb", "smoke1", 64, &mut std::io::stderr()).expect("scenario");
+    let at = watch.finish().assert_clean();
+    assert_eq!(at["smoke1"], "hb");
+    assert_eq!(lab.assert_runs_once("smoke1"), "hb");
 
     assert_eq!(obs.state_on_dst.as_deref(), Some("running"), "{obs:?}");
     assert!(

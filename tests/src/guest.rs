@@ -49,6 +49,10 @@ pub struct GuestSpec {
     pub filterref: Option<String>,
     /// Raw XML for the domain's `<metadata>` (e.g. a rackside policy).
     pub metadata: Option<String>,
+    /// A raw disk file local to the host (made by the lab when the guest
+    /// is defined): libvirt refuses to live-migrate such a guest without
+    /// a storage copy ("Migration without shared storage is unsafe").
+    pub local_disk_mib: Option<u64>,
 }
 
 impl GuestSpec {
@@ -64,16 +68,20 @@ impl GuestSpec {
             nic: false,
             filterref: None,
             metadata: None,
+            local_disk_mib: None,
         }
     }
 
     pub fn validate(&self) -> Result<(), GuestError> {
+        // Any name libvirt takes (a guest's name is whoever defined it's
+        // data: tests of hostile names need CR and C1 codes), as long as
+        // XML 1.0 can carry it and it is no path.
         let name_ok = !self.name.is_empty()
-            && self.name.len() <= 48
-            && self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            && self.name.len() <= 200
+            && self.name.chars().all(|c| {
+                !matches!(c, '/' | '\n' | '\u{fffe}' | '\u{ffff}')
+                    && (c >= ' ' || c == '\t' || c == '\r')
+            });
         if !name_ok {
             return Err(GuestError::Invalid(format!("bad name {:?}", self.name)));
         }
@@ -101,7 +109,13 @@ impl GuestSpec {
     /// Path of the serial log inside a host; each host's copy lives under
     /// that host's private /var/log/libvirt.
     pub fn serial_log_in_host(&self) -> String {
-        format!("/var/log/libvirt/qemu/{}.serial.log", self.name)
+        serial_log_path(&self.name)
+    }
+
+    /// Path of the local disk file inside a host, when the guest has one.
+    pub fn local_disk_in_host(&self) -> Option<String> {
+        self.local_disk_mib
+            .map(|_| format!("/var/lib/libvirt/images/{}.img", file_stem(&self.name)))
     }
 
     /// The libvirt domain definition.
@@ -115,6 +129,11 @@ impl GuestSpec {
         } else {
             String::new()
         };
+        let disk = self.local_disk_in_host().map_or(String::new(), |p| {
+            format!(
+                "<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='{p}'/><target dev='hda' bus='ide'/></disk>"
+            )
+        });
         let metadata = self
             .metadata
             .as_ref()
@@ -142,12 +161,13 @@ impl GuestSpec {
       <target port='0'/>
     </serial>
     {nic}
+    {disk}
     <memballoon model='none'/>
   </devices>
 </domain>
 ",
             ty = self.domain_type,
-            name = self.name,
+            name = xml_text(&self.name),
             mem = self.mem_mib,
             vcpus = self.vcpus,
             kernel = kernel.display(),
@@ -157,6 +177,47 @@ impl GuestSpec {
             log = self.serial_log_in_host(),
         )
     }
+}
+
+/// A guest's name as a file name: itself when plain, else a hash (names
+/// may hold CR, C1 codes, spaces).
+pub fn file_stem(name: &str) -> String {
+    let plain = !name.is_empty()
+        && name.len() <= 48
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if plain {
+        return name.to_owned();
+    }
+    // FNV-1a: stable across runs, enough to keep a test's few names apart.
+    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("odd-{h:016x}")
+}
+
+/// Where a guest's serial console is logged inside its host.
+pub fn serial_log_path(name: &str) -> String {
+    format!("/var/log/libvirt/qemu/{}.serial.log", file_stem(name))
+}
+
+/// Text for an XML element: markup and every control character as a
+/// character reference (a raw CR would be read back as LF).
+fn xml_text(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\'' => out.push_str("&apos;"),
+            '"' => out.push_str("&quot;"),
+            c if c.is_control() => out.push_str(&format!("&#x{:x};", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The guest's /init: everything the workload does.
@@ -234,6 +295,16 @@ pub fn last_tick(serial_log: &str) -> Option<u64> {
         .max()
 }
 
+/// The tick printed last (a log appended to by successive runs of a guest
+/// on the same host holds older, higher ticks before it).
+pub fn latest_tick(serial_log: &str) -> Option<u64> {
+    serial_log
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("rackside-tick "))
+        .filter_map(|n| n.trim().parse().ok())
+        .next_back()
+}
+
 /// The lowest tick number in a serial log, if any.
 pub fn first_tick(serial_log: &str) -> Option<u64> {
     serial_log
@@ -251,6 +322,7 @@ mod tests {
     fn ticks_are_read_from_noisy_logs() {
         let log = "boot noise\nrackside-guest: ready\nrackside-tick 1\r\nrackside-tick 2\ngarbage rackside-tick 99\nrackside-tick x\n";
         assert_eq!(last_tick(log), Some(2));
+        assert_eq!(latest_tick("rackside-tick 40\nrackside-tick 1\n"), Some(1));
         assert_eq!(first_tick(log), Some(1));
         assert_eq!(last_tick("nothing"), None);
     }
@@ -258,8 +330,13 @@ mod tests {
     #[test]
     fn spec_is_validated() {
         assert!(GuestSpec::new("vm-1", 64).validate().is_ok());
-        assert!(GuestSpec::new("bad name", 64).validate().is_err());
-        assert!(GuestSpec::new("x'y", 64).validate().is_err());
+        assert!(GuestSpec::new("a/b", 64).validate().is_err());
+        assert!(GuestSpec::new("a\nb", 64).validate().is_err());
+        assert!(GuestSpec::new("a\x1bb", 64).validate().is_err());
+        assert!(GuestSpec::new("", 64).validate().is_err());
+        // Hostile but real: libvirt takes these.
+        assert!(GuestSpec::new("x\r*** SAFE ***", 64).validate().is_ok());
+        assert!(GuestSpec::new("y\u{9b}2J\u{85}", 64).validate().is_ok());
         let mut s = GuestSpec::new("vm", 64);
         s.mem_mib = 100;
         assert!(s.validate().is_err());
@@ -271,5 +348,24 @@ mod tests {
         assert!(x.contains("rackside.fill_mib=64"));
         assert!(x.contains("<memory unit='MiB'>160</memory>"));
         assert!(x.contains("/var/log/libvirt/qemu/vm1.serial.log"));
+        assert!(!x.contains("<disk"));
+    }
+
+    #[test]
+    fn odd_names_are_escaped_and_get_plain_files() {
+        let mut g = GuestSpec::new("x\r<a>'\u{9b}", 16);
+        g.local_disk_mib = Some(8);
+        let x = g.domain_xml(Path::new("/k"), Path::new("/i"));
+        assert!(
+            x.contains("<name>x&#xd;&lt;a&gt;&apos;&#x9b;</name>"),
+            "{x}"
+        );
+        let log = g.serial_log_in_host();
+        assert!(log.starts_with("/var/log/libvirt/qemu/odd-"), "{log}");
+        assert!(log.is_ascii());
+        assert_eq!(file_stem("vm-1"), "vm-1");
+        assert_ne!(file_stem("a b"), file_stem("a c"));
+        let disk = g.local_disk_in_host().unwrap();
+        assert!(x.contains(&format!("<source file='{disk}'/>")), "{x}");
     }
 }

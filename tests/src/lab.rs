@@ -266,7 +266,10 @@ impl Lab {
     pub fn define_guest(&self, host: &str, spec: &GuestSpec) -> Result<(), LabError> {
         spec.validate()?;
         let h = self.host(host)?;
-        let xml_path = self.desc.dir.join(format!("{}.xml", spec.name));
+        let xml_path = self
+            .desc
+            .dir
+            .join(format!("{}.xml", guest::file_stem(&spec.name)));
         fs::write(
             &xml_path,
             spec.domain_xml(&self.desc.kernel, &self.desc.initrd),
@@ -277,6 +280,15 @@ impl Lab {
         })?;
         // A fresh serial log, so ticks read later are this guest's only.
         let _ = fs::remove_file(h.outside_path(&spec.serial_log_in_host()));
+        if let (Some(path), Some(mib)) = (spec.local_disk_in_host(), spec.local_disk_mib) {
+            let p = h.outside_path(&path);
+            let made = p
+                .parent()
+                .map_or(Ok(()), fs::create_dir_all)
+                .and_then(|()| fs::File::create(&p))
+                .and_then(|f| f.set_len(mib * 1024 * 1024));
+            made.map_err(|source| LabError::Dir { path: p, source })?;
+        }
         self.virsh(host, &["define", &xml_path.to_string_lossy()])?;
         Ok(())
     }
@@ -291,7 +303,7 @@ impl Lab {
     /// The guest's serial log as its host wrote it.
     pub fn serial_log(&self, host: &str, guest: &str) -> Result<String, LabError> {
         let h = self.host(host)?;
-        let p = h.outside_path(&format!("/var/log/libvirt/qemu/{guest}.serial.log"));
+        let p = h.outside_path(&guest::serial_log_path(guest));
         Ok(fs::read(&p)
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default())

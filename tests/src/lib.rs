@@ -26,11 +26,15 @@ pub mod meminfo;
 pub mod names;
 pub mod net;
 pub mod pty;
+pub mod sampler;
 pub mod smoke;
 pub mod teardown;
+pub mod verdict;
 pub mod virsh;
+pub mod whereabouts;
 
 pub use desc::{HostDesc, LabDesc};
 pub use guest::GuestSpec;
 pub use lab::{HostSpec, Lab, LabError, LabSpec};
+pub use sampler::Sampler;
 pub use teardown::{TeardownError, TeardownErrors};
