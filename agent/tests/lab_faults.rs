@@ -239,13 +239,10 @@ fn source_libvirtd_restarted_mid_migration() {
         .rfind(|j| j["vm"] == vm)
         .cloned()
         .unwrap();
-    assert!(
-        ["done", "failed"].contains(&job["phase"].as_str().unwrap()),
-        "{jobs}"
-    );
-    if at[vm] == "ha" {
-        assert_eq!(v["safe_to_power_off"], false, "{v}");
-    }
+    // ... and says what happened: done if the VM ended on the destination
+    // (libvirt may finish a migration its restarted daemon recovered).
+    let expect = if at[vm] == "ha" { "failed" } else { "done" };
+    assert_eq!(job["phase"], expect, "{vm} ended on {}: {jobs}", at[vm]);
     ha.agent.stop();
     lab.teardown().expect("teardown");
 }
@@ -298,7 +295,7 @@ fn two_hosts_evacuating_onto_each_other_at_once() {
 #[ignore = "lab: needs root, libvirtd and QEMU (make test-lab)"]
 fn management_line_unplugged_mid_evacuation() {
     let lab = Lab::up(&LabSpec::new("funplug", 2)).expect("lab up");
-    let names = ["u1", "u2", "u3"];
+    let names = ["u1", "u2"];
     let specs: Vec<GuestSpec> = names.iter().map(|n| GuestSpec::new(n, 16)).collect();
     start_guests(&lab, "ha", &specs);
     let extra = "[migration]\nbandwidth_mib_s = 8\nmax_parallel = 1\n";
