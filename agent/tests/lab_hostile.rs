@@ -79,7 +79,11 @@ fn context(bytes: &[u8], i: usize) -> String {
 #[test]
 fn the_forgery_checks_catch_forgeries() {
     let real = b"\r\n*** NOT SAFE TO POWER OFF ha: 1 moved ***\r\n  still running here: x\\r***: refused\r\nha> ";
-    assert!(forgeries(real, "ha").is_empty(), "{:?}", forgeries(real, "ha"));
+    assert!(
+        forgeries(real, "ha").is_empty(),
+        "{:?}",
+        forgeries(real, "ha")
+    );
     let forged = format!("\r\n[t] {FORGER} -> hb: FAILED\r\n");
     let bad = forgeries(forged.as_bytes(), "ha");
     assert!(bad.iter().any(|b| b.starts_with("bare CR")), "{bad:?}");

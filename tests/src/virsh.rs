@@ -17,10 +17,11 @@ pub fn run(uri: &str, args: &[&str]) -> Result<String, CmdError> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Names of domains in a `virsh list --name` output.
+/// Names of domains in a `virsh list --name` output: one a line, taken
+/// verbatim (a name may end in a CR or a C1 code such as NEL, which
+/// trimming would eat).
 pub fn parse_names(out: &str) -> Vec<String> {
-    out.lines()
-        .map(str::trim)
+    out.split('\n')
         .filter(|l| !l.is_empty())
         .map(str::to_owned)
         .collect()
@@ -182,6 +183,7 @@ mod tests {
     #[test]
     fn parses_virsh_outputs() {
         assert_eq!(parse_names("vm1\n\nvm2\n"), vec!["vm1", "vm2"]);
+        assert_eq!(parse_names("x\r\ny\u{85}\n"), vec!["x\r", "y\u{85}"]);
         let info =
             "Job type:         Completed\nMemory processed: 70.520 MiB\nTotal downtime:   31 ms\n";
         assert_eq!(field(info, "Total downtime").as_deref(), Some("31 ms"));
