@@ -5,13 +5,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
+use crate::backend::AgentBackend;
 use crate::config::Config;
-use crate::console::answer::{self, AgentBackend, HostInfo};
+use crate::console::answer::{self, HostInfo};
 use crate::console::line::{self, LineConfig};
 use crate::console::session::SessionConfig;
 use crate::evacuation::journal::{Journal, JournalError};
-use crate::evacuation::{Controller, Ctx};
+use crate::evacuation::{Controller, Ctx, Threads};
 use crate::events::Bus;
+use crate::hypervisor::libvirt::Libvirt;
 use crate::inventory::local::LocalPoller;
 use crate::inventory::{peers, Inventory};
 use crate::libvirt_ffi;
@@ -67,6 +69,8 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         bus.clone(),
         journal,
         &recovered,
+        Arc::new(Libvirt::new(&cfg.libvirt.uri)),
+        Arc::new(Threads),
     );
     controller.recover(&recovered);
     if let Err(e) = crate::hookio::spawn_listener(&cfg.state.run_dir, bus.clone(), stop.clone()) {

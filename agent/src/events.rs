@@ -1,15 +1,127 @@
 //! Events for subscribed sessions (PROTOCOL.md "Events"): one broadcast
-//! bus; every line's session takes what it subscribed to.
+//! bus; every line's session takes what it subscribed to. Each event is a
+//! typed value; `Serialize` gives its JSON `data`, the console its text.
 
-use serde_json::Value;
+use serde::Serialize;
 use tokio::sync::broadcast;
+
+use crate::report::Verdict;
+
+/// A VM's lifecycle, as libvirt's events tell it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VmStateChange {
+    pub vm: String,
+    pub uuid: String,
+    pub what: &'static str,
+    pub state: Option<&'static str>,
+}
+
+/// What rackside-hook reported about a migration it admitted or refused.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HookReport {
+    pub vm: String,
+    pub uuid: Option<String>,
+    pub what: &'static str,
+    pub source: &'static str,
+    pub op: String,
+    pub subop: String,
+    pub refused: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MigrationProgress {
+    pub job: u64,
+    pub vm: String,
+    pub dest: String,
+    pub percent: f64,
+    pub remaining_mib: f64,
+    pub rate_mib_s: Option<f64>,
+    pub eta_s: Option<u64>,
+    pub downtime_ms: u64,
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MigrationDone {
+    pub job: u64,
+    pub vm: String,
+    pub dest: String,
+    pub downtime_ms: Option<u64>,
+    pub seconds: f64,
+    pub data_mib: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MigrationFailed {
+    pub job: u64,
+    pub vm: String,
+    pub dest: String,
+    pub error: String,
+    /// The host the VM is on now, when known.
+    pub now_on: Option<String>,
+    pub retrying_on: Option<String>,
+    /// What the agent did about it (e.g. resumed a VM libvirt left paused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HostName {
+    pub host: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Missed {
+    pub missed: u64,
+}
+
+/// Every event the agent sends; serialises as its `data`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Payload {
+    VmState(VmStateChange),
+    Hook(HookReport),
+    MigrationProgress(MigrationProgress),
+    MigrationDone(MigrationDone),
+    MigrationFailed(MigrationFailed),
+    EvacuationDone(Box<Verdict>),
+    HostEmpty(HostName),
+    HostPoweroff(HostName),
+    EventsMissed(Missed),
+}
+
+impl Payload {
+    /// The protocol's event name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Payload::VmState(_) | Payload::Hook(_) => "vm.state",
+            Payload::MigrationProgress(_) => "migration.progress",
+            Payload::MigrationDone(_) => "migration.done",
+            Payload::MigrationFailed(_) => "migration.failed",
+            Payload::EvacuationDone(_) => "evacuation.done",
+            Payload::HostEmpty(_) => "host.empty",
+            Payload::HostPoweroff(_) => "host.poweroff",
+            Payload::EventsMissed(_) => "events.missed",
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     pub name: &'static str,
     /// RFC 3339, UTC.
     pub ts: String,
-    pub data: Value,
+    pub data: Payload,
+}
+
+impl Event {
+    pub fn now(data: Payload) -> Event {
+        Event {
+            name: data.name(),
+            ts: now_rfc3339(),
+            data,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -31,12 +143,8 @@ impl Bus {
         Self { tx }
     }
 
-    pub fn publish(&self, name: &'static str, data: Value) {
-        let _ = self.tx.send(Event {
-            name,
-            ts: now_rfc3339(),
-            data,
-        });
+    pub fn publish(&self, data: Payload) {
+        let _ = self.tx.send(Event::now(data));
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
@@ -95,9 +203,9 @@ mod tests {
     async fn subscribers_get_published_events() {
         let bus = Bus::new();
         let mut rx = bus.subscribe();
-        bus.publish("vm.state", serde_json::json!({"vm": "a"}));
+        bus.publish(Payload::HostEmpty(HostName { host: "a".into() }));
         let e = rx.recv().await.unwrap();
-        assert_eq!(e.name, "vm.state");
-        assert_eq!(e.data["vm"], "a");
+        assert_eq!(e.name, "host.empty");
+        assert_eq!(serde_json::to_value(&e.data).unwrap()["host"], "a");
     }
 }

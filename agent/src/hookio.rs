@@ -11,10 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::events::{Bus, HookReport, Payload};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
-
-use crate::events::Bus;
 
 /// What the hook reads. `mem_committed_mib`: memory of VMs running here.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,11 +92,16 @@ pub fn spawn_listener(
                         continue;
                     }
                     tracing::debug!(vm = %r.vm, op = %r.op, subop = %r.subop, refused = ?r.refused, "hook report");
-                    bus.publish(
-                        "vm.state",
-                        json!({"vm": r.vm, "uuid": r.uuid, "what": report_word(&r), "source": "hook",
-                               "op": r.op, "subop": r.subop, "refused": r.refused}),
-                    );
+                    let what = report_word(&r);
+                    bus.publish(Payload::Hook(HookReport {
+                        vm: r.vm,
+                        uuid: r.uuid,
+                        what,
+                        source: "hook",
+                        op: r.op,
+                        subop: r.subop,
+                        refused: r.refused,
+                    }));
                 }
                 Err(e) => tracing::debug!(cause = %e, "unreadable hook report"),
             }
@@ -159,8 +162,9 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(e.data["what"], "started");
-        assert_eq!(e.data["source"], "hook");
+        let data = serde_json::to_value(&e.data).unwrap();
+        assert_eq!(data["what"], "started");
+        assert_eq!(data["source"], "hook");
         stop.store(true, Ordering::Relaxed);
         h.join().unwrap();
         let _ = std::fs::remove_dir_all(&dir);

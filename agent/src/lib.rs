@@ -7,6 +7,7 @@
 //! kept apart from I/O so it is tested in microseconds.
 
 pub mod auth;
+pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod console;
@@ -19,3 +20,4 @@ pub mod inventory;
 pub mod libvirt_ffi;
 pub mod migration;
 pub mod placement;
+pub mod report;

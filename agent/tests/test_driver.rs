@@ -5,9 +5,11 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use rackside_agent::console::answer::{AgentBackend, Backend, HostInfo};
-use rackside_agent::evacuation::{journal::Journal, Controller, Ctx};
+use rackside_agent::backend::AgentBackend;
+use rackside_agent::console::answer::{Backend, HostInfo};
+use rackside_agent::evacuation::{journal::Journal, Controller, Ctx, Threads};
 use rackside_agent::events::Bus;
+use rackside_agent::hypervisor::libvirt::Libvirt;
 use rackside_agent::inventory::local::LocalPoller;
 use rackside_agent::inventory::Inventory;
 use rackside_agent::libvirt_ffi;
@@ -116,6 +118,8 @@ fn vms_lists_two_hundred_domains_as_libvirt_does() {
         Bus::new(),
         journal,
         &recovered,
+        Arc::new(Libvirt::new(&uri)),
+        Arc::new(Threads),
     );
     let backend = AgentBackend {
         controller,

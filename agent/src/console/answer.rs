@@ -17,7 +17,17 @@ pub struct Answer {
     pub text: String,
 }
 
-pub type Refusal = (ErrorCode, String);
+pub use crate::report::Refusal;
+
+impl Answer {
+    /// A typed answer: its JSON from `Serialize`, its text already rendered.
+    pub fn of<T: serde::Serialize>(data: &T, text: String) -> Answer {
+        Answer {
+            data: serde_json::to_value(data).unwrap_or_default(),
+            text,
+        }
+    }
+}
 
 /// What a session asks of the agent. The agent implements it over the live
 /// inventory; tests implement it over fixed snapshots.
@@ -396,88 +406,6 @@ pub fn locate(s: &State, host: &HostInfo, vm: &str) -> Answer {
         None => String::new(),
     };
     Answer { data, text }
-}
-
-/// The agent: reading commands from the inventory, the rest through the
-/// evacuation controller.
-#[derive(Debug)]
-pub struct AgentBackend {
-    pub inventory: std::sync::Arc<crate::inventory::Inventory>,
-    pub host: HostInfo,
-    pub controller: std::sync::Arc<crate::evacuation::Controller>,
-}
-
-fn plain(data: Value, text: String) -> Answer {
-    Answer { data, text }
-}
-
-impl AgentBackend {
-    fn status_now(&self, s: &State, now: Instant) -> Answer {
-        let running = s.local.vms_at.map(|_| allocation(&s.local.vms).running);
-        let hs = self.controller.host_state(running);
-        status(s, &self.host, now, hs, self.controller.maintenance_on())
-    }
-}
-
-impl Backend for AgentBackend {
-    fn answer(&self, cmd: &Command, line: &str) -> Result<Answer, Refusal> {
-        let now = Instant::now();
-        let s = self.inventory.snapshot();
-        let c = &self.controller;
-        match cmd {
-            Command::Help => Ok(help()),
-            Command::Status => Ok(self.status_now(&s, now)),
-            Command::Vms => vms(&s, now),
-            Command::Hosts => {
-                let me = self.status_now(&s, now);
-                Ok(hosts(
-                    &s,
-                    &self.host,
-                    now,
-                    self.inventory.peer_stale_after(),
-                    &me,
-                ))
-            }
-            Command::Locate { vm } => Ok(locate(&s, &self.host, vm)),
-            Command::Plan { dest } => c.plan(dest).map(|d| {
-                let t = super::text::plan(&d);
-                plain(d, t)
-            }),
-            Command::Evacuate { dest, poweroff } => c.evacuate(dest, *poweroff, line).map(|d| {
-                let t = super::text::evacuation_started(&d);
-                plain(d, t)
-            }),
-            Command::Migrate { vm, dest } => c.migrate(vm, dest, line).map(|d| {
-                let t = format!(
-                    "job {} started: {vm} to {}\r\n",
-                    d["job"],
-                    d["dest"].as_str().unwrap_or("?")
-                );
-                plain(d, t)
-            }),
-            Command::Jobs => {
-                let d = c.jobs();
-                let t = super::text::jobs(&d);
-                Ok(plain(d, t))
-            }
-            Command::Abort { vm } => c.abort(vm.as_deref(), line).map(|d| {
-                let t = format!("aborted: {}\r\n", d["aborted"]);
-                plain(d, t)
-            }),
-            Command::Maintenance { on } => c.maintenance(*on, line).map(|d| {
-                let t = format!("state: {}\r\n", d["state"].as_str().unwrap_or("?"));
-                plain(d, t)
-            }),
-            Command::Poweroff => c
-                .poweroff(line)
-                .map(|d| plain(d, "powering off\r\n".into())),
-            Command::Identify(what) => c.identify(what).map(|d| plain(d, "ok\r\n".into())),
-            other => Err((
-                ErrorCode::BadRequest,
-                format!("'{}' is handled by the session", other.name()),
-            )),
-        }
-    }
 }
 
 /// Counts of VM states, for the status line of the daemon.

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use super::answer::Backend;
 use crate::auth::{self, Lockout};
-use crate::events::Event;
+use crate::events::{Event, Missed, Payload};
 
 const NL: &str = "\r\n";
 
@@ -308,7 +308,8 @@ impl Session {
             None => return Vec::new(),
         };
         let body = if as_json || self.mode == Mode::Json {
-            wire::json_event(ev.name, &ev.ts, &ev.data)
+            let data = serde_json::to_value(&ev.data).unwrap_or_default();
+            wire::json_event(ev.name, &ev.ts, &data)
         } else {
             format!("[{}] {}", ev.ts, event_text(ev))
         };
@@ -327,11 +328,7 @@ impl Session {
 
     /// Events dropped because the line fell behind.
     pub fn missed(&self, n: u64) -> Vec<u8> {
-        let ev = Event {
-            name: "events.missed",
-            ts: crate::events::now_rfc3339(),
-            data: json!({"missed": n}),
-        };
+        let ev = Event::now(Payload::EventsMissed(Missed { missed: n }));
         self.event(&ev)
     }
 
@@ -351,7 +348,10 @@ impl Session {
 
 /// One line (the verdict: a few) for a person about an event.
 pub fn event_text(ev: &Event) -> String {
-    let d = &ev.data;
+    if let Payload::EvacuationDone(v) = &ev.data {
+        return super::text::verdict(v);
+    }
+    let d = &serde_json::to_value(&ev.data).unwrap_or_default();
     let s = |k: &str| match &d[k] {
         Value::String(x) => x.clone(),
         Value::Null => "-".to_string(),
@@ -396,7 +396,6 @@ pub fn event_text(ev: &Event) -> String {
                 .as_str()
                 .map_or(String::new(), |h| format!("; retrying on {h}")),
         ),
-        "evacuation.done" => crate::evacuation::model::verdict_text(d),
         "host.empty" => format!("{} is empty", s("host")),
         _ => format!("{} {}", ev.name, d),
     }
@@ -539,7 +538,12 @@ mod tests {
         let ev = Event {
             name: "vm.state",
             ts: "2026-01-01T00:00:00Z".into(),
-            data: json!({"vm": "web1", "what": "stopped"}),
+            data: Payload::VmState(crate::events::VmStateChange {
+                vm: "web1".into(),
+                uuid: "u".into(),
+                what: "stopped",
+                state: Some("shutoff"),
+            }),
         };
         let mut s = Session::new(cfg(None), now);
         assert!(s.event(&ev).is_empty());

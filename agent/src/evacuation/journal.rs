@@ -160,6 +160,7 @@ mod tests {
             aborting: false,
             finished,
             verdict: None,
+            named: None,
         }
     }
 

@@ -7,13 +7,12 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use virt::connect::Connect;
 
 use super::model::{self, VmState};
 use super::procfs;
 use super::{Inventory, Link};
-use crate::events::{lifecycle_word, Bus};
+use crate::events::{lifecycle_word, Bus, Payload, VmStateChange};
 use crate::libvirt_ffi::{self, Lifecycle};
 
 /// The second look after a lifecycle event.
@@ -236,15 +235,12 @@ pub fn apply_lifecycle(inv: &Inventory, bus: &Bus, ev: &Lifecycle) {
         // Where did it go? Ask the peers now rather than at their next poll.
         inv.nudge_peers();
     }
-    bus.publish(
-        "vm.state",
-        json!({
-            "vm": ev.name,
-            "uuid": ev.uuid,
-            "what": what,
-            "state": new_state.map(VmState::as_str),
-        }),
-    );
+    bus.publish(Payload::VmState(VmStateChange {
+        vm: ev.name.clone(),
+        uuid: ev.uuid.clone(),
+        what,
+        state: new_state.map(VmState::as_str),
+    }));
 }
 
 #[cfg(test)]
