@@ -147,5 +147,5 @@ fn vms_lists_two_hundred_domains_as_libvirt_does() {
     assert_eq!(vm7["mem_mib"], 256 * 4);
     assert_eq!(vm7["vcpus"], 2);
     // 200 rows and a header, aligned.
-    assert_eq!(a.text.lines().count(), 201);
+    assert_eq!(a.text.lines().len(), 201);
 }

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use rackside_protocol::{table, Command, ErrorCode};
+use rackside_protocol::{table, Command, ErrorCode, Text};
 use serde_json::{json, Value};
 
 use crate::inventory::model::{allocation, VmState};
@@ -14,7 +14,7 @@ use crate::inventory::{peers, Link, State};
 #[derive(Debug, Clone, PartialEq)]
 pub struct Answer {
     pub data: Value,
-    pub text: String,
+    pub text: Text,
 }
 
 pub type Refusal = (ErrorCode, String);
@@ -216,7 +216,7 @@ pub fn vms(s: &State, now: Instant) -> Result<Answer, Refusal> {
         })
         .collect();
     let mut text = if rows.is_empty() {
-        "no VMs defined on this host\r\n".to_string()
+        Text::line("no VMs defined on this host")
     } else {
         table::render(
             &["NAME", "STATE", "VCPUS", "MEM_MIB", "CPU%", "UUID"],
@@ -224,8 +224,7 @@ pub fn vms(s: &State, now: Instant) -> Result<Answer, Refusal> {
         )
     };
     if let Some(w) = stale_note(s, now) {
-        text.push_str(&w);
-        text.push_str("\r\n");
+        text.push(w);
     }
     Ok(Answer {
         data: json!({
@@ -375,27 +374,30 @@ pub fn locate(s: &State, host: &HostInfo, vm: &str) -> Answer {
         json!({ "vm": vm, "host": Value::Null, "location": Value::Null, "state": "unknown" })
     };
     let text = match data["state"].as_str() {
-        Some("unknown") => format!("{vm}: not found on this host or any reachable peer\r\n"),
+        Some("unknown") => format!("{vm}: not found on this host or any reachable peer"),
         Some("moved") if data["to"].is_null() => format!(
-            "{vm}: left {} by live migration; destination not confirmed yet\r\n",
+            "{vm}: left {} by live migration; destination not confirmed yet",
             host.name
         ),
         Some("moved") => format!(
-            "{vm}: moved from {} to {} ({}), {}\r\n",
+            "{vm}: moved from {} to {} ({}), {}",
             host.name,
             data["to"].as_str().unwrap_or("?"),
             data["location"].as_str().unwrap_or(""),
             data["vm_state"].as_str().unwrap_or("?")
         ),
         Some(st) => format!(
-            "{vm}: {st} on {} ({}), {}\r\n",
+            "{vm}: {st} on {} ({}), {}",
             data["host"].as_str().unwrap_or("?"),
             data["location"].as_str().unwrap_or(""),
             data["vm_state"].as_str().unwrap_or("?")
         ),
         None => String::new(),
     };
-    Answer { data, text }
+    Answer {
+        data,
+        text: Text::line(text),
+    }
 }
 
 /// The agent: reading commands from the inventory, the rest through the
@@ -407,8 +409,11 @@ pub struct AgentBackend {
     pub controller: std::sync::Arc<crate::evacuation::Controller>,
 }
 
-fn plain(data: Value, text: String) -> Answer {
-    Answer { data, text }
+fn plain(data: Value, text: impl Into<Text>) -> Answer {
+    Answer {
+        data,
+        text: text.into(),
+    }
 }
 
 impl AgentBackend {
@@ -449,7 +454,7 @@ impl Backend for AgentBackend {
             }),
             Command::Migrate { vm, dest } => c.migrate(vm, dest, line).map(|d| {
                 let t = format!(
-                    "job {} started: {vm} to {}\r\n",
+                    "job {} started: {vm} to {}",
                     d["job"],
                     d["dest"].as_str().unwrap_or("?")
                 );
@@ -461,17 +466,15 @@ impl Backend for AgentBackend {
                 Ok(plain(d, t))
             }
             Command::Abort { vm } => c.abort(vm.as_deref(), line).map(|d| {
-                let t = format!("aborted: {}\r\n", d["aborted"]);
+                let t = format!("aborted: {}", d["aborted"]);
                 plain(d, t)
             }),
             Command::Maintenance { on } => c.maintenance(*on, line).map(|d| {
-                let t = format!("state: {}\r\n", d["state"].as_str().unwrap_or("?"));
+                let t = format!("state: {}", d["state"].as_str().unwrap_or("?"));
                 plain(d, t)
             }),
-            Command::Poweroff => c
-                .poweroff(line)
-                .map(|d| plain(d, "powering off\r\n".into())),
-            Command::Identify(what) => c.identify(what).map(|d| plain(d, "ok\r\n".into())),
+            Command::Poweroff => c.poweroff(line).map(|d| plain(d, "powering off")),
+            Command::Identify(what) => c.identify(what).map(|d| plain(d, "ok")),
             other => Err((
                 ErrorCode::BadRequest,
                 format!("'{}' is handled by the session", other.name()),

@@ -3,11 +3,17 @@
 //! Pure: bytes and the time come in, bytes go out. The line's thread owns
 //! the I/O and the lockout (which outlives sessions: replugging the cable
 //! must not reset failed logins).
+//!
+//! What a text session writes is, byte for byte, one of: the echo of what
+//! the person typed, a line end, or a [`Text`] (or the prompt) passed
+//! through `rackside_protocol::screen`, the one sanitiser; JSON lines are
+//! ASCII-only (`wire`). Nothing from a VM name, a libvirt message or a peer
+//! reaches the line any other way.
 
 use std::time::{Duration, Instant};
 
 use rackside_protocol::{
-    parse_line, wire, Command, ErrorCode, LineEvent, LineReader, Mode, Request,
+    parse_line, screen, wire, Command, ErrorCode, LineEvent, LineReader, Mode, Request, Text,
 };
 use serde_json::{json, Value};
 
@@ -69,7 +75,7 @@ impl Session {
     }
 
     fn prompt(&self) -> String {
-        format!("{}> ", self.cfg.host)
+        format!("{}> ", screen::escape(&self.cfg.host))
     }
 
     /// What a line shows when a session starts on it.
@@ -82,13 +88,17 @@ impl Session {
         } else {
             format!(" ({})", self.cfg.location)
         };
-        format!(
-            "{NL}rackside-agent {} on {}{loc}; type help{NL}{}",
-            env!("CARGO_PKG_VERSION"),
-            self.cfg.host,
-            self.prompt()
-        )
-        .into_bytes()
+        let mut out = NL.as_bytes().to_vec();
+        out.extend(
+            Text::line(format!(
+                "rackside-agent {} on {}{loc}; type help",
+                env!("CARGO_PKG_VERSION"),
+                self.cfg.host,
+            ))
+            .to_bytes(),
+        );
+        out.extend_from_slice(self.prompt().as_bytes());
+        out
     }
 
     /// Feeds bytes read from the line; returns what to write back.
@@ -194,7 +204,7 @@ impl Session {
                     out.extend_from_slice(wire::json_ok(id, &json!({})).as_bytes());
                     out.extend_from_slice(NL.as_bytes());
                 } else {
-                    out.extend_from_slice(format!("text mode{NL}").as_bytes());
+                    out.extend(Text::line("text mode").to_bytes());
                 }
             }
             Command::Subscribe => {
@@ -217,7 +227,7 @@ impl Session {
                         out.extend_from_slice(wire::json_ok(id, &a.data).as_bytes());
                         out.extend_from_slice(NL.as_bytes());
                     } else {
-                        out.extend_from_slice(a.text.as_bytes());
+                        out.extend(a.text.to_bytes());
                     }
                 }
                 Err((code, msg)) => self.write_error(out, id, json, code, &msg),
@@ -276,10 +286,10 @@ impl Session {
     fn write_ok(&self, out: &mut Vec<u8>, id: Option<&Value>, json: bool, data: Value, text: &str) {
         if json {
             out.extend_from_slice(wire::json_ok(id, &data).as_bytes());
+            out.extend_from_slice(NL.as_bytes());
         } else {
-            out.extend_from_slice(text.as_bytes());
+            out.extend(Text::line(text).to_bytes());
         }
-        out.extend_from_slice(NL.as_bytes());
     }
 
     fn write_error(
@@ -292,10 +302,10 @@ impl Session {
     ) {
         if json {
             out.extend_from_slice(wire::json_error(id, code, msg).as_bytes());
+            out.extend_from_slice(NL.as_bytes());
         } else {
-            out.extend_from_slice(wire::text_error(code, msg).as_bytes());
+            out.extend(Text::line(wire::text_error(code, msg)).to_bytes());
         }
-        out.extend_from_slice(NL.as_bytes());
     }
 
     /// An event for this line, if it subscribed.
@@ -308,17 +318,21 @@ impl Session {
             None => return Vec::new(),
         };
         let body = if as_json || self.mode == Mode::Json {
-            wire::json_event(ev.name, &ev.ts, &ev.data)
+            let mut b = wire::json_event(ev.name, &ev.ts, &ev.data).into_bytes();
+            b.extend_from_slice(NL.as_bytes());
+            b
         } else {
-            format!("[{}] {}", ev.ts, event_text(ev))
+            event_text(ev).to_bytes()
         };
         if self.mode == Mode::Json {
-            return format!("{body}{NL}").into_bytes();
+            return body;
         }
         // Text line: leave the prompt's line, print the event on its own
         // line (so a JSON event starts with '{'), then redraw the prompt
         // and whatever was being typed.
-        let mut s = format!("{NL}{body}{NL}{}", self.prompt()).into_bytes();
+        let mut s = NL.as_bytes().to_vec();
+        s.extend(body);
+        s.extend_from_slice(self.prompt().as_bytes());
         if self.cfg.echo && !self.json_line {
             s.extend_from_slice(self.reader.pending());
         }
@@ -342,15 +356,33 @@ impl Session {
             self.logged_in = false;
             tracing::info!(line = %self.cfg.line, "login ended: idle");
             if self.mode == Mode::Text {
-                return format!("{NL}logged out: idle{NL}{}", self.prompt()).into_bytes();
+                let mut s = NL.as_bytes().to_vec();
+                s.extend(Text::line("logged out: idle").to_bytes());
+                s.extend_from_slice(self.prompt().as_bytes());
+                return s;
             }
         }
         Vec::new()
     }
 }
 
-/// One line (the verdict: a few) for a person about an event.
-pub fn event_text(ev: &Event) -> String {
+/// An event as a person reads it: one line stamped with its time; the
+/// verdict is its own framed line after the stamp's line, so that it starts
+/// a line and nothing else can.
+pub fn event_text(ev: &Event) -> Text {
+    if ev.name == "evacuation.done" {
+        let mut t = Text::line(format!(
+            "[{}] evacuation {} finished",
+            ev.ts, ev.data["evacuation"]
+        ));
+        t.append(crate::evacuation::model::verdict_text(&ev.data));
+        return t;
+    }
+    Text::line(format!("[{}] {}", ev.ts, event_line(ev)))
+}
+
+/// One line for a person about an event other than the verdict.
+fn event_line(ev: &Event) -> String {
     let d = &ev.data;
     let s = |k: &str| match &d[k] {
         Value::String(x) => x.clone(),
@@ -396,7 +428,6 @@ pub fn event_text(ev: &Event) -> String {
                 .as_str()
                 .map_or(String::new(), |h| format!("; retrying on {h}")),
         ),
-        "evacuation.done" => crate::evacuation::model::verdict_text(d),
         "host.empty" => format!("{} is empty", s("host")),
         _ => format!("{} {}", ev.name, d),
     }
@@ -420,7 +451,7 @@ mod tests {
                 | Command::Help
                 | Command::Locate { .. } => Ok(Answer {
                     data: json!({"cmd": cmd.name()}),
-                    text: format!("answer to {}{NL}", cmd.name()),
+                    text: Text::line(format!("answer to {}", cmd.name())),
                 }),
                 _ => Err((ErrorCode::Unavailable, "not yet".into())),
             }
@@ -556,6 +587,100 @@ mod tests {
         assert_eq!(v["event"], "vm.state");
         s.feed(b"unsubscribe\r", now, &Echo, &mut lockout());
         assert!(s.event(&ev).is_empty());
+    }
+
+    /// Names as hostile as libvirt accepts: a CR and a forged verdict, C1
+    /// codes (CSI, NEL), ESC, bidi override.
+    const HOSTILE: &[&str] = &[
+        "x\r*** SAFE TO POWER OFF ha: no VM left running; 3 moved ***",
+        "y\u{9b}2J\u{85}*** SAFE TO POWER OFF ha ***",
+        "z\x1b[2J\x1b[H*** SAFE TO POWER OFF",
+        "w\u{202e}FFO REWOP OT EFAS\r\n*** SAFE TO POWER OFF",
+    ];
+
+    /// Every line a text session shows is free of controls, and only a
+    /// verdict line (starting with "*** ") says "POWER OFF".
+    fn assert_screen_safe(out: &[u8]) {
+        let s = String::from_utf8(out.to_vec()).expect("text output is UTF-8");
+        for line in s.split("\r\n") {
+            let line = line.trim_end_matches('\x07');
+            assert!(
+                !line.chars().any(|c| c.is_control()),
+                "control character on the screen: {line:?}"
+            );
+            if line.to_ascii_lowercase().contains("power off") {
+                assert!(
+                    line.starts_with("*** SAFE TO POWER OFF ha:")
+                        || line.starts_with("*** NOT SAFE TO POWER OFF ha:"),
+                    "forged verdict: {line:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn hostile_names_never_forge_a_verdict_or_drive_the_terminal() {
+        let now = Instant::now();
+        let mut s = Session::new(cfg(None), now);
+        s.feed(b"subscribe\r", now, &Echo, &mut lockout());
+        for name in HOSTILE {
+            for (ev, data) in [
+                ("vm.state", json!({"vm": name, "what": "started"})),
+                (
+                    "migration.progress",
+                    json!({"vm": name, "dest": name, "percent": 5.0, "note": name}),
+                ),
+                (
+                    "migration.failed",
+                    json!({"vm": name, "dest": "hb", "error": name, "now_on": name}),
+                ),
+                (
+                    "migration.done",
+                    json!({"vm": name, "dest": "hb", "seconds": 1.0}),
+                ),
+                ("host.empty", json!({"host": name})),
+                ("odd.event", json!({"x": name})),
+            ] {
+                let out = s.event(&Event {
+                    name: ev,
+                    ts: "t".into(),
+                    data,
+                });
+                assert_screen_safe(&out);
+                assert!(!out.is_empty());
+            }
+            // A NOT SAFE verdict listing the hostile VM: the real verdict
+            // line is there, and the name's copy of it is not.
+            let verdict = json!({
+                "evacuation": 1, "host": "ha", "moved": [], "unplaceable": [],
+                "failed": [{"vm": name, "error": name}],
+                "remaining": [name], "safe_to_power_off": false, "check_error": null,
+            });
+            let out = s.event(&Event {
+                name: "evacuation.done",
+                ts: "t".into(),
+                data: verdict,
+            });
+            assert_screen_safe(&out);
+            let text = String::from_utf8(out).unwrap();
+            assert_eq!(text.matches("POWER OFF").count(), 1, "{text}");
+            assert!(
+                text.contains("\r\n*** NOT SAFE TO POWER OFF ha: 0 moved ***\r\n"),
+                "{text}"
+            );
+        }
+        // Answers and errors carrying the name go through the same
+        // sanitiser (a CR would end the typed line, so those are left out).
+        for name in HOSTILE.iter().filter(|n| !n.contains(['\r', '\n'])) {
+            let out = s.feed(
+                format!("locate {name}\r").as_bytes(),
+                now,
+                &Echo,
+                &mut lockout(),
+            );
+            let echo_end = out.windows(2).position(|w| w == b"\r\n").unwrap_or(0);
+            assert_screen_safe(&out[echo_end..]);
+        }
     }
 
     /// Counts the complete request lines in `bytes` the way the line

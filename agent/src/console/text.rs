@@ -1,6 +1,6 @@
 //! Text renderings of the evacuation commands' answers, for people.
 
-use rackside_protocol::table;
+use rackside_protocol::{table, Text};
 use serde_json::Value;
 
 fn cell(v: &Value) -> String {
@@ -15,7 +15,7 @@ fn cell(v: &Value) -> String {
     }
 }
 
-fn moves_and_unplaceable(d: &Value) -> String {
+fn moves_and_unplaceable(d: &Value) -> Text {
     let moves: Vec<Vec<String>> = d["moves"]
         .as_array()
         .map(|a| {
@@ -25,13 +25,13 @@ fn moves_and_unplaceable(d: &Value) -> String {
         })
         .unwrap_or_default();
     let mut t = if moves.is_empty() {
-        "nothing to move\r\n".to_string()
+        Text::line("nothing to move")
     } else {
         table::render(&["VM", "TO"], &moves)
     };
     for u in d["unplaceable"].as_array().into_iter().flatten() {
-        t.push_str(&format!(
-            "cannot place {}: {}\r\n",
+        t.push(format!(
+            "cannot place {}: {}",
             cell(&u["vm"]),
             cell(&u["reason"])
         ));
@@ -39,19 +39,20 @@ fn moves_and_unplaceable(d: &Value) -> String {
     t
 }
 
-pub fn plan(d: &Value) -> String {
+pub fn plan(d: &Value) -> Text {
     moves_and_unplaceable(d)
 }
 
-pub fn evacuation_started(d: &Value) -> String {
-    format!(
-        "evacuation {} started; this host is in maintenance\r\n{}",
-        d["evacuation"],
-        moves_and_unplaceable(d)
-    )
+pub fn evacuation_started(d: &Value) -> Text {
+    let mut t = Text::line(format!(
+        "evacuation {} started; this host is in maintenance",
+        d["evacuation"]
+    ));
+    t.append(moves_and_unplaceable(d));
+    t
 }
 
-pub fn jobs(d: &Value) -> String {
+pub fn jobs(d: &Value) -> Text {
     let rows: Vec<Vec<String>> = d["jobs"]
         .as_array()
         .map(|a| {
@@ -78,7 +79,7 @@ pub fn jobs(d: &Value) -> String {
         })
         .unwrap_or_default();
     if rows.is_empty() {
-        return "no jobs\r\n".into();
+        return Text::line("no jobs");
     }
     table::render(
         &[

@@ -251,22 +251,25 @@ pub fn verdict(run: &Run, host: &str, still_running: Result<Vec<String>, String>
     })
 }
 
-/// The verdict as people at the rack read it. SAFE carries a BEL.
-pub fn verdict_text(v: &Value) -> String {
-    let mut s = String::new();
+/// The verdict as people at the rack read it: the framed verdict line
+/// (the only kind of line that may say "POWER OFF", see
+/// `rackside_protocol::screen`), then one line per VM still here. SAFE
+/// rings the bell.
+pub fn verdict_text(v: &Value) -> rackside_protocol::Text {
+    let mut t = rackside_protocol::Text::new();
     let list = |k: &str| v[k].as_array().cloned().unwrap_or_default();
     let moved = list("moved");
+    let host = v["host"].as_str().unwrap_or("");
     if v["safe_to_power_off"] == json!(true) {
-        s.push_str(&format!(
-            "*** SAFE TO POWER OFF {}: no VM left running; {} moved ***\x07",
-            v["host"].as_str().unwrap_or(""),
+        t.verdict(format!(
+            "*** SAFE TO POWER OFF {host}: no VM left running; {} moved ***",
             moved.len()
-        ));
-        return s;
+        ))
+        .bell();
+        return t;
     }
-    s.push_str(&format!(
-        "*** NOT SAFE TO POWER OFF {}: {} moved ***",
-        v["host"].as_str().unwrap_or(""),
+    t.verdict(format!(
+        "*** NOT SAFE TO POWER OFF {host}: {} moved ***",
         moved.len()
     ));
     for r in list("remaining") {
@@ -286,12 +289,12 @@ pub fn verdict_text(v: &Value) -> String {
                     })
             })
             .unwrap_or_else(|| "not part of this evacuation".into());
-        s.push_str(&format!("\r\n  still running here: {name}: {why}"));
+        t.push(format!("  still running here: {name}: {why}"));
     }
     if let Some(e) = v["check_error"].as_str() {
-        s.push_str(&format!("\r\n  cannot verify what still runs here: {e}"));
+        t.push(format!("  cannot verify what still runs here: {e}"));
     }
-    s
+    t
 }
 
 /// Moves from placement into jobs, numbering from `next_id`.
@@ -359,19 +362,18 @@ mod tests {
         run.jobs[1].error = Some("refused by hc".into());
         let v = verdict(&run, "ha", Ok(vec!["vm2".into(), "big".into()]));
         assert_eq!(v["safe_to_power_off"], false);
-        let t = verdict_text(&v);
+        let t = verdict_text(&v).to_string();
         assert!(t.contains("NOT SAFE TO POWER OFF"));
         assert!(t.contains("vm2: refused by hc"), "{t}");
         assert!(t.contains("big: cannot be placed: needs 64 GiB"), "{t}");
         assert!(!t.contains('\x07'));
         let v = verdict(&run, "ha", Ok(vec![]));
         assert_eq!(v["safe_to_power_off"], true);
-        assert!(
-            verdict_text(&v).contains("SAFE TO POWER OFF ha") && verdict_text(&v).ends_with('\x07')
-        );
+        let t = verdict_text(&v).to_string();
+        assert!(t.contains("SAFE TO POWER OFF ha") && t.ends_with('\x07'));
         // Unable to check is never safe.
         let v = verdict(&run, "ha", Err("libvirt down".into()));
         assert_eq!(v["safe_to_power_off"], false);
-        assert!(verdict_text(&v).contains("cannot verify"));
+        assert!(verdict_text(&v).to_string().contains("cannot verify"));
     }
 }
