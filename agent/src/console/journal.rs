@@ -1,0 +1,149 @@
+//! `journal` and `journal ack`: the journal's state for a person or a
+//! machine, and the acknowledgement of damage.
+
+use rackside_protocol::{table, ErrorCode};
+use serde_json::json;
+
+use super::answer::{Answer, Refusal};
+use crate::evacuation::journal::{Damage, Journal, JournalStatus};
+
+/// `journal` (`ack` false) or `journal ack`, from the line named `line`.
+pub fn answer(journal: &Journal, ack: bool, line: &str) -> Result<Answer, Refusal> {
+    if !ack {
+        return Ok(show(&journal.status()));
+    }
+    match journal.acknowledge(line) {
+        Ok(d) => Ok(acknowledged(d.as_ref())),
+        Err(e) => {
+            let cause = std::error::Error::source(&e).map_or(String::new(), |s| format!(": {s}"));
+            Err((ErrorCode::Internal, format!("{e}{cause}")))
+        }
+    }
+}
+
+/// The word `status` and `journal` use for the journal's state.
+pub fn word(damage: Option<&Damage>) -> &'static str {
+    if damage.is_some() {
+        "damaged"
+    } else {
+        "ok"
+    }
+}
+
+pub fn show(st: &JournalStatus) -> Answer {
+    let d = st.damage.as_ref();
+    let data = json!({
+        "journal": word(d),
+        "path": st.path,
+        "torn_kept_in": st.torn,
+        "damage": d,
+        "journal_note": d.map(Damage::note),
+    });
+    let mut pairs: Vec<(&str, String)> = vec![
+        (
+            "journal",
+            if d.is_some() {
+                "DAMAGED".into()
+            } else {
+                "ok".into()
+            },
+        ),
+        ("file", st.path.display().to_string()),
+    ];
+    if let Some(d) = d {
+        pairs.push(("moved to", d.moved_to.display().to_string()));
+        pairs.push(("reason", d.reason.clone()));
+        pairs.push(("found", d.at.clone()));
+        pairs.push((
+            "lines",
+            format!("{} recovered, {} bad", d.lines_kept, d.lines_bad),
+        ));
+        pairs.push((
+            "",
+            "evacuate and migrate are refused until 'journal ack' (check the moved file first)"
+                .into(),
+        ));
+    }
+    if let Some(t) = &st.torn {
+        pairs.push((
+            "torn line",
+            format!("a torn last line (power cut) was kept in {}", t.display()),
+        ));
+    }
+    Answer {
+        data,
+        text: table::render_kv(&pairs),
+    }
+}
+
+pub fn acknowledged(d: Option<&Damage>) -> Answer {
+    let text = match d {
+        Some(d) => format!(
+            "journal damage acknowledged; the damaged file stays at {}\r\n",
+            table::printable(&d.moved_to.display().to_string())
+        ),
+        None => "nothing to acknowledge: the journal is ok\r\n".into(),
+    };
+    Answer {
+        data: json!({"journal": "ok", "acknowledged": d.is_some(), "damage": d}),
+        text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+    use std::path::PathBuf;
+
+    fn damage() -> Damage {
+        Damage {
+            at: "2026-01-01T00:00:00Z".into(),
+            moved_to: PathBuf::from("/s/journal.jsonl.damaged-1"),
+            reason: "1 of 4 lines do not parse: line 3: invalid UTF-8 at byte 2".into(),
+            lines_kept: 3,
+            lines_bad: 1,
+        }
+    }
+
+    #[test]
+    fn show_ok_and_damaged() {
+        let ok = show(&JournalStatus {
+            path: "/s/journal.jsonl".into(),
+            damage: None,
+            torn: None,
+        });
+        assert_eq!(ok.data["journal"], "ok");
+        assert_eq!(ok.data["journal_note"], Value::Null);
+        assert!(ok.text.contains("journal:  ok"), "{}", ok.text);
+        let bad = show(&JournalStatus {
+            path: "/s/journal.jsonl".into(),
+            damage: Some(damage()),
+            torn: Some("/s/journal.jsonl.torn-1".into()),
+        });
+        assert_eq!(bad.data["journal"], "damaged");
+        assert_eq!(bad.data["damage"]["moved_to"], "/s/journal.jsonl.damaged-1");
+        assert_eq!(bad.data["damage"]["lines_bad"], 1);
+        assert_eq!(bad.data["torn_kept_in"], "/s/journal.jsonl.torn-1");
+        assert!(bad.data["journal_note"]
+            .as_str()
+            .unwrap()
+            .contains("journal ack"));
+        assert!(bad.text.contains("DAMAGED"), "{}", bad.text);
+        assert!(
+            bad.text.contains("/s/journal.jsonl.damaged-1"),
+            "{}",
+            bad.text
+        );
+    }
+
+    #[test]
+    fn acknowledged_says_what() {
+        let a = acknowledged(Some(&damage()));
+        assert_eq!(a.data["acknowledged"], true);
+        assert!(a.text.contains("stays at /s/journal.jsonl.damaged-1"));
+        let a = acknowledged(None);
+        assert_eq!(a.data["acknowledged"], false);
+        assert_eq!(a.data["journal"], "ok");
+    }
+}
