@@ -2,7 +2,7 @@
 //! machine, and the acknowledgement of damage.
 
 use rackside_protocol::{table, ErrorCode};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::answer::{Answer, Refusal};
 use crate::evacuation::journal::{Damage, Journal, JournalStatus};
@@ -30,13 +30,27 @@ pub fn word(damage: Option<&Damage>) -> &'static str {
     }
 }
 
+/// The damage as JSON; paths as text, so a path that is not UTF-8 cannot
+/// make serialisation fail.
+fn damage_json(d: Option<&Damage>) -> Value {
+    d.map_or(Value::Null, |d| {
+        json!({
+            "at": d.at,
+            "moved_to": d.moved_to.display().to_string(),
+            "reason": d.reason,
+            "lines_kept": d.lines_kept,
+            "lines_bad": d.lines_bad,
+        })
+    })
+}
+
 pub fn show(st: &JournalStatus) -> Answer {
     let d = st.damage.as_ref();
     let data = json!({
         "journal": word(d),
-        "path": st.path,
-        "torn_kept_in": st.torn,
-        "damage": d,
+        "path": st.path.display().to_string(),
+        "torn_kept_in": st.torn.as_ref().map(|t| t.display().to_string()),
+        "damage": damage_json(d),
         "journal_note": d.map(Damage::note),
     });
     let mut pairs: Vec<(&str, String)> = vec![
@@ -85,7 +99,7 @@ pub fn acknowledged(d: Option<&Damage>) -> Answer {
         None => "nothing to acknowledge: the journal is ok\r\n".into(),
     };
     Answer {
-        data: json!({"journal": "ok", "acknowledged": d.is_some(), "damage": d}),
+        data: json!({"journal": "ok", "acknowledged": d.is_some(), "damage": damage_json(d)}),
         text,
     }
 }
@@ -93,7 +107,6 @@ pub fn acknowledged(d: Option<&Damage>) -> Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Value;
     use std::path::PathBuf;
 
     fn damage() -> Damage {
