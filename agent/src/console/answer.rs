@@ -57,6 +57,7 @@ pub fn help() -> Answer {
         ("locate VM", "where a VM is"),
         ("identify [on|off|SECONDS]", "blink this host's locator"),
         ("poweroff", "power off, only when empty"),
+        ("journal [ack]", "the journal's state / acknowledge damage"),
     ];
     let rows: Vec<Vec<String>> = LINES
         .iter()
@@ -99,13 +100,15 @@ fn fmt_opt<T: std::fmt::Display>(v: Option<T>) -> String {
 }
 
 /// `host_state`: what the evacuation controller says (active,
-/// maintenance, evacuating, empty); `maintenance`: the flag itself.
+/// maintenance, evacuating, empty); `maintenance`: the flag itself;
+/// `journal_note`: the journal's damage warning, when it stands.
 pub fn status(
     s: &State,
     host: &HostInfo,
     now: Instant,
     host_state: &str,
     maintenance: bool,
+    journal_note: Option<&str>,
 ) -> Answer {
     let known = s.local.vms_at.is_some();
     let a = allocation(&s.local.vms);
@@ -132,6 +135,8 @@ pub fn status(
         "libvirt": link_word(&s.local.link),
         "stale": stale,
         "age_s": age(now, s.local.vms_at),
+        "journal": if journal_note.is_some() { "damaged" } else { "ok" },
+        "journal_note": journal_note,
     });
     let show = |k: &str| match &data[k] {
         Value::Null => "-".to_string(),
@@ -171,9 +176,13 @@ pub fn status(
             format!("{} ({})", show("libvirt"), host.libvirt_uri),
         ),
         ("version", show("version")),
+        ("journal", show("journal")),
     ];
     if let Some(w) = stale_note(s, now) {
         pairs.push(("", w));
+    }
+    if let Some(w) = journal_note {
+        pairs.push(("", w.to_owned()));
     }
     Answer {
         data,
@@ -420,7 +429,15 @@ impl AgentBackend {
     fn status_now(&self, s: &State, now: Instant) -> Answer {
         let running = s.local.vms_at.map(|_| allocation(&s.local.vms).running);
         let hs = self.controller.host_state(running);
-        status(s, &self.host, now, hs, self.controller.maintenance_on())
+        let warning = self.controller.warning();
+        status(
+            s,
+            &self.host,
+            now,
+            hs,
+            self.controller.maintenance_on(),
+            warning.as_deref(),
+        )
     }
 }
 
@@ -475,6 +492,7 @@ impl Backend for AgentBackend {
             }),
             Command::Poweroff => c.poweroff(line).map(|d| plain(d, "powering off")),
             Command::Identify(what) => c.identify(what).map(|d| plain(d, "ok")),
+            Command::Journal { ack } => super::journal::answer(c.journal(), *ack, line),
             other => Err((
                 ErrorCode::BadRequest,
                 format!("'{}' is handled by the session", other.name()),

@@ -171,6 +171,25 @@ impl Controller {
         self.lock().maintenance
     }
 
+    /// The journal, for `journal` and `journal ack`.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// What every line should be told while the journal's damage stands.
+    pub fn warning(&self) -> Option<String> {
+        self.journal.warning()
+    }
+
+    /// While the journal's damage is not acknowledged a new run is refused:
+    /// a lost line may have been a run we know nothing about.
+    fn refuse_if_damaged(&self) -> Result<(), Refusal> {
+        match self.journal.damage() {
+            Some(d) => Err(refuse(ErrorCode::Unavailable, d.note())),
+            None => Ok(()),
+        }
+    }
+
     fn demands(&self) -> Vec<(VmDemand, bool)> {
         model::to_move(&self.inventory.snapshot(), self.ctx.migration.move_shutoff)
     }
@@ -222,6 +241,7 @@ impl Controller {
         poweroff: bool,
         line: &str,
     ) -> Result<Value, Refusal> {
+        self.refuse_if_damaged()?;
         if poweroff && !self.ctx.power.allow {
             return Err(refuse(
                 ErrorCode::BadRequest,
@@ -261,6 +281,7 @@ impl Controller {
     }
 
     pub fn migrate(self: &Arc<Self>, vm: &str, dest: &Dest, line: &str) -> Result<Value, Refusal> {
+        self.refuse_if_damaged()?;
         let demands = self.demands();
         let Some((d, offline)) = demands.iter().find(|(d, _)| d.name == vm).cloned() else {
             return Err(refuse(
