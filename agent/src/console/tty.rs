@@ -85,6 +85,8 @@ pub fn open_raw(path: &Path, baud: u32) -> Result<OwnedFd, TtyError> {
     t.control_chars[SpecialCharacterIndices::VTIME as usize] = 0;
     termios::tcsetattr(&fd, SetArg::TCSANOW, &t).map_err(cfg_err)?;
     // After raw mode is set, so that nothing the switch released survives.
+    // On a pty this also empties what the master wrote before the open
+    // (the flip buffer and the line discipline's queue): tests/stale_input.rs.
     termios::tcflush(&fd, FlushArg::TCIFLUSH).map_err(|source| TtyError::Flush {
         path: name.clone(),
         source,
