@@ -106,7 +106,8 @@ fn vms_lists_two_hundred_domains_as_libvirt_does() {
     .spawn()
     .unwrap();
     rx.recv_timeout(Duration::from_secs(30))
-        .expect("first poll");
+        .expect("first poll")
+        .expect("the test driver answers");
     let dir = std::env::temp_dir().join(format!("rackside-td-{}", std::process::id()));
     let (journal, recovered) = Journal::open(&dir).unwrap();
     let cfg = rackside_agent::config::Config::parse("", std::path::Path::new("x")).unwrap();
