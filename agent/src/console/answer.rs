@@ -29,6 +29,12 @@ pub trait Backend: Send + Sync {
     /// `line` names the management line the command came from (logs and
     /// the journal record it).
     fn answer(&self, cmd: &Command, line: &str) -> Result<Answer, Refusal>;
+
+    /// What every person who opens a line must be told before anything
+    /// else (a damaged journal, say). Shown with the banner.
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Facts about this host that do not come from the inventory.
@@ -551,6 +557,10 @@ impl AgentBackend {
 }
 
 impl Backend for AgentBackend {
+    fn warnings(&self) -> Vec<String> {
+        self.controller.warning().into_iter().collect()
+    }
+
     fn answer(&self, cmd: &Command, line: &str) -> Result<Answer, Refusal> {
         let now = Instant::now();
         let s = self.inventory.snapshot();

@@ -78,8 +78,9 @@ impl Session {
         format!("{}> ", screen::escape(&self.cfg.host))
     }
 
-    /// What a line shows when a session starts on it.
-    pub fn greet(&self) -> Vec<u8> {
+    /// What a line shows when a session starts on it: the banner, then
+    /// each of `warnings` on a line of its own.
+    pub fn greet(&self, warnings: &[String]) -> Vec<u8> {
         if self.mode == Mode::Json {
             return Vec::new();
         }
@@ -89,14 +90,15 @@ impl Session {
             format!(" ({})", self.cfg.location)
         };
         let mut out = NL.as_bytes().to_vec();
-        out.extend(
-            Text::line(format!(
-                "rackside-agent {} on {}{loc}; type help",
-                env!("CARGO_PKG_VERSION"),
-                self.cfg.host,
-            ))
-            .to_bytes(),
-        );
+        let mut t = Text::line(format!(
+            "rackside-agent {} on {}{loc}; type help",
+            env!("CARGO_PKG_VERSION"),
+            self.cfg.host,
+        ));
+        for w in warnings {
+            t.push(w.as_str());
+        }
+        out.extend(t.to_bytes());
         out.extend_from_slice(self.prompt().as_bytes());
         out
     }
@@ -481,7 +483,12 @@ mod tests {
     fn text_mode_echoes_answers_and_prompts() {
         let now = Instant::now();
         let mut s = Session::new(cfg(None), now);
-        assert!(text(&s.greet()).ends_with("ha> "));
+        assert!(text(&s.greet(&[])).ends_with("ha> "));
+        let warned = text(&s.greet(&["WARNING: the journal was damaged\r*** x".into()]));
+        assert!(
+            warned.contains("type help\r\nWARNING: the journal was damaged\\r*** x\r\nha> "),
+            "{warned:?}"
+        );
         let out = text(&s.feed(b"status\r", now, &Echo, &mut lockout()));
         assert_eq!(out, "status\r\nanswer to status\r\nha> ");
         let out = text(&s.feed(b"nosuch\r", now, &Echo, &mut lockout()));
@@ -507,7 +514,7 @@ mod tests {
         let mut s = Session::new(cfg(None), now);
         let out = text(&s.feed(b"mode json\r", now, &Echo, &mut lockout()));
         assert!(out.ends_with("{\"ok\":true,\"data\":{}}\r\n"), "{out:?}");
-        assert!(s.greet().is_empty());
+        assert!(s.greet(&[]).is_empty());
         let out = text(&s.feed(
             b"status\r{\"id\":\"a\",\"cmd\":\"hosts\"}\n\r\n",
             now,
