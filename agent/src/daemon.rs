@@ -137,6 +137,7 @@ fn spawn_publisher(
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let run_dir = cfg.state.run_dir.clone();
+    let host = cfg.host_name();
     let reserve = cfg.placement.mem_reserve_mib;
     std::thread::Builder::new().name("publish".into()).spawn(move || {
         let mut warned = false;
@@ -145,6 +146,7 @@ fn spawn_publisher(
             let alloc = crate::inventory::model::allocation(&s.local.vms);
             let known = s.local.vms_at.map(|_| alloc.running);
             let p = crate::hookio::Published {
+                host: Some(host.clone()),
                 state: controller.host_state(known).to_owned(),
                 maintenance: controller.maintenance_on(),
                 mem_total_mib: s.local.figures.mem_total_mib,

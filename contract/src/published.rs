@@ -3,7 +3,7 @@
 //! admission by.
 //!
 //! ```json
-//! {"state": "active", "maintenance": false, "mem_total_mib": 65536,
+//! {"host": "kvm3", "state": "active", "maintenance": false, "mem_total_mib": 65536,
 //!  "mem_committed_mib": 8192, "mem_reserve_mib": 4096, "updated_unix": 1700000000}
 //! ```
 //!
@@ -20,6 +20,11 @@ pub const REFUSING_STATES: [&str; 2] = ["maintenance", "evacuating"];
 /// `mem_committed_mib`: memory of the VMs running here.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Published {
+    /// The name the agent answers to (`[host] name`, else the hostname):
+    /// the hook names the host by it in a refusal. Absent: the hook uses
+    /// the hostname.
+    #[serde(default)]
+    pub host: Option<String>,
     /// `active`, `empty`, `maintenance` or `evacuating`.
     pub state: String,
     pub maintenance: bool,
@@ -79,6 +84,7 @@ mod tests {
 
     fn p(state: &str, maintenance: bool, updated_unix: u64) -> Published {
         Published {
+            host: Some("kvm3".into()),
             state: state.into(),
             maintenance,
             mem_total_mib: 4096,
@@ -94,7 +100,8 @@ mod tests {
         assert_eq!(Published::decode(&a.encode()).unwrap(), a);
         let with_extra = br#"{"state":"active","maintenance":false,"mem_total_mib":1,
             "mem_committed_mib":0,"mem_reserve_mib":0,"updated_unix":1,"extra":1}"#;
-        assert_eq!(Published::decode(with_extra).unwrap().state, "active");
+        let old = Published::decode(with_extra).unwrap();
+        assert_eq!((old.state.as_str(), old.host), ("active", None));
         assert!(Published::decode(br#"{"state":"active"}"#).is_err());
         assert!(Published::decode(b"[]").is_err());
     }

@@ -164,6 +164,7 @@ mod tests {
 
     fn state(total: u64, committed: u64, reserve: u64) -> Published {
         Published {
+            host: None,
             state: "active".into(),
             maintenance: false,
             mem_total_mib: total,

@@ -121,7 +121,12 @@ pub fn handle(
 fn admit(ctx: &Context<'_>, call: &Call, domain: Option<&Domain>) -> Option<Refusal> {
     let run_dir = ctx.run_dir?;
     let host_state = state::load(run_dir, ctx.now_unix).ok();
-    if let Some(r) = admission::check_maintenance(host_state.as_ref(), ctx.host) {
+    // Named as the agent names it, so the refusal matches `hosts`.
+    let host = host_state
+        .as_ref()
+        .and_then(|s| s.host.clone())
+        .unwrap_or_else(|| ctx.host.to_owned());
+    if let Some(r) = admission::check_maintenance(host_state.as_ref(), &host) {
         return Some(r);
     }
     let host_state = host_state?;
@@ -131,7 +136,7 @@ fn admit(ctx: &Context<'_>, call: &Call, domain: Option<&Domain>) -> Option<Refu
         mem_mib: Some(domain?.memory_mib?),
     };
     let decided = promises::update(run_dir, ctx.now_unix, promises::LOCK_WAIT, |list| {
-        let d = admission::decide(Some(&host_state), list, incoming, ctx.now_unix, ctx.host);
+        let d = admission::decide(Some(&host_state), list, incoming, ctx.now_unix, &host);
         if let Decision::Admit {
             promise_mib: Some(mem_mib),
         } = d

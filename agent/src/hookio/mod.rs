@@ -130,6 +130,7 @@ mod tests {
     fn published_state_is_atomic_json() {
         let dir = tmp("pub");
         let p = Published {
+            host: Some("kvm3".into()),
             state: "maintenance".into(),
             maintenance: true,
             mem_total_mib: 4096,
