@@ -113,9 +113,9 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         &recovered,
     );
     controller.recover(&recovered);
-    if let Err(e) = crate::hookio::spawn_listener(&cfg.state.run_dir, bus.clone(), stop.clone()) {
-        tracing::warn!(cause = %e, dir = %cfg.state.run_dir.display(), "no hook reports: cannot bind the hook socket");
-    }
+    let hook_reports = crate::hookio::spawn_listener(&cfg.state.run_dir, bus.clone(), stop.clone())
+        .inspect_err(|e| tracing::warn!(cause = %crate::hookio::chain(e), dir = %cfg.state.run_dir.display(), "no hook reports: the hook socket is not ours to bind"))
+        .ok();
     spawn_publisher(&cfg, inventory.clone(), controller.clone(), stop.clone())
         .map_err(DaemonError::Thread)?;
     let backend = Arc::new(AgentBackend {
@@ -168,12 +168,16 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     for l in lines {
         let _ = l.join();
     }
+    // The listener removes its socket (if still ours) on the way out.
+    if let Some(h) = hook_reports {
+        let _ = h.join();
+    }
     tracing::info!("rackside-agent stopped");
     Ok(())
 }
 
-/// Publishes this host's state for rackside-hook once a second: the hook
-/// decides admission of incoming migrations from it.
+/// Publishes this host's state for rackside-hook every `PUBLISH_PERIOD`:
+/// the hook decides admission of incoming migrations from it.
 fn spawn_publisher(
     cfg: &Config,
     inventory: Arc<Inventory>,
@@ -181,6 +185,7 @@ fn spawn_publisher(
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let run_dir = cfg.state.run_dir.clone();
+    let host = cfg.host_name();
     let reserve = cfg.placement.mem_reserve_mib;
     std::thread::Builder::new().name("publish".into()).spawn(move || {
         let mut warned = false;
@@ -189,6 +194,7 @@ fn spawn_publisher(
             let alloc = crate::inventory::model::allocation(&s.local.vms);
             let known = s.local.vms_at.map(|_| alloc.running);
             let p = crate::hookio::Published {
+                host: Some(host.clone()),
                 state: controller.host_state(known).to_owned(),
                 maintenance: controller.maintenance_on(),
                 mem_total_mib: s.local.figures.mem_total_mib,
@@ -204,7 +210,7 @@ fn spawn_publisher(
                     warned = true;
                 }
             }
-            std::thread::sleep(Duration::from_secs(1));
+            std::thread::sleep(rackside_contract::PUBLISH_PERIOD);
         }
     })
 }
