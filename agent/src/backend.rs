@@ -8,9 +8,8 @@ use std::time::Instant;
 use rackside_protocol::{Command, ErrorCode};
 
 use crate::console::answer::{self, Answer, Backend, HostInfo, Refusal};
-use crate::console::text;
+use crate::console::{journal, text};
 use crate::evacuation::Controller;
-use crate::inventory::model::allocation;
 use crate::inventory::{Inventory, State};
 
 #[derive(Debug)]
@@ -22,13 +21,26 @@ pub struct AgentBackend {
 
 impl AgentBackend {
     fn status_now(&self, s: &State, now: Instant) -> Answer {
-        let running = s.local.vms_at.map(|_| allocation(&s.local.vms).running);
+        // A blind host is never called "empty" from a stale VM list.
+        let running = s.live_vms_running(now);
         let hs = self.controller.host_state(running);
-        answer::status(s, &self.host, now, hs, self.controller.maintenance_on())
+        let warning = self.controller.warning();
+        answer::status(
+            s,
+            &self.host,
+            now,
+            hs,
+            self.controller.maintenance_on(),
+            warning.as_deref(),
+        )
     }
 }
 
 impl Backend for AgentBackend {
+    fn warnings(&self) -> Vec<String> {
+        self.controller.warning().into_iter().collect()
+    }
+
     fn answer(&self, cmd: &Command, line: &str) -> Result<Answer, Refusal> {
         let now = Instant::now();
         let s = self.inventory.snapshot();
@@ -47,7 +59,9 @@ impl Backend for AgentBackend {
                     &me,
                 ))
             }
-            Command::Locate { vm } => Ok(answer::locate(&s, &self.host, vm)),
+            Command::Locate { vm } => {
+                answer::locate(&s, &self.host, vm, now, self.inventory.peer_stale_after())
+            }
             Command::Plan { dest } => c.plan(dest).map(|d| Answer::of(&d, text::plan(&d))),
             Command::Evacuate { dest, poweroff } => c
                 .evacuate(dest, *poweroff, line)
@@ -65,10 +79,9 @@ impl Backend for AgentBackend {
             Command::Maintenance { on } => c
                 .maintenance(*on, line)
                 .map(|d| Answer::of(&d, text::maintenance(&d))),
-            Command::Poweroff => c
-                .poweroff(line)
-                .map(|d| Answer::of(&d, "powering off\r\n".into())),
-            Command::Identify(what) => c.identify(what).map(|d| Answer::of(&d, "ok\r\n".into())),
+            Command::Poweroff => c.poweroff(line).map(|d| Answer::of(&d, "powering off")),
+            Command::Identify(what) => c.identify(what).map(|d| Answer::of(&d, "ok")),
+            Command::Journal { ack } => journal::answer(c.journal(), *ack, line),
             other => Err((
                 ErrorCode::BadRequest,
                 format!("'{}' is handled by the session", other.name()),

@@ -7,11 +7,12 @@
 //!
 //! The flow for one session: bytes -> [`LineReader`] -> [`LineEvent`]s ->
 //! [`parse_line`] -> [`Request`] or [`RequestError`] -> the agent acts ->
-//! [`wire`] (JSON) or [`table`] (text) -> bytes.
+//! [`wire`] (JSON) or [`table`] and [`screen`] (text) -> bytes.
 
 pub mod error;
 pub mod line;
 pub mod request;
+pub mod screen;
 pub mod table;
 pub mod wire;
 
@@ -21,3 +22,4 @@ pub use request::{
     parse_line, validate_name, Command, CommandInfo, Dest, Identify, Mode, Request, RequestError,
     COMMANDS, HELP,
 };
+pub use screen::Text;

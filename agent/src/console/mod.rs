@@ -3,6 +3,7 @@
 
 pub mod answer;
 pub mod client;
+pub mod journal;
 pub mod line;
 pub mod session;
 pub mod text;

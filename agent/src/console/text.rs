@@ -1,7 +1,8 @@
 //! Text renderings of the evacuation commands' answers and the verdict,
-//! for people.
+//! for people. Every name in them goes through the screen sanitiser when
+//! the `Text` is written.
 
-use rackside_protocol::table;
+use rackside_protocol::{table, Text};
 
 use crate::placement::{Move, Unplaceable};
 use crate::report::{
@@ -17,50 +18,51 @@ fn opt_f(v: Option<f64>) -> String {
     v.map_or("-".into(), |f| format!("{f:.1}"))
 }
 
-fn moves_and_unplaceable(moves: &[Move], unplaceable: &[Unplaceable]) -> String {
+fn moves_and_unplaceable(moves: &[Move], unplaceable: &[Unplaceable]) -> Text {
     let rows: Vec<Vec<String>> = moves
         .iter()
         .map(|m| vec![m.vm.clone(), m.dest.clone()])
         .collect();
     let mut t = if rows.is_empty() {
-        "nothing to move\r\n".to_string()
+        Text::line("nothing to move")
     } else {
         table::render(&["VM", "TO"], &rows)
     };
     for u in unplaceable {
-        t.push_str(&format!("cannot place {}: {}\r\n", u.vm, u.reason));
+        t.push(format!("cannot place {}: {}", u.vm, u.reason));
     }
     t
 }
 
-pub fn plan(p: &PlanReport) -> String {
+pub fn plan(p: &PlanReport) -> Text {
     moves_and_unplaceable(&p.moves, &p.unplaceable)
 }
 
-pub fn evacuation_started(e: &EvacuationStarted) -> String {
-    format!(
-        "evacuation {} started; this host is in maintenance\r\n{}",
-        e.evacuation,
-        moves_and_unplaceable(&e.moves, &e.unplaceable)
-    )
+pub fn evacuation_started(e: &EvacuationStarted) -> Text {
+    let mut t = Text::line(format!(
+        "evacuation {} started; this host is in maintenance",
+        e.evacuation
+    ));
+    t.append(moves_and_unplaceable(&e.moves, &e.unplaceable));
+    t
 }
 
-pub fn migration_started(m: &MigrationStarted) -> String {
-    format!("job {} started: {} to {}\r\n", m.job, m.vm, m.dest)
+pub fn migration_started(m: &MigrationStarted) -> Text {
+    Text::line(format!("job {} started: {} to {}", m.job, m.vm, m.dest))
 }
 
-pub fn aborted(a: &Aborted) -> String {
+pub fn aborted(a: &Aborted) -> Text {
     if a.aborted.is_empty() {
-        return "aborted: nothing was queued or running\r\n".into();
+        return Text::line("aborted: nothing was queued or running");
     }
-    format!("aborted: {}\r\n", a.aborted.join(", "))
+    Text::line(format!("aborted: {}", a.aborted.join(", ")))
 }
 
-pub fn maintenance(m: &MaintenanceReport) -> String {
-    format!("state: {}\r\n", m.state)
+pub fn maintenance(m: &MaintenanceReport) -> Text {
+    Text::line(format!("state: {}", m.state))
 }
 
-pub fn jobs(r: &JobsReport) -> String {
+pub fn jobs(r: &JobsReport) -> Text {
     let rows: Vec<Vec<String>> = r
         .jobs
         .iter()
@@ -85,7 +87,7 @@ pub fn jobs(r: &JobsReport) -> String {
         })
         .collect();
     if rows.is_empty() {
-        return "no jobs\r\n".into();
+        return Text::line("no jobs");
     }
     table::render(
         &[
@@ -104,20 +106,26 @@ pub fn jobs(r: &JobsReport) -> String {
     )
 }
 
-/// The verdict as people at the rack read it. SAFE carries a BEL.
-pub fn verdict(v: &Verdict) -> String {
+/// The verdict as people at the rack read it: the framed verdict line
+/// (the only kind of line that may say "POWER OFF", see
+/// `rackside_protocol::screen`), then one line per VM still here, with its
+/// state (a paused VM is still here). SAFE rings the bell.
+pub fn verdict(v: &Verdict) -> Text {
+    let mut t = Text::new();
     if v.safe_to_power_off {
-        return format!(
-            "*** SAFE TO POWER OFF {}: no VM left running; {} moved ***\x07",
+        t.verdict(format!(
+            "*** SAFE TO POWER OFF {}: no VM left running; {} moved ***",
             v.host,
             v.moved.len()
-        );
+        ))
+        .bell();
+        return t;
     }
-    let mut s = format!(
+    t.verdict(format!(
         "*** NOT SAFE TO POWER OFF {}: {} moved ***",
         v.host,
         v.moved.len()
-    );
+    ));
     for name in &v.remaining {
         let why = v
             .failed
@@ -136,12 +144,12 @@ pub fn verdict(v: &Verdict) -> String {
             .iter()
             .find(|h| &h.vm == name)
             .map_or("running", |h| h.state.as_str());
-        s.push_str(&format!("\r\n  still here ({state}): {name}: {why}"));
+        t.push(format!("  still here ({state}): {name}: {why}"));
     }
     if let Some(e) = &v.check_error {
-        s.push_str(&format!("\r\n  cannot verify what still runs here: {e}"));
+        t.push(format!("  cannot verify what still runs here: {e}"));
     }
-    s
+    t
 }
 
 #[cfg(test)]
@@ -188,7 +196,7 @@ mod tests {
 
     #[test]
     fn verdict_text_says_why_each_vm_is_still_here() {
-        let t = verdict(&not_safe());
+        let t = verdict(&not_safe()).to_string();
         assert!(
             t.starts_with("*** NOT SAFE TO POWER OFF ha: 1 moved"),
             "{t}"
@@ -200,10 +208,12 @@ mod tests {
         v.remaining.clear();
         v.still_here.clear();
         v.check_error = Some("libvirt down".into());
-        assert!(verdict(&v).contains("cannot verify what still runs here: libvirt down"));
+        assert!(verdict(&v)
+            .to_string()
+            .contains("cannot verify what still runs here: libvirt down"));
         v.check_error = None;
         v.safe_to_power_off = true;
-        let t = verdict(&v);
+        let t = verdict(&v).to_string();
         assert!(
             t.contains("SAFE TO POWER OFF ha") && t.ends_with('\x07'),
             "{t}"

@@ -26,7 +26,7 @@ use rackside_protocol::{Dest, ErrorCode, Identify};
 use crate::config::{Config, MigrationSection, PowerSection};
 use crate::events::{Bus, HostName, Payload};
 use crate::hypervisor::{ensure_running_after_failure, AfterFailure, Hypervisor, PeerAddr};
-use crate::inventory::{Inventory, Link};
+use crate::inventory::Inventory;
 use crate::migration::policy::Limits;
 use crate::migration::run::{Outcome, Spec};
 use crate::placement::{self, Plan, Policy, Target, VmDemand};
@@ -208,21 +208,39 @@ impl Controller {
         self.lock().maintenance
     }
 
+    /// The journal, for `journal` and `journal ack`.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// What every line should be told while the journal's damage stands.
+    pub fn warning(&self) -> Option<String> {
+        self.journal.warning()
+    }
+
+    /// While the journal's damage is not acknowledged a new run is refused:
+    /// a lost line may have been a run we know nothing about.
+    fn refuse_if_damaged(&self) -> Result<(), Refusal> {
+        match self.journal.damage() {
+            Some(d) => Err(refuse(ErrorCode::Unavailable, d.note())),
+            None => Ok(()),
+        }
+    }
+
     /// Plans from missing data would say "nothing to move": refuse instead
     /// while local libvirt is not answering or never has.
     fn require_libvirt(&self) -> Result<(), Refusal> {
         let s = self.inventory.snapshot();
-        match (&s.local.link, s.local.vms_at) {
-            (Link::Up, Some(_)) => Ok(()),
-            (Link::Down { error, .. }, _) => Err(refuse(
-                ErrorCode::Unavailable,
-                format!("libvirt unreachable: {error}"),
-            )),
-            _ => Err(refuse(
+        if let Some(b) = s.local_blind(Instant::now()) {
+            return Err(refuse(ErrorCode::Unavailable, b.reason));
+        }
+        if s.local.vms_at.is_none() {
+            return Err(refuse(
                 ErrorCode::Unavailable,
                 "libvirt has not answered yet",
-            )),
+            ));
         }
+        Ok(())
     }
 
     /// A named destination must be one of our peers.
@@ -309,6 +327,7 @@ impl Controller {
         poweroff: bool,
         line: &str,
     ) -> Result<EvacuationStarted, Refusal> {
+        self.refuse_if_damaged()?;
         if poweroff && !self.ctx.power.allow {
             return Err(refuse(
                 ErrorCode::BadRequest,
@@ -353,6 +372,7 @@ impl Controller {
         dest: &Dest,
         line: &str,
     ) -> Result<MigrationStarted, Refusal> {
+        self.refuse_if_damaged()?;
         self.require_libvirt()?;
         let target = target_of(dest);
         self.require_peer(&target)?;
