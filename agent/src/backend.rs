@@ -9,6 +9,7 @@ use rackside_protocol::{Command, ErrorCode};
 
 use crate::console::answer::{self, Answer, Backend, HostInfo, Refusal};
 use crate::console::{journal, text};
+use crate::evacuation::journal::Journal;
 use crate::evacuation::Controller;
 use crate::inventory::{Inventory, State};
 
@@ -81,11 +82,25 @@ impl Backend for AgentBackend {
                 .map(|d| Answer::of(&d, text::maintenance(&d))),
             Command::Poweroff => c.poweroff(line).map(|d| Answer::of(&d, "powering off")),
             Command::Identify(what) => c.identify(what).map(|d| Answer::of(&d, "ok")),
-            Command::Journal { ack } => journal::answer(c.journal(), *ack, line),
+            Command::Journal { ack } => journal_answer(c.journal(), *ack, line),
             other => Err((
                 ErrorCode::BadRequest,
                 format!("'{}' is handled by the session", other.name()),
             )),
+        }
+    }
+}
+
+/// `journal` (`ack` false) or `journal ack`, from the line named `line`.
+fn journal_answer(journal: &Journal, ack: bool, line: &str) -> Result<Answer, Refusal> {
+    if !ack {
+        return Ok(journal::show(&journal.status()));
+    }
+    match journal.acknowledge(line) {
+        Ok(d) => Ok(journal::acknowledged(d.as_ref())),
+        Err(e) => {
+            let cause = std::error::Error::source(&e).map_or(String::new(), |s| format!(": {s}"));
+            Err((ErrorCode::Internal, format!("{e}{cause}")))
         }
     }
 }

@@ -1,25 +1,12 @@
 //! `journal` and `journal ack`: the journal's state for a person or a
-//! machine, and the acknowledgement of damage.
+//! machine, and the acknowledgement of damage (asked of the journal in
+//! `crate::backend`).
 
-use rackside_protocol::{table, ErrorCode};
+use rackside_protocol::table;
 use serde_json::{json, Value};
 
-use super::answer::{Answer, Refusal};
-use crate::evacuation::journal::{Damage, Journal, JournalStatus};
-
-/// `journal` (`ack` false) or `journal ack`, from the line named `line`.
-pub fn answer(journal: &Journal, ack: bool, line: &str) -> Result<Answer, Refusal> {
-    if !ack {
-        return Ok(show(&journal.status()));
-    }
-    match journal.acknowledge(line) {
-        Ok(d) => Ok(acknowledged(d.as_ref())),
-        Err(e) => {
-            let cause = std::error::Error::source(&e).map_or(String::new(), |s| format!(": {s}"));
-            Err((ErrorCode::Internal, format!("{e}{cause}")))
-        }
-    }
-}
+use super::answer::Answer;
+use crate::report::{Damage, JournalStatus};
 
 /// The word `status` and `journal` use for the journal's state.
 pub fn word(damage: Option<&Damage>) -> &'static str {

@@ -77,33 +77,7 @@ pub enum JournalError {
     },
 }
 
-/// A journal that could not be used as it was: where the old file went and
-/// why. Persisted in the new journal until acknowledged.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Damage {
-    /// When it was found (RFC 3339).
-    pub at: String,
-    /// The damaged file, kept byte for byte.
-    pub moved_to: PathBuf,
-    pub reason: String,
-    /// Lines that parsed and were recovered.
-    pub lines_kept: usize,
-    /// Lines that did not parse (0 when the file could not be read at all).
-    pub lines_bad: usize,
-}
-
-impl Damage {
-    /// One line for a person: what happened and what to do.
-    pub fn note(&self) -> String {
-        format!(
-            "the journal was damaged ({}); it was moved to {} and {} lines were recovered; \
-             evacuate and migrate are refused until an operator checks it and types 'journal ack'",
-            self.reason,
-            self.moved_to.display(),
-            self.lines_kept
-        )
-    }
-}
+pub use crate::report::{Damage, JournalStatus};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
@@ -225,14 +199,6 @@ pub fn compacted(r: &Recovered, ts: &str) -> Vec<Record> {
         }
     }
     out
-}
-
-/// What `journal` shows.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JournalStatus {
-    pub path: PathBuf,
-    pub damage: Option<Damage>,
-    pub torn: Option<PathBuf>,
 }
 
 #[derive(Debug)]
