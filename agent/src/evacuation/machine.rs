@@ -29,8 +29,11 @@ pub struct Limits {
     /// How long an aborted job may take to stop.
     pub abort_grace: Duration,
     /// How long a check of libvirt (a VM's whereabouts, what still runs
-    /// here, a migration followed after a restart) may take.
+    /// here) may take.
     pub check_timeout: Duration,
+    /// After a restart: how long a migration libvirt still runs is
+    /// followed, and its VM looked for, before the job is failed.
+    pub reconcile_timeout: Duration,
     /// Progress events at most this often per job.
     pub progress_every: Duration,
 }
@@ -43,6 +46,7 @@ impl Default for Limits {
             answer_timeout: Duration::from_secs(120),
             abort_grace: Duration::from_secs(30),
             check_timeout: Duration::from_secs(30),
+            reconcile_timeout: Duration::from_secs(600),
             progress_every: Duration::from_secs(2),
         }
     }
@@ -87,6 +91,10 @@ fn where_note(w: &AfterFailure, vm: &str) -> Option<String> {
 pub enum Input {
     /// Begin: start jobs (or, for a recovered run, reconcile them).
     Start,
+    /// The job's thread is running (its deadline counts from here).
+    Started {
+        job: u64,
+    },
     /// The job's thread could not be started.
     NotStarted {
         job: u64,
@@ -248,6 +256,12 @@ impl Machine {
         }
         match input {
             Input::Start => self.start(now, &mut out),
+            Input::Started { job } => {
+                let answer = now + self.limits.answer_timeout;
+                if let Some(l) = self.live.get_mut(&job).filter(|l| !l.abort_signalled) {
+                    l.deadline = answer;
+                }
+            }
             Input::NotStarted { job, error } => {
                 // The VM was not touched: it is still here, as it was.
                 let why = format!("cannot start the migration thread: {error}");
@@ -402,7 +416,7 @@ impl Machine {
         if !self.recovered {
             return;
         }
-        let deadline = now + self.limits.check_timeout;
+        let deadline = now + self.limits.reconcile_timeout;
         for j in self.run.jobs.iter_mut() {
             match j.phase {
                 Phase::Queued => {
@@ -671,7 +685,7 @@ impl Machine {
             let why = if l.reconciling {
                 format!(
                     "interrupted by an agent restart; libvirt did not answer for {}",
-                    human(self.limits.check_timeout)
+                    human(self.limits.reconcile_timeout)
                 )
             } else if l.abort_signalled {
                 format!(
@@ -821,6 +835,7 @@ mod tests {
         Limits {
             max_parallel: 2,
             max_per_dest: 1,
+            reconcile_timeout: 60 * S,
             ..Limits::default()
         }
     }
@@ -1053,7 +1068,10 @@ mod tests {
         let t = Instant::now();
         let mut m = machine(vec![job(1, "hb"), job(2, "hb")]);
         m.step(Input::Start, t, &to_hz);
-        // Progress pushes the deadline.
+        // The thread's start and its progress push the deadline.
+        m.step(Input::Started { job: 1 }, t + 50 * S, &to_hz);
+        m.step(Input::Tick, t + 160 * S, &to_hz);
+        assert_eq!(phase(&m, 1), Phase::Running);
         let p = Progress {
             percent: 10.0,
             remaining_mib: 400.0,
@@ -1360,8 +1378,11 @@ mod tests {
         let t = Instant::now();
         let mut m = recovered(vec![with_phase(job(1, "hb"), Phase::Running)], false);
         m.step(Input::Start, t, &to_hz);
-        let a = m.step(Input::Tick, t + 31 * S, &to_hz);
+        m.step(Input::Tick, t + 59 * S, &to_hz);
+        assert_eq!(phase(&m, 1), Phase::Running);
+        let a = m.step(Input::Tick, t + 61 * S, &to_hz);
         assert_eq!(phase(&m, 1), Phase::Failed);
+        assert!(job_of(&m, 1).error.as_deref().unwrap().contains("60 s"));
         assert!(a.contains(&Action::CheckLocal));
     }
 }

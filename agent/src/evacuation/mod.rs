@@ -25,7 +25,9 @@ use rackside_protocol::{Dest, ErrorCode, Identify};
 
 use crate::config::{Config, MigrationSection, PowerSection};
 use crate::events::{Bus, HostName, Payload};
-use crate::hypervisor::{ensure_running_after_failure, AfterFailure, Hypervisor, PeerAddr};
+use crate::hypervisor::{
+    deadline, ensure_running_after_failure, AfterFailure, Hypervisor, PeerAddr,
+};
 use crate::inventory::Inventory;
 use crate::migration::policy::Limits;
 use crate::migration::run::{Outcome, Spec};
@@ -75,9 +77,10 @@ impl Ctx {
                 // end a slow one. This is for one that says nothing at all.
                 answer_timeout: Duration::from_secs(120),
                 abort_grace: Duration::from_secs(60),
+                check_timeout: Duration::from_secs(30),
                 // After a restart a migration libvirt still runs is
                 // followed to its end, up to its budget.
-                check_timeout: Duration::from_secs(m.budget_s_per_gib.max(120) * 4),
+                reconcile_timeout: Duration::from_secs(m.budget_s_per_gib.max(120) * 4),
                 progress_every: Duration::from_secs(2),
             },
             tick: Duration::from_millis(200),
@@ -504,7 +507,12 @@ impl Controller {
             }
             self.enter_maintenance(&mut c, line);
         }
-        let here = self.hv.local_domains().map_err(|e| {
+        // Bounded: a hung libvirtd must not hold the line.
+        let hv = self.hv.clone();
+        let here = deadline::bounded("local libvirt", self.ctx.machine.check_timeout, move || {
+            hv.local_domains()
+        })
+        .map_err(|e| {
             refuse(
                 ErrorCode::Unavailable,
                 format!("cannot check what runs here: {e}"),
@@ -785,6 +793,7 @@ impl Controller {
         let id = job.id;
         tracing::info!(job = id, vm = %job.vm, dest = %job.dest, offline = job.offline, "migration starting");
         let body = move || {
+            me.feed(run_id, Input::Started { job: id });
             let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 let mut on_progress = |p: &crate::migration::policy::Progress| {
                     me.feed(
@@ -859,7 +868,7 @@ impl Controller {
                 name: p.name,
                 uri: p.uri,
             });
-        let limit = self.ctx.machine.check_timeout;
+        let limit = self.ctx.machine.reconcile_timeout;
         let every = self.ctx.follow_every;
         let id = job.id;
         let body = move || {

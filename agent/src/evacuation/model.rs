@@ -380,4 +380,18 @@ mod tests {
         let back: Verdict = serde_json::from_value(json).unwrap();
         assert_eq!(back, v);
     }
+
+    #[test]
+    fn a_run_journalled_before_still_here_and_named_reads_back() {
+        let old = r#"{"id":3,"kind":"evacuate","poweroff":false,"jobs":[],"unplaceable":[],
+            "aborting":false,"finished":true,"verdict":{"evacuation":3,"host":"ha",
+            "moved":[{"vm":"a","dest":"hb","downtime_ms":null,"seconds":1.5}],
+            "failed":[{"vm":"b","dest":"hc","phase":"failed","error":"no","tried":["hc"]}],
+            "unplaceable":[],"remaining":["b"],"safe_to_power_off":false,"check_error":null}}"#;
+        let run: Run = serde_json::from_str(old).unwrap();
+        let v = run.verdict.unwrap();
+        assert_eq!(v.remaining, vec!["b"]);
+        assert!(v.still_here.is_empty());
+        assert_eq!(run.named, None);
+    }
 }

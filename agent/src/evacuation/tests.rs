@@ -151,6 +151,7 @@ fn ctx() -> Ctx {
     ctx.machine.answer_timeout = BOUND / 2;
     ctx.machine.abort_grace = BOUND / 2;
     ctx.machine.check_timeout = Duration::from_secs(5);
+    ctx.machine.reconcile_timeout = Duration::from_secs(5);
     ctx.tick = Duration::from_millis(5);
     ctx.follow_every = Duration::from_millis(5);
     ctx
