@@ -308,7 +308,7 @@ impl Machine {
             }
             Input::Tick => self.deadlines(now, &mut out),
         }
-        self.advance(now, placer, &mut out);
+        self.advance(now, &mut out);
         out
     }
 
@@ -318,7 +318,6 @@ impl Machine {
         &mut self,
         vm: Option<&str>,
         now: Instant,
-        placer: &dyn Placer,
     ) -> Result<(Vec<String>, Vec<Action>), Refusal> {
         if self.stage == Stage::Finished {
             return Err((ErrorCode::NotFound, "nothing is running".into()));
@@ -368,7 +367,7 @@ impl Machine {
                 _ => {}
             }
         }
-        self.advance(now, placer, &mut out);
+        self.advance(now, &mut out);
         Ok((aborted, out))
     }
 
@@ -526,7 +525,7 @@ impl Machine {
         &mut self,
         id: u64,
         error: String,
-        aborted: bool,
+        _aborted: bool,
         where_now: Whereabouts,
         placer: Option<&dyn Placer>,
         out: &mut Vec<Action>,
@@ -552,9 +551,9 @@ impl Machine {
         // Retry once, elsewhere, only a VM known to be running here: never
         // after an abort, never when the operator named the destination,
         // never a VM whose whereabouts are unknown (it might run twice).
-        // A give-up rule's abort (no progress, over budget) is a failure
-        // like any other and may be retried.
-        let _ = aborted;
+        // `aborted` alone (a give-up rule: no progress, over budget) is a
+        // failure like any other and may be retried; only the operator's
+        // abort is final.
         let may_retry = !by_user
             && self.run.named.is_none()
             && job.tried.len() < 2
@@ -731,7 +730,7 @@ impl Machine {
 
     /// Starts what may start; asks for the verdict's check once every job
     /// is terminal; journals any change.
-    fn advance(&mut self, now: Instant, _placer: &dyn Placer, out: &mut Vec<Action>) {
+    fn advance(&mut self, now: Instant, out: &mut Vec<Action>) {
         if self.stage == Stage::Moving {
             if !self.run.aborting {
                 let idx = model::startable(
@@ -1018,7 +1017,7 @@ mod tests {
         let t = Instant::now();
         let mut m = machine(vec![job(1, "hb"), job(2, "hb"), job(3, "hc")]);
         m.step(Input::Start, t, &to_hz);
-        let (vms, a) = m.abort(None, t, &to_hz).unwrap();
+        let (vms, a) = m.abort(None, t).unwrap();
         assert_eq!(vms, vec!["vm1", "vm2", "vm3"]);
         assert_eq!(phase(&m, 2), Phase::Aborted);
         assert!(a.contains(&Action::SignalAbort { job: 1 }));
@@ -1043,7 +1042,7 @@ mod tests {
         assert!(a.contains(&Action::CheckLocal));
         // Nothing left to abort once the verdict is given.
         m.step(empty(), t, &to_hz);
-        assert_eq!(m.abort(None, t, &to_hz).unwrap_err().0, ErrorCode::NotFound);
+        assert_eq!(m.abort(None, t).unwrap_err().0, ErrorCode::NotFound);
     }
 
     #[test]
@@ -1051,12 +1050,12 @@ mod tests {
         let t = Instant::now();
         let mut m = machine(vec![job(1, "hb"), job(2, "hb")]);
         m.step(Input::Start, t, &to_hz);
-        let (vms, a) = m.abort(Some("vm2"), t, &to_hz).unwrap();
+        let (vms, a) = m.abort(Some("vm2"), t).unwrap();
         assert_eq!(vms, vec!["vm2"]);
         assert!(a.iter().all(|a| !matches!(a, Action::SignalAbort { .. })));
         assert_eq!(phase(&m, 2), Phase::Aborted);
         assert_eq!(phase(&m, 1), Phase::Running);
-        let e = m.abort(Some("vm9"), t, &to_hz).unwrap_err();
+        let e = m.abort(Some("vm9"), t).unwrap_err();
         assert_eq!(e.0, ErrorCode::NotFound);
         // vm1's failure is still retried: only vm2 was aborted.
         let a = m.step(failed(1, AfterFailure::Running), t, &to_hz);
@@ -1115,7 +1114,7 @@ mod tests {
         let t = Instant::now();
         let mut m = machine(vec![job(1, "hb")]);
         m.step(Input::Start, t, &to_hz);
-        let (_, a) = m.abort(None, t + S, &to_hz).unwrap();
+        let (_, a) = m.abort(None, t + S).unwrap();
         assert!(a.contains(&Action::SignalAbort { job: 1 }));
         // The migration never answers: it ends at the abort's grace.
         let a = m.step(Input::Tick, t + 32 * S, &to_hz);

@@ -447,9 +447,7 @@ impl Controller {
             return Err(refuse(ErrorCode::NotFound, "nothing is running"));
         };
         let run_id = m.run().id;
-        let (aborted, actions) = m.abort(vm, Instant::now(), &|j: &Job, o: &[Job]| {
-            self.next_host(j, o)
-        })?;
+        let (aborted, actions) = m.abort(vm, Instant::now())?;
         self.execute(&mut c, run_id, actions);
         drop(c);
         tracing::info!(line = %line, vms = ?aborted, "abort");
@@ -630,16 +628,33 @@ impl Controller {
         );
         if let Err(e) = spawned {
             tracing::error!(cause = %e, run = run_id, "cannot start the run's thread");
-            let reason = format!("cannot start the {what} thread: {e}");
-            let mut c = self.lock();
-            if let Some(m) = c.current.as_mut().filter(|m| m.run().id == run_id) {
-                let actions = m.give_up(&reason);
-                self.execute(&mut c, run_id, actions);
-            }
+            self.give_up(run_id, &format!("cannot start the {what} thread: {e}"));
         }
     }
 
+    /// Ends the run now, NOT SAFE, with the reason.
+    fn give_up(&self, run_id: u64, reason: &str) {
+        let mut c = self.lock();
+        if let Some(m) = c.current.as_mut().filter(|m| m.run().id == run_id) {
+            let actions = m.give_up(reason);
+            self.execute(&mut c, run_id, actions);
+        }
+    }
+
+    /// The driver's body; should it panic, the run ends NOT SAFE with the
+    /// reason rather than waiting for ticks that will never come.
     fn drive(&self, run_id: u64) {
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.tick_until_done(run_id)
+        }));
+        if let Err(p) = ran {
+            let reason = format!("the run's thread panicked: {}", panic_text(p.as_ref()));
+            tracing::error!(run = run_id, "{reason}");
+            self.give_up(run_id, &reason);
+        }
+    }
+
+    fn tick_until_done(&self, run_id: u64) {
         self.feed(run_id, Input::Start);
         loop {
             {
