@@ -199,6 +199,90 @@ mod tests {
         assert!(t.ends_with('Z') && t.contains('T'), "{t}");
     }
 
+    /// Each event's `data` is the JSON the protocol has always sent.
+    #[test]
+    fn payloads_serialise_to_the_protocol_shapes() {
+        use serde_json::json;
+        let v = |p: Payload| serde_json::to_value(&p).unwrap();
+        assert_eq!(
+            v(Payload::VmState(VmStateChange {
+                vm: "a".into(),
+                uuid: "u".into(),
+                what: "started",
+                state: Some("running"),
+            })),
+            json!({"vm": "a", "uuid": "u", "what": "started", "state": "running"})
+        );
+        assert_eq!(
+            v(Payload::Hook(HookReport {
+                vm: "a".into(),
+                uuid: None,
+                what: "refused",
+                source: "hook",
+                op: "migrate".into(),
+                subop: "begin".into(),
+                refused: Some("full".into()),
+            })),
+            json!({"vm": "a", "uuid": null, "what": "refused", "source": "hook",
+                   "op": "migrate", "subop": "begin", "refused": "full"})
+        );
+        assert_eq!(
+            v(Payload::MigrationProgress(MigrationProgress {
+                job: 1,
+                vm: "a".into(),
+                dest: "hb".into(),
+                percent: 50.0,
+                remaining_mib: 10.0,
+                rate_mib_s: None,
+                eta_s: Some(3),
+                downtime_ms: 100,
+                note: None,
+            })),
+            json!({"job": 1, "vm": "a", "dest": "hb", "percent": 50.0, "remaining_mib": 10.0,
+                   "rate_mib_s": null, "eta_s": 3, "downtime_ms": 100, "note": null})
+        );
+        assert_eq!(
+            v(Payload::MigrationDone(MigrationDone {
+                job: 1,
+                vm: "a".into(),
+                dest: "hb".into(),
+                downtime_ms: Some(20),
+                seconds: 1.5,
+                data_mib: None,
+            })),
+            json!({"job": 1, "vm": "a", "dest": "hb", "downtime_ms": 20, "seconds": 1.5,
+                   "data_mib": null})
+        );
+        let failed = MigrationFailed {
+            job: 1,
+            vm: "a".into(),
+            dest: "hb".into(),
+            error: "no".into(),
+            now_on: Some("ha".into()),
+            retrying_on: None,
+            note: None,
+        };
+        assert_eq!(
+            v(Payload::MigrationFailed(failed.clone())),
+            json!({"job": 1, "vm": "a", "dest": "hb", "error": "no", "now_on": "ha",
+                   "retrying_on": null})
+        );
+        // New: what the agent did about it, only when it did something.
+        let resumed = MigrationFailed {
+            note: Some("resumed".into()),
+            ..failed
+        };
+        assert_eq!(v(Payload::MigrationFailed(resumed))["note"], "resumed");
+        let host = || HostName { host: "ha".into() };
+        assert_eq!(v(Payload::HostEmpty(host())), json!({"host": "ha"}));
+        assert_eq!(v(Payload::HostPoweroff(host())), json!({"host": "ha"}));
+        assert_eq!(
+            v(Payload::EventsMissed(Missed { missed: 3 })),
+            json!({"missed": 3})
+        );
+        assert_eq!(Payload::HostPoweroff(host()).name(), "host.poweroff");
+    }
+
     #[tokio::test]
     async fn subscribers_get_published_events() {
         let bus = Bus::new();

@@ -205,3 +205,96 @@ pub struct JournalStatus {
     pub damage: Option<Damage>,
     pub torn: Option<PathBuf>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn v<T: Serialize>(x: &T) -> serde_json::Value {
+        serde_json::to_value(x).unwrap()
+    }
+
+    /// The answers' `data` is the JSON the protocol has always sent.
+    #[test]
+    fn results_serialise_to_the_protocol_shapes() {
+        let row = JobRow {
+            id: 4,
+            run: 2,
+            kind: Kind::Evacuate,
+            vm: "a".into(),
+            dest: "hb".into(),
+            phase: Phase::Running,
+            percent: 12.5,
+            remaining_mib: Some(100.0),
+            rate_mib_s: None,
+            eta_s: None,
+            downtime_ms: None,
+            seconds: None,
+            data_mib: None,
+            error: None,
+            note: Some("slow".into()),
+            tried: vec!["hb".into()],
+            offline: false,
+        };
+        assert_eq!(
+            v(&JobsReport {
+                jobs: vec![row],
+                running: true
+            }),
+            json!({"jobs": [{"id": 4, "run": 2, "kind": "evacuate", "vm": "a", "dest": "hb",
+                "phase": "running", "percent": 12.5, "remaining_mib": 100.0, "rate_mib_s": null,
+                "eta_s": null, "downtime_ms": null, "seconds": null, "data_mib": null,
+                "error": null, "note": "slow", "tried": ["hb"], "offline": false}],
+                "running": true})
+        );
+        let moves = vec![Move {
+            vm: "a".into(),
+            dest: "hb".into(),
+        }];
+        let unplaceable = vec![Unplaceable {
+            vm: "b".into(),
+            reason: "too big".into(),
+        }];
+        assert_eq!(
+            v(&EvacuationStarted {
+                evacuation: 3,
+                moves: moves.clone(),
+                unplaceable: unplaceable.clone()
+            }),
+            json!({"evacuation": 3, "moves": [{"vm": "a", "dest": "hb"}],
+                   "unplaceable": [{"vm": "b", "reason": "too big"}]})
+        );
+        assert_eq!(
+            v(&PlanReport { moves, unplaceable }),
+            json!({"moves": [{"vm": "a", "dest": "hb"}],
+                   "unplaceable": [{"vm": "b", "reason": "too big"}]})
+        );
+        assert_eq!(
+            v(&MigrationStarted {
+                job: 9,
+                vm: "a".into(),
+                dest: "hb".into()
+            }),
+            json!({"job": 9, "dest": "hb"})
+        );
+        assert_eq!(
+            v(&Aborted {
+                aborted: vec!["a".into()]
+            }),
+            json!({"aborted": ["a"]})
+        );
+        assert_eq!(
+            v(&MaintenanceReport {
+                state: "maintenance",
+                maintenance: true
+            }),
+            json!({"state": "maintenance", "maintenance": true})
+        );
+        assert_eq!(
+            v(&PoweringOff { powering_off: true }),
+            json!({"powering_off": true})
+        );
+        assert_eq!(v(&IdentifyStarted {}), json!({}));
+    }
+}

@@ -251,6 +251,12 @@ impl Controller {
         let Target::Host(h) = target else {
             return Ok(());
         };
+        if h == &self.ctx.host {
+            return Err(refuse(
+                ErrorCode::BadRequest,
+                format!("'{h}' is this host: name a peer, or auto"),
+            ));
+        }
         if self.inventory.snapshot().peers.iter().any(|p| &p.name == h) {
             Ok(())
         } else {

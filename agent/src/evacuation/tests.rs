@@ -602,6 +602,18 @@ fn plans_refuse_while_libvirt_is_blind_and_unknown_hosts_are_not_found() {
         w.ctl.migrate("a", &to("nosuchhost"), "t").unwrap_err().0,
         ErrorCode::NotFound
     );
+    assert_eq!(
+        w.ctl.evacuate(&to("nosuchhost"), false, "t").unwrap_err().0,
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        w.ctl.migrate("a", &to("ha"), "t").unwrap_err().0,
+        ErrorCode::BadRequest
+    );
+    assert!(
+        !w.ctl.maintenance_on(),
+        "a refused evacuate changes nothing"
+    );
     w.ctl.inventory.update(|s| {
         s.local.link = Link::Down {
             since: Instant::now(),
