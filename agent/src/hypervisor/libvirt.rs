@@ -217,9 +217,16 @@ impl MigrationOps for LibvirtOps {
             with_conn(&spec.dest_uri, |dest| {
                 nwfilter::ensure(src, dest, &xml).map_err(HvError::Call)
             })
+            .map_err(|e| match e {
+                HvError::Unreachable(m) => {
+                    HvError::Call(format!("cannot reach libvirt on {}: {m}", spec.dest))
+                }
+                e => e,
+            })
         })
         .map_err(|e| match e {
             HvError::NoSuchDomain(vm) => format!("no VM {vm} here"),
+            HvError::Unreachable(m) => format!("cannot reach local libvirt: {m}"),
             e => message(e),
         })
     }

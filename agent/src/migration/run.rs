@@ -650,3 +650,71 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod gated_tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::hypervisor::sim::{Script, Sim};
+    use crate::hypervisor::{DomState, Hypervisor};
+
+    fn setup() -> (Sim, Spec) {
+        let sim = Sim::new("ha");
+        sim.add_domain("ha", "g", DomState::Running);
+        sim.add_host("hb");
+        sim.script("g", Script::Gated);
+        let spec = Spec {
+            vm: "g".into(),
+            dest: "hb".into(),
+            dest_uri: "sim://hb/system".into(),
+            migrate_uri: None,
+            bandwidth_mib_s: 0,
+            offline: false,
+            auto_converge: false,
+            mem_mib: 512,
+        };
+        (sim, spec)
+    }
+
+    fn spawn(sim: &Sim, spec: Spec, abort: Arc<AtomicBool>) -> std::thread::JoinHandle<Outcome> {
+        let s = sim.clone();
+        std::thread::spawn(move || s.migrate(&spec, &Limits::default(), &abort, &mut |_| {}))
+    }
+
+    #[test]
+    fn a_gated_migration_runs_until_released() {
+        let (sim, spec) = setup();
+        let job = spawn(&sim, spec, Arc::new(AtomicBool::new(false)));
+        sim.wait_until(|c| c.migrations_started == 1);
+        assert_eq!(sim.local_job_active("g"), Ok(true));
+        sim.release("g", Ok(()));
+        let out = job.join().unwrap_or_else(|_| failed("panicked".into()));
+        assert!(matches!(out, Outcome::Done { .. }), "{out:?}");
+        assert_eq!(sim.state_of("hb", "g"), Some(DomState::Running));
+        assert_eq!(sim.counters().migrations_ended, 1);
+    }
+
+    #[test]
+    fn a_running_gated_migration_is_aborted_by_the_flag() {
+        let (sim, spec) = setup();
+        let abort = Arc::new(AtomicBool::new(false));
+        let job = spawn(&sim, spec, abort.clone());
+        sim.wait_until(|c| c.migrations_started == 1);
+        abort.store(true, Ordering::Relaxed);
+        let out = job.join().unwrap_or_else(|_| failed("panicked".into()));
+        assert_eq!(out, aborted(ABORTED_BY_REQUEST.into()));
+        assert_eq!(sim.state_of("ha", "g"), Some(DomState::Running));
+        assert_eq!(sim.local_job_active("g"), Ok(false));
+    }
+
+    #[test]
+    fn a_gated_migration_can_be_failed_by_the_test() {
+        let (sim, spec) = setup();
+        sim.release("g", Err("internal error: no".into()));
+        let out = spawn(&sim, spec, Arc::new(AtomicBool::new(false)))
+            .join()
+            .unwrap_or_else(|_| aborted("panicked".into()));
+        assert_eq!(out, failed("internal error: no".into()));
+    }
+}
