@@ -413,3 +413,132 @@ mod tests {
         assert_eq!(hv.peer_domain(&peer, "test"), Ok(Some(DomState::Running)));
     }
 }
+
+#[cfg(test)]
+mod hung_peer_tests {
+    use std::net::TcpListener;
+    use std::path::PathBuf;
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// A "peer" whose libvirtd accepts the connection and never answers:
+    /// the kernel completes the handshake on the listening socket, nobody
+    /// reads. Dropping it resets the connections, which frees the detached
+    /// threads.
+    fn silent_peer() -> (TcpListener, PeerAddr) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+        let port = l.local_addr().map(|a| a.port()).unwrap_or(0);
+        let peer = PeerAddr {
+            name: "silent".into(),
+            uri: format!("qemu+tcp://127.0.0.1:{port}/system"),
+        };
+        (l, peer)
+    }
+
+    /// A test-driver host whose VM `f` references an nwfilter.
+    struct Node(PathBuf);
+
+    impl Node {
+        fn new(tag: &str) -> Node {
+            let dir =
+                std::env::temp_dir().join(format!("rackside-hv-{tag}-{}", std::process::id()));
+            let _ = std::fs::create_dir_all(&dir);
+            let xml = "<node>\n<domain type='test'><name>f</name>\
+                <uuid>6695eb01-f6a4-8304-79aa-97f2502e0001</uuid>\
+                <memory unit='MiB'>256</memory><vcpu>1</vcpu><os><type>hvm</type></os>\
+                <devices><interface type='ethernet'><filterref filter='clean-traffic'/></interface></devices>\
+                </domain>\n</node>\n";
+            let _ = std::fs::write(dir.join("node.xml"), xml);
+            Node(dir)
+        }
+
+        fn uri(&self) -> String {
+            format!("test://{}", self.0.join("node.xml").display())
+        }
+    }
+
+    impl Drop for Node {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn spec(dest: &PeerAddr) -> Spec {
+        Spec {
+            vm: "f".into(),
+            dest: dest.name.clone(),
+            dest_uri: dest.uri.clone(),
+            migrate_uri: None,
+            bandwidth_mib_s: 0,
+            offline: false,
+            auto_converge: false,
+            mem_mib: 256,
+        }
+    }
+
+    fn pace(deadline: Duration) -> Pace {
+        Pace {
+            poll: Duration::from_millis(5),
+            peer_deadline: deadline,
+            abort_grace: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn a_silent_peer_lookup_times_out() {
+        let (_l, peer) = silent_peer();
+        let hv = Libvirt::new("test:///default").with_pace(pace(Duration::from_millis(200)));
+        assert_eq!(
+            hv.peer_domain(&peer, "x"),
+            Err(HvError::TimedOut {
+                what: "libvirt on silent".into(),
+                after: Duration::from_millis(200)
+            })
+        );
+    }
+
+    #[test]
+    fn a_silent_destination_fails_the_migration_at_the_nwfilter_deadline() {
+        let node = Node::new("nwf");
+        let (_l, peer) = silent_peer();
+        let hv = Libvirt::new(&node.uri()).with_pace(pace(Duration::from_millis(200)));
+        let out = hv.migrate(
+            &spec(&peer),
+            &Limits::default(),
+            &AtomicBool::new(false),
+            &mut |_| {},
+        );
+        assert_eq!(
+            out,
+            Outcome::Failed {
+                error: "libvirt on silent (defining nwfilters) did not answer within 200 ms".into(),
+                aborted: false
+            }
+        );
+    }
+
+    #[test]
+    fn abort_is_honoured_while_the_destination_is_silent() {
+        let node = Node::new("abort");
+        let (_l, peer) = silent_peer();
+        let hv = Libvirt::new(&node.uri()).with_pace(pace(Duration::from_secs(3600)));
+        let abort = Arc::new(AtomicBool::new(false));
+        let a = abort.clone();
+        // Whenever it comes, only the abort can end the wait.
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            a.store(true, Ordering::Relaxed);
+        });
+        let out = hv.migrate(&spec(&peer), &Limits::default(), &abort, &mut |_| {});
+        let _ = t.join();
+        assert_eq!(
+            out,
+            Outcome::Failed {
+                error: "aborted by request".into(),
+                aborted: true
+            }
+        );
+    }
+}
