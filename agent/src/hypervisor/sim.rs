@@ -112,7 +112,8 @@ struct World {
     local: String,
     local_up: bool,
     hosts: BTreeMap<String, Host>,
-    scripts: BTreeMap<String, Script>,
+    /// By (VM, destination); a None destination is the VM's default.
+    scripts: BTreeMap<(String, Option<String>), Script>,
     /// nwfilters each VM's interfaces reference.
     filters: BTreeMap<String, Vec<String>>,
     /// Local VMs with a libvirt job under way.
@@ -269,7 +270,15 @@ impl Sim {
 
     /// How `vm`'s next migrations behave (default: succeed after 3 samples).
     pub fn script(&self, vm: &str, script: Script) {
-        self.lock().scripts.insert(vm.to_owned(), script);
+        self.lock().scripts.insert((vm.to_owned(), None), script);
+    }
+
+    /// How `vm`'s migrations to `dest` behave, whatever [`Sim::script`]
+    /// says (e.g. fail on the first host, succeed on the next).
+    pub fn script_to(&self, vm: &str, dest: &str, script: Script) {
+        self.lock()
+            .scripts
+            .insert((vm.to_owned(), Some(dest.to_owned())), script);
     }
 
     /// The nwfilters `vm`'s interfaces reference (defined on this host).
@@ -549,7 +558,8 @@ impl MigrationOps for SimOps {
         }
         let script = w
             .scripts
-            .get(&spec.vm)
+            .get(&(spec.vm.clone(), Some(spec.dest.clone())))
+            .or_else(|| w.scripts.get(&(spec.vm.clone(), None)))
             .cloned()
             .unwrap_or(Script::Succeed { samples: 3 });
         w.counters.migrations_started += 1;

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use super::policy::{Decision, Limits, Progress, Sample, Tracker};
 use crate::hypervisor::deadline::{self, Waited};
-use crate::hypervisor::{human, HvError};
+use crate::hypervisor::{ensure_running_after_failure, human, AfterFailure, HvError, Hypervisor};
 use crate::libvirt_ffi::JobStats;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -271,7 +271,8 @@ pub fn drive<O: MigrationOps>(
 }
 
 /// The controller's entry point until it takes a [`crate::hypervisor::Hypervisor`]:
-/// one migration through libvirt at `local_uri`, default pace.
+/// one migration through libvirt at `local_uri`, default pace. A failure
+/// that left the VM paused here resumes it and says so in the error.
 pub fn run(
     local_uri: &str,
     spec: &Spec,
@@ -280,7 +281,26 @@ pub fn run(
     progress: &mut dyn FnMut(&Progress),
 ) -> Outcome {
     use crate::hypervisor::Hypervisor;
-    crate::hypervisor::libvirt::Libvirt::new(local_uri).migrate(spec, &limits, abort, progress)
+    let hv = crate::hypervisor::libvirt::Libvirt::new(local_uri);
+    with_running_check(&hv, hv.migrate(spec, &limits, abort, progress), &spec.vm)
+}
+
+/// A failed outcome, with what [`ensure_running_after_failure`] did when
+/// it found the VM paused.
+fn with_running_check(hv: &dyn Hypervisor, out: Outcome, vm: &str) -> Outcome {
+    let Outcome::Failed { error, aborted } = out else {
+        return out;
+    };
+    match ensure_running_after_failure(hv, vm) {
+        after @ (AfterFailure::Resumed | AfterFailure::StillPaused(_)) => {
+            tracing::warn!(vm = %vm, after = %after.describe(vm), "after a failed migration");
+            Outcome::Failed {
+                error: format!("{error}; {}", after.describe(vm)),
+                aborted,
+            }
+        }
+        _ => Outcome::Failed { error, aborted },
+    }
 }
 
 #[cfg(test)]
@@ -617,6 +637,50 @@ mod tests {
             ensure_running_after_failure(&sim, "a"),
             AfterFailure::Resumed
         );
+    }
+
+    #[test]
+    fn the_compat_wrapper_check_resumes_and_says_so() {
+        let sim = world();
+        sim.script(
+            "a",
+            Script::FailPaused {
+                after: 0,
+                message: "boom".into(),
+            },
+        );
+        let (out, _) = migrate(&sim, &spec("a"), &AtomicBool::new(false));
+        assert_eq!(
+            with_running_check(&sim, out, "a"),
+            Outcome::Failed {
+                error: "boom; a was left paused here and has been resumed".into(),
+                aborted: false
+            }
+        );
+        // A VM that still runs: the error is libvirt's alone.
+        let out = failed("boom".into());
+        assert_eq!(with_running_check(&sim, out.clone(), "a"), out);
+    }
+
+    #[test]
+    fn a_script_per_destination_overrides_the_vms() {
+        let sim = world();
+        sim.add_host("hc");
+        sim.script(
+            "a",
+            Script::Fail {
+                after: 0,
+                message: "no".into(),
+            },
+        );
+        sim.script_to("a", "hc", Script::Succeed { samples: 1 });
+        let (out, _) = migrate(&sim, &spec("a"), &AtomicBool::new(false));
+        assert_eq!(out, failed("no".into()));
+        let mut to_hc = spec("a");
+        to_hc.dest = "hc".into();
+        let (out, _) = migrate(&sim, &to_hc, &AtomicBool::new(false));
+        assert!(matches!(out, Outcome::Done { .. }), "{out:?}");
+        assert_eq!(sim.state_of("hc", "a"), Some(DomState::Running));
     }
 
     #[test]
