@@ -605,8 +605,8 @@ impl SimJob {
         self.spec.mem_mib.max(1) * MIB
     }
 
-    /// Ends the job: `to_dest` moves the domain; `source_state` sets what
-    /// stays on the source otherwise (None: removed).
+    /// Ends the job: `moved` puts the domain on the destination;
+    /// `source_state` is what stays on the source (None: removed).
     fn end(&mut self, w: &mut World, moved: bool, source_state: Option<DomState>) {
         self.ended = true;
         w.jobs.remove(&self.spec.vm);
