@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod evacuation;
 pub mod events;
 pub mod hookio;
+pub mod hypervisor;
 pub mod inventory;
 pub mod libvirt_ffi;
 pub mod migration;
