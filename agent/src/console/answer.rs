@@ -1,5 +1,5 @@
 //! Answers to the reading commands, built from an inventory snapshot: the
-//! JSON `data` of PROTOCOL.md and the text a person sees. Pure functions of
+//! JSON `data` of docs/protocol.md and the text a person sees. Pure functions of
 //! the snapshot and the clock, so they are tested without libvirt.
 
 use std::time::Instant;
