@@ -196,7 +196,8 @@ fn spawn_publisher(
         while !stop.load(Ordering::Relaxed) {
             let s = inventory.snapshot();
             let alloc = crate::inventory::model::allocation(&s.local.vms);
-            let known = s.local.vms_at.map(|_| alloc.running);
+            // A blind host is never published as "empty" from a stale list.
+            let known = s.live_vms_running(std::time::Instant::now());
             let p = crate::hookio::Published {
                 host: Some(host.clone()),
                 state: controller.host_state(known).to_owned(),

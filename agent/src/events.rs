@@ -1,4 +1,4 @@
-//! Events for subscribed sessions (PROTOCOL.md "Events"): one broadcast
+//! Events for subscribed sessions (docs/protocol.md "Events"): one broadcast
 //! bus; every line's session takes what it subscribed to. Each event is a
 //! typed value; `Serialize` gives its JSON `data`, the console its text.
 

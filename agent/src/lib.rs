@@ -1,8 +1,8 @@
 //! rackside-agent: the host agent.
 //!
-//! The shape (DESIGN.md): `inventory` (libvirt and /proc, kept current by
+//! The shape (docs/design.md): `inventory` (libvirt and /proc, kept current by
 //! polls and lifecycle events), `console` (one session per management line,
-//! PROTOCOL.md), `peers` (inside inventory), `auth`, `config`; placement,
+//! docs/protocol.md), `peers` (inside inventory), `auth`, `config`; placement,
 //! migration and journal arrive with the evacuation issue. Pure logic is
 //! kept apart from I/O so it is tested in microseconds.
 

@@ -1,4 +1,4 @@
-//! rackside console protocol v1 (PROTOCOL.md): pure functions over bytes and lines, no I/O.
+//! rackside console protocol v1 (docs/protocol.md): pure functions over bytes and lines, no I/O.
 //!
 //! The agent owns the serial lines, the clock and libvirt; everything here
 //! is a function of its inputs, so every rule of the protocol can be tested

@@ -1,5 +1,5 @@
 //! One line in, one request out: the text form for people and the JSON form
-//! for machines (PROTOCOL.md "Two ways to talk" and "Commands").
+//! for machines (docs/protocol.md "Text and JSON" and "Commands").
 //!
 //! Everything a request names (a VM, a host, a PIN) is checked here, before
 //! it can reach libvirt or the journal, so the agent can trust a `Command`.

@@ -1,7 +1,7 @@
 //! What goes out on the line.
 //!
 //! JSON lines are built by hand around `serde_json`'s compact encoding so
-//! the keys come in the order PROTOCOL.md shows (`id` first, which is what a
+//! the keys come in the order docs/protocol.md shows (`id` first, which is what a
 //! person reading a capture looks for), without the `preserve_order`
 //! feature. The compact encoding escapes every C0 control character, so
 //! each JSON line is one line and starts with '{', as clients are promised;

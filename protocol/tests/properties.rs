@@ -1,4 +1,4 @@
-//! Property tests: the rules of PROTOCOL.md that must hold for every input,
+//! Property tests: the rules of docs/protocol.md that must hold for every input,
 //! not just the ones we thought of. The line and the parser face a serial
 //! line (noise, a telnet client, a firmware bug), so "never panics" and
 //! "never wedges" are the properties that matter most.

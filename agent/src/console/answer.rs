@@ -1,5 +1,5 @@
 //! Answers to the reading commands, built from an inventory snapshot: the
-//! JSON `data` of PROTOCOL.md and the text a person sees. Pure functions of
+//! JSON `data` of docs/protocol.md and the text a person sees. Pure functions of
 //! the snapshot and the clock, so they are tested without libvirt.
 
 use std::time::Instant;
@@ -76,7 +76,7 @@ pub fn help() -> Answer {
         ("mode json|text", "switch this line's format"),
         ("locate VM", "where a VM is"),
         ("identify [on|off|SECONDS]", "blink this host's locator"),
-        ("poweroff", "power off, only when empty"),
+        ("poweroff", "switch this host off, only when empty"),
         ("journal [ack]", "the journal's state / acknowledge damage"),
     ];
     let rows: Vec<Vec<String>> = LINES

@@ -1,5 +1,5 @@
 //! The management lines: one session per line, the protocol of
-//! PROTOCOL.md, text for people and JSON for machines.
+//! docs/protocol.md, text for people and JSON for machines.
 
 pub mod answer;
 pub mod client;

@@ -5,8 +5,9 @@
 //! left detached: it holds only its own connection, and ends when libvirt
 //! finally answers or drops the connection.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::HvError;
@@ -84,10 +85,81 @@ pub fn bounded<T: Send + 'static>(
     }
 }
 
+/// Calls still running, per peer. A libvirtd that accepts a connection and
+/// never answers keeps a detached thread forever (TCP sees nothing wrong);
+/// this bounds how many one peer can hold.
+#[derive(Debug, Clone)]
+pub struct InFlight {
+    max: usize,
+    running: Arc<Mutex<BTreeMap<String, usize>>>,
+}
+
+/// One call in flight; counted until dropped (when its thread ends).
+#[derive(Debug)]
+pub struct Ticket {
+    key: String,
+    running: Arc<Mutex<BTreeMap<String, usize>>>,
+}
+
+impl InFlight {
+    pub fn new(max: usize) -> InFlight {
+        InFlight {
+            max: max.max(1),
+            running: Arc::default(),
+        }
+    }
+
+    /// A ticket for one more call to `key`, or the number already running
+    /// if that is the most allowed.
+    pub fn enter(&self, key: &str) -> Result<Ticket, usize> {
+        let mut m = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(key.to_owned()).or_insert(0);
+        if *n >= self.max {
+            return Err(*n);
+        }
+        *n += 1;
+        Ok(Ticket {
+            key: key.to_owned(),
+            running: self.running.clone(),
+        })
+    }
+
+    /// Calls to `key` still running.
+    pub fn running(&self, key: &str) -> usize {
+        let m = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(key).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut m = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.key);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::{Arc, Barrier};
+
+    #[test]
+    fn in_flight_calls_are_bounded_per_key() {
+        let f = InFlight::new(2);
+        let a = f.enter("hb");
+        let b = f.enter("hb");
+        assert!(a.is_ok() && b.is_ok());
+        assert_eq!(f.enter("hb").map(drop), Err(2));
+        assert!(f.enter("hc").is_ok(), "other peers are not affected");
+        drop(a);
+        assert_eq!(f.running("hb"), 1);
+        assert!(f.enter("hb").is_ok());
+    }
 
     #[test]
     fn a_prompt_call_answers() {

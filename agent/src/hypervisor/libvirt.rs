@@ -20,7 +20,7 @@ use virt::connect::Connect;
 use virt::domain::{Domain, MigrateParameters};
 use virt::sys;
 
-use super::deadline;
+use super::deadline::{self, InFlight};
 use super::{DomState, DomainInfo, HvError, Hypervisor, Limits, PeerAddr, Progress};
 use crate::libvirt_ffi::{self, JobStats};
 use crate::migration::nwfilter;
@@ -32,13 +32,21 @@ pub struct Libvirt {
     local_uri: String,
     /// Timing of migrations, and the deadline of every peer call.
     pub pace: Pace,
+    /// Peer calls still running, shared by clones: keep one `Libvirt` for
+    /// the agent's life so the bound holds.
+    peers: InFlight,
 }
+
+/// Calls to one peer that may be running at once; more, while earlier
+/// ones hang, are refused at once rather than left to pile up.
+pub const PEER_CALLS_MAX: usize = 4;
 
 impl Libvirt {
     pub fn new(local_uri: &str) -> Libvirt {
         Libvirt {
             local_uri: local_uri.to_owned(),
             pace: Pace::default(),
+            peers: InFlight::new(PEER_CALLS_MAX),
         }
     }
 
@@ -84,6 +92,25 @@ fn lookup(conn: &Connect, vm: &str) -> Result<Domain, HvError> {
     })
 }
 
+/// [`with_conn`] to a peer, if it does not already hold too many calls.
+/// Runs on the deadline's helper thread: the ticket lives as long as the
+/// call, however long that is.
+fn with_peer<T>(
+    peers: &InFlight,
+    name: &str,
+    uri: &str,
+    f: impl FnOnce(&Connect) -> Result<T, HvError>,
+) -> Result<T, HvError> {
+    let _ticket = peers.enter(uri).map_err(|n| too_many(n, name))?;
+    with_conn(uri, f)
+}
+
+fn too_many(n: usize, peer: &str) -> HvError {
+    HvError::Unreachable(format!(
+        "{n} earlier calls to libvirt on {peer} are still unanswered"
+    ))
+}
+
 /// Runs `f` on one domain, freeing it after.
 fn with_domain<T>(
     uri: &str,
@@ -123,14 +150,27 @@ impl Hypervisor for Libvirt {
     }
 
     fn peer_domain(&self, peer: &PeerAddr, vm: &str) -> Result<Option<DomState>, HvError> {
+        // Counted from here, not from inside the thread: a caller that
+        // asks again at once sees this call.
+        let ticket = self
+            .peers
+            .enter(&peer.uri)
+            .map_err(|n| too_many(n, &peer.name))?;
         let (uri, vm) = (peer.uri.clone(), vm.to_owned());
         deadline::bounded(
             &format!("libvirt on {}", peer.name),
             self.pace.peer_deadline,
-            move || match with_domain(&uri, &vm, state) {
-                Ok(s) => Ok(Some(s)),
-                Err(HvError::NoSuchDomain(_)) => Ok(None),
-                Err(e) => Err(e),
+            move || {
+                let _ticket = ticket;
+                with_conn(&uri, |c| match lookup(c, &vm) {
+                    Ok(d) => {
+                        let s = state(&d);
+                        libvirt_ffi::free_domain(d);
+                        s.map(Some)
+                    }
+                    Err(HvError::NoSuchDomain(_)) => Ok(None),
+                    Err(e) => Err(e),
+                })
             },
         )
     }
@@ -158,6 +198,7 @@ impl Hypervisor for Libvirt {
     ) -> Outcome {
         let ops = LibvirtOps {
             local_uri: self.local_uri.clone(),
+            peers: self.peers.clone(),
         };
         drive(&ops, &self.pace, spec, limits, abort, progress)
     }
@@ -182,6 +223,7 @@ pub(crate) fn flags(spec: &Spec) -> u32 {
 #[derive(Debug, Clone)]
 struct LibvirtOps {
     local_uri: String,
+    peers: InFlight,
 }
 
 /// The loop's clock: a process-wide monotonic origin.
@@ -214,12 +256,19 @@ impl MigrationOps for LibvirtOps {
             if nwfilter::filter_refs(&xml).is_empty() {
                 return Ok(Vec::new());
             }
-            with_conn(&spec.dest_uri, |dest| {
+            with_peer(&self.peers, &spec.dest, &spec.dest_uri, |dest| {
                 nwfilter::ensure(src, dest, &xml).map_err(HvError::Call)
+            })
+            .map_err(|e| match e {
+                HvError::Unreachable(m) => {
+                    HvError::Call(format!("cannot reach libvirt on {}: {m}", spec.dest))
+                }
+                e => e,
             })
         })
         .map_err(|e| match e {
             HvError::NoSuchDomain(vm) => format!("no VM {vm} here"),
+            HvError::Unreachable(m) => format!("cannot reach local libvirt: {m}"),
             e => message(e),
         })
     }
@@ -270,14 +319,17 @@ impl MigrationOps for LibvirtOps {
     }
 
     fn completed_stats(&self, spec: &Spec) -> (Option<u64>, Option<f64>) {
-        let figures = with_domain(&spec.dest_uri, &spec.vm, |d| {
+        let figures = with_peer(&self.peers, &spec.dest, &spec.dest_uri, |c| {
+            let d = lookup(c, &spec.vm)?;
             // KEEP_COMPLETED: reading must not discard the record an
             // administrator (or `virsh domjobinfo --completed`) may want too.
-            libvirt_ffi::job_stats(
-                d,
+            let js = libvirt_ffi::job_stats(
+                &d,
                 sys::VIR_DOMAIN_JOB_STATS_COMPLETED | sys::VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED,
             )
-            .map_err(|e| HvError::Call(e.to_string()))
+            .map_err(|e| HvError::Call(e.to_string()));
+            libvirt_ffi::free_domain(d);
+            js
         });
         match figures {
             Ok(js) => (
@@ -404,5 +456,153 @@ mod tests {
         };
         assert_eq!(hv.peer_domain(&peer, "nosuch"), Ok(None));
         assert_eq!(hv.peer_domain(&peer, "test"), Ok(Some(DomState::Running)));
+    }
+}
+
+#[cfg(test)]
+mod hung_peer_tests {
+    use std::net::TcpListener;
+    use std::path::PathBuf;
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// A "peer" whose libvirtd accepts the connection and never answers:
+    /// the kernel completes the handshake on the listening socket, nobody
+    /// reads. Dropping it resets the connections, which frees the detached
+    /// threads.
+    fn silent_peer() -> (TcpListener, PeerAddr) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+        let port = l.local_addr().map(|a| a.port()).unwrap_or(0);
+        let peer = PeerAddr {
+            name: "silent".into(),
+            uri: format!("qemu+tcp://127.0.0.1:{port}/system"),
+        };
+        (l, peer)
+    }
+
+    /// A test-driver host whose VM `f` references an nwfilter.
+    struct Node(PathBuf);
+
+    impl Node {
+        fn new(tag: &str) -> Node {
+            let dir =
+                std::env::temp_dir().join(format!("rackside-hv-{tag}-{}", std::process::id()));
+            let _ = std::fs::create_dir_all(&dir);
+            let xml = "<node>\n<domain type='test'><name>f</name>\
+                <uuid>6695eb01-f6a4-8304-79aa-97f2502e0001</uuid>\
+                <memory unit='MiB'>256</memory><vcpu>1</vcpu><os><type>hvm</type></os>\
+                <devices><interface type='ethernet'><filterref filter='clean-traffic'/></interface></devices>\
+                </domain>\n</node>\n";
+            let _ = std::fs::write(dir.join("node.xml"), xml);
+            Node(dir)
+        }
+
+        fn uri(&self) -> String {
+            format!("test://{}", self.0.join("node.xml").display())
+        }
+    }
+
+    impl Drop for Node {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn spec(dest: &PeerAddr) -> Spec {
+        Spec {
+            vm: "f".into(),
+            dest: dest.name.clone(),
+            dest_uri: dest.uri.clone(),
+            migrate_uri: None,
+            bandwidth_mib_s: 0,
+            offline: false,
+            auto_converge: false,
+            mem_mib: 256,
+        }
+    }
+
+    fn pace(deadline: Duration) -> Pace {
+        Pace {
+            poll: Duration::from_millis(5),
+            peer_deadline: deadline,
+            abort_grace: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn a_silent_peer_lookup_times_out() {
+        let (_l, peer) = silent_peer();
+        let hv = Libvirt::new("test:///default").with_pace(pace(Duration::from_millis(200)));
+        assert_eq!(
+            hv.peer_domain(&peer, "x"),
+            Err(HvError::TimedOut {
+                what: "libvirt on silent".into(),
+                after: Duration::from_millis(200)
+            })
+        );
+    }
+
+    #[test]
+    fn a_silent_peer_holds_a_bounded_number_of_threads() {
+        let (_l, peer) = silent_peer();
+        let hv = Libvirt::new("test:///default").with_pace(pace(Duration::from_millis(50)));
+        for _ in 0..PEER_CALLS_MAX {
+            assert!(matches!(
+                hv.peer_domain(&peer, "x"),
+                Err(HvError::TimedOut { .. })
+            ));
+        }
+        assert_eq!(
+            hv.peer_domain(&peer, "x"),
+            Err(HvError::Unreachable(format!(
+                "{PEER_CALLS_MAX} earlier calls to libvirt on silent are still unanswered"
+            )))
+        );
+        assert_eq!(hv.peers.running(&peer.uri), PEER_CALLS_MAX);
+    }
+
+    #[test]
+    fn a_silent_destination_fails_the_migration_at_the_nwfilter_deadline() {
+        let node = Node::new("nwf");
+        let (_l, peer) = silent_peer();
+        let hv = Libvirt::new(&node.uri()).with_pace(pace(Duration::from_millis(200)));
+        let out = hv.migrate(
+            &spec(&peer),
+            &Limits::default(),
+            &AtomicBool::new(false),
+            &mut |_| {},
+        );
+        assert_eq!(
+            out,
+            Outcome::Failed {
+                error: "libvirt on silent (defining nwfilters) did not answer within 200 ms".into(),
+                aborted: false
+            }
+        );
+    }
+
+    #[test]
+    fn abort_is_honoured_while_the_destination_is_silent() {
+        let node = Node::new("abort");
+        let (_l, peer) = silent_peer();
+        let hv = Libvirt::new(&node.uri()).with_pace(pace(Duration::from_secs(3600)));
+        let abort = Arc::new(AtomicBool::new(false));
+        let a = abort.clone();
+        // Whenever it comes, only the abort can end the wait.
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            a.store(true, Ordering::Relaxed);
+        });
+        let out = hv.migrate(&spec(&peer), &Limits::default(), &abort, &mut |_| {});
+        let _ = t.join();
+        assert_eq!(
+            out,
+            Outcome::Failed {
+                error: "aborted by request".into(),
+                aborted: true
+            }
+        );
     }
 }

@@ -45,6 +45,11 @@ pub enum Script {
     /// After `after` samples the domain disappears from the source and
     /// the destination; the job ends with libvirt's "not found".
     Vanish { after: u32 },
+    /// Runs, moving nothing and with its clock stopped, until the test
+    /// ends it with [`Sim::release`] or it is aborted: a job that is
+    /// "running" for as long as a test needs (busy, abort of a running
+    /// job). Each sample waits up to the loop's poll interval in real time.
+    Gated,
 }
 
 /// How a host's libvirt answers calls from elsewhere.
@@ -81,6 +86,8 @@ pub struct Counters {
     pub peer_calls: u32,
     /// Calls that blocked on a hanging host.
     pub hung_calls: u32,
+    /// Migrations that have ended, whatever their result.
+    pub migrations_ended: u32,
 }
 
 #[derive(Debug)]
@@ -105,12 +112,15 @@ struct World {
     local: String,
     local_up: bool,
     hosts: BTreeMap<String, Host>,
-    scripts: BTreeMap<String, Script>,
+    /// By (VM, destination); a None destination is the VM's default.
+    scripts: BTreeMap<(String, Option<String>), Script>,
     /// nwfilters each VM's interfaces reference.
     filters: BTreeMap<String, Vec<String>>,
     /// Local VMs with a libvirt job under way.
     jobs: BTreeSet<String>,
     resume: ResumeMode,
+    /// How gated migrations end, once the test says ([`Sim::release`]).
+    released_jobs: BTreeMap<String, Result<(), String>>,
     peer_deadline: Duration,
     abort_grace: Duration,
     counters: Counters,
@@ -122,7 +132,8 @@ struct World {
 #[derive(Debug)]
 struct Inner {
     world: Mutex<World>,
-    /// Signalled on release and whenever a call starts hanging.
+    /// Signalled whenever a counter changes, a gated job is released, and
+    /// when the last handle goes.
     changed: Condvar,
 }
 
@@ -193,6 +204,7 @@ impl Sim {
                 filters: BTreeMap::new(),
                 jobs: BTreeSet::new(),
                 resume: ResumeMode::Works,
+                released_jobs: BTreeMap::new(),
                 peer_deadline: Duration::from_millis(50),
                 abort_grace: Duration::from_secs(30),
                 counters: Counters::default(),
@@ -258,7 +270,15 @@ impl Sim {
 
     /// How `vm`'s next migrations behave (default: succeed after 3 samples).
     pub fn script(&self, vm: &str, script: Script) {
-        self.lock().scripts.insert(vm.to_owned(), script);
+        self.lock().scripts.insert((vm.to_owned(), None), script);
+    }
+
+    /// How `vm`'s migrations to `dest` behave, whatever [`Sim::script`]
+    /// says (e.g. fail on the first host, succeed on the next).
+    pub fn script_to(&self, vm: &str, dest: &str, script: Script) {
+        self.lock()
+            .scripts
+            .insert((vm.to_owned(), Some(dest.to_owned())), script);
     }
 
     /// The nwfilters `vm`'s interfaces reference (defined on this host).
@@ -342,14 +362,28 @@ impl Sim {
 
     /// Blocks until at least `n` calls have hung (to act while one hangs).
     pub fn wait_until_hanging(&self, n: u32) {
+        self.wait_until(|c| c.hung_calls >= n);
+    }
+
+    /// Blocks until the counters satisfy `done` (e.g. a migration started,
+    /// to act while it runs). Waits as long as it takes: pair it with
+    /// something that will happen.
+    pub fn wait_until(&self, done: impl Fn(&Counters) -> bool) {
         let mut w = self.lock();
-        while w.counters.hung_calls < n {
+        while !done(&w.counters) {
             w = self
                 .inner
                 .changed
                 .wait(w)
                 .unwrap_or_else(|e| e.into_inner());
         }
+    }
+
+    /// Ends `vm`'s [`Script::Gated`] migration (now or when it starts):
+    /// Ok moves the VM, Err fails with that message.
+    pub fn release(&self, vm: &str, result: Result<(), String>) {
+        self.lock().released_jobs.insert(vm.to_owned(), result);
+        self.inner.changed.notify_all();
     }
 
     fn ops(&self) -> SimOps {
@@ -418,6 +452,7 @@ impl Hypervisor for Sim {
         let mut w = self.lock();
         w.counters.resumes += 1;
         w.log.push(format!("resume {vm}"));
+        self.inner.changed.notify_all();
         if !w.local_up {
             return Err(local_unreachable(&w));
         }
@@ -523,10 +558,12 @@ impl MigrationOps for SimOps {
         }
         let script = w
             .scripts
-            .get(&spec.vm)
+            .get(&(spec.vm.clone(), Some(spec.dest.clone())))
+            .or_else(|| w.scripts.get(&(spec.vm.clone(), None)))
             .cloned()
             .unwrap_or(Script::Succeed { samples: 3 });
         w.counters.migrations_started += 1;
+        self.inner.changed.notify_all();
         w.log
             .push(format!("migrate {} {}->{}", spec.vm, local, spec.dest));
         w.jobs.insert(spec.vm.clone());
@@ -568,11 +605,13 @@ impl SimJob {
         self.spec.mem_mib.max(1) * MIB
     }
 
-    /// Ends the job: `to_dest` moves the domain; `source_state` sets what
-    /// stays on the source otherwise (None: removed).
+    /// Ends the job: `moved` puts the domain on the destination;
+    /// `source_state` is what stays on the source (None: removed).
     fn end(&mut self, w: &mut World, moved: bool, source_state: Option<DomState>) {
         self.ended = true;
         w.jobs.remove(&self.spec.vm);
+        w.counters.migrations_ended += 1;
+        self.inner.changed.notify_all();
         let vm = self.spec.vm.clone();
         let state = w
             .hosts
@@ -615,15 +654,56 @@ impl SimJob {
     }
 }
 
+impl SimJob {
+    /// A gated job: real time, stopped clock; ends on release or abort.
+    fn wait_gated(
+        &mut self,
+        mut w: MutexGuard<'_, World>,
+        timeout: Duration,
+    ) -> Option<Result<(), String>> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if self.abort.load(Ordering::Relaxed) {
+                return self.fail(&mut w, ABORTED_MSG.into(), false);
+            }
+            match w.released_jobs.remove(&self.spec.vm) {
+                Some(Ok(())) => {
+                    self.end(&mut w, true, None);
+                    w.log.push(format!("done {}", self.spec.vm));
+                    return Some(Ok(()));
+                }
+                Some(Err(message)) => return self.fail(&mut w, message, false),
+                None => {}
+            }
+            if w.released {
+                return self.fail(&mut w, "the simulator is gone".into(), false);
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            w = self
+                .inner
+                .changed
+                .wait_timeout(w, left)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+    }
+}
+
 impl MigrationJob for SimJob {
-    fn wait(&mut self, _timeout: Duration) -> Option<Result<(), String>> {
-        self.clock
-            .fetch_add(Duration::from_secs(1).as_nanos() as u64, Ordering::Relaxed);
+    fn wait(&mut self, timeout: Duration) -> Option<Result<(), String>> {
         if self.ended {
             return Some(Err("no migration job".into()));
         }
         let inner = self.inner.clone();
         let mut w = inner.lock();
+        if self.script == Script::Gated {
+            return self.wait_gated(w, timeout);
+        }
+        self.clock
+            .fetch_add(Duration::from_secs(1).as_nanos() as u64, Ordering::Relaxed);
         let paused_on_failure = matches!(self.script, Script::FailPaused { .. });
         if self.abort.load(Ordering::Relaxed) {
             if self.script
@@ -717,7 +797,7 @@ impl MigrationJob for SimJob {
                 mem_bps: Some(total / 4),
                 downtime_ms: None,
             },
-            Script::Hang { .. } => JobStats {
+            Script::Hang { .. } | Script::Gated => JobStats {
                 kind: 1,
                 data_total: Some(total),
                 data_processed: Some(total / 2),
@@ -734,6 +814,7 @@ impl MigrationJob for SimJob {
         let mut w = self.inner.lock();
         w.counters.aborts += 1;
         w.log.push(format!("abort {}", self.spec.vm));
+        self.inner.changed.notify_all();
     }
 
     fn set_max_downtime(&self, ms: u64) {

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use super::policy::{Decision, Limits, Progress, Sample, Tracker};
 use crate::hypervisor::deadline::{self, Waited};
-use crate::hypervisor::{human, HvError};
+use crate::hypervisor::{ensure_running_after_failure, human, AfterFailure, HvError, Hypervisor};
 use crate::libvirt_ffi::JobStats;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -271,7 +271,8 @@ pub fn drive<O: MigrationOps>(
 }
 
 /// The controller's entry point until it takes a [`crate::hypervisor::Hypervisor`]:
-/// one migration through libvirt at `local_uri`, default pace.
+/// one migration through libvirt at `local_uri`, default pace. A failure
+/// that left the VM paused here resumes it and says so in the error.
 pub fn run(
     local_uri: &str,
     spec: &Spec,
@@ -280,7 +281,26 @@ pub fn run(
     progress: &mut dyn FnMut(&Progress),
 ) -> Outcome {
     use crate::hypervisor::Hypervisor;
-    crate::hypervisor::libvirt::Libvirt::new(local_uri).migrate(spec, &limits, abort, progress)
+    let hv = crate::hypervisor::libvirt::Libvirt::new(local_uri);
+    with_running_check(&hv, hv.migrate(spec, &limits, abort, progress), &spec.vm)
+}
+
+/// A failed outcome, with what [`ensure_running_after_failure`] did when
+/// it found the VM paused.
+fn with_running_check(hv: &dyn Hypervisor, out: Outcome, vm: &str) -> Outcome {
+    let Outcome::Failed { error, aborted } = out else {
+        return out;
+    };
+    match ensure_running_after_failure(hv, vm) {
+        after @ (AfterFailure::Resumed | AfterFailure::StillPaused(_)) => {
+            tracing::warn!(vm = %vm, after = %after.describe(vm), "after a failed migration");
+            Outcome::Failed {
+                error: format!("{error}; {}", after.describe(vm)),
+                aborted,
+            }
+        }
+        _ => Outcome::Failed { error, aborted },
+    }
 }
 
 #[cfg(test)]
@@ -620,6 +640,50 @@ mod tests {
     }
 
     #[test]
+    fn the_compat_wrapper_check_resumes_and_says_so() {
+        let sim = world();
+        sim.script(
+            "a",
+            Script::FailPaused {
+                after: 0,
+                message: "boom".into(),
+            },
+        );
+        let (out, _) = migrate(&sim, &spec("a"), &AtomicBool::new(false));
+        assert_eq!(
+            with_running_check(&sim, out, "a"),
+            Outcome::Failed {
+                error: "boom; a was left paused here and has been resumed".into(),
+                aborted: false
+            }
+        );
+        // A VM that still runs: the error is libvirt's alone.
+        let out = failed("boom".into());
+        assert_eq!(with_running_check(&sim, out.clone(), "a"), out);
+    }
+
+    #[test]
+    fn a_script_per_destination_overrides_the_vms() {
+        let sim = world();
+        sim.add_host("hc");
+        sim.script(
+            "a",
+            Script::Fail {
+                after: 0,
+                message: "no".into(),
+            },
+        );
+        sim.script_to("a", "hc", Script::Succeed { samples: 1 });
+        let (out, _) = migrate(&sim, &spec("a"), &AtomicBool::new(false));
+        assert_eq!(out, failed("no".into()));
+        let mut to_hc = spec("a");
+        to_hc.dest = "hc".into();
+        let (out, _) = migrate(&sim, &to_hc, &AtomicBool::new(false));
+        assert!(matches!(out, Outcome::Done { .. }), "{out:?}");
+        assert_eq!(sim.state_of("hc", "a"), Some(DomState::Running));
+    }
+
+    #[test]
     fn a_hung_peer_lookup_times_out() {
         let sim = world();
         sim.reach("hb", Reach::Hangs);
@@ -631,7 +695,8 @@ mod tests {
                 after: Duration::from_millis(10)
             })
         );
-        assert_eq!(sim.counters().hung_calls, 1);
+        // The call did reach the peer (and hangs there still).
+        sim.wait_until_hanging(1);
     }
 
     #[test]
@@ -648,5 +713,73 @@ mod tests {
             sim.peer_domain(&sim.peer("hb"), "b"),
             Err(HvError::Unreachable(_))
         ));
+    }
+}
+
+#[cfg(test)]
+mod gated_tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::hypervisor::sim::{Script, Sim};
+    use crate::hypervisor::{DomState, Hypervisor};
+
+    fn setup() -> (Sim, Spec) {
+        let sim = Sim::new("ha");
+        sim.add_domain("ha", "g", DomState::Running);
+        sim.add_host("hb");
+        sim.script("g", Script::Gated);
+        let spec = Spec {
+            vm: "g".into(),
+            dest: "hb".into(),
+            dest_uri: "sim://hb/system".into(),
+            migrate_uri: None,
+            bandwidth_mib_s: 0,
+            offline: false,
+            auto_converge: false,
+            mem_mib: 512,
+        };
+        (sim, spec)
+    }
+
+    fn spawn(sim: &Sim, spec: Spec, abort: Arc<AtomicBool>) -> std::thread::JoinHandle<Outcome> {
+        let s = sim.clone();
+        std::thread::spawn(move || s.migrate(&spec, &Limits::default(), &abort, &mut |_| {}))
+    }
+
+    #[test]
+    fn a_gated_migration_runs_until_released() {
+        let (sim, spec) = setup();
+        let job = spawn(&sim, spec, Arc::new(AtomicBool::new(false)));
+        sim.wait_until(|c| c.migrations_started == 1);
+        assert_eq!(sim.local_job_active("g"), Ok(true));
+        sim.release("g", Ok(()));
+        let out = job.join().unwrap_or_else(|_| failed("panicked".into()));
+        assert!(matches!(out, Outcome::Done { .. }), "{out:?}");
+        assert_eq!(sim.state_of("hb", "g"), Some(DomState::Running));
+        assert_eq!(sim.counters().migrations_ended, 1);
+    }
+
+    #[test]
+    fn a_running_gated_migration_is_aborted_by_the_flag() {
+        let (sim, spec) = setup();
+        let abort = Arc::new(AtomicBool::new(false));
+        let job = spawn(&sim, spec, abort.clone());
+        sim.wait_until(|c| c.migrations_started == 1);
+        abort.store(true, Ordering::Relaxed);
+        let out = job.join().unwrap_or_else(|_| failed("panicked".into()));
+        assert_eq!(out, aborted(ABORTED_BY_REQUEST.into()));
+        assert_eq!(sim.state_of("ha", "g"), Some(DomState::Running));
+        assert_eq!(sim.local_job_active("g"), Ok(false));
+    }
+
+    #[test]
+    fn a_gated_migration_can_be_failed_by_the_test() {
+        let (sim, spec) = setup();
+        sim.release("g", Err("internal error: no".into()));
+        let out = spawn(&sim, spec, Arc::new(AtomicBool::new(false)))
+            .join()
+            .unwrap_or_else(|_| aborted("panicked".into()));
+        assert_eq!(out, failed("internal error: no".into()));
     }
 }
