@@ -492,8 +492,9 @@ impl Controller {
         })
     }
 
-    /// Powers off only an empty host. Maintenance comes first, so nothing
-    /// can be admitted between the check and the power cut.
+    /// Powers off only an empty host. Maintenance comes first (journalled),
+    /// so nothing can be admitted between the check and the power cut; a
+    /// refused poweroff puts it back as it was.
     pub fn poweroff(&self, line: &str) -> Result<PoweringOff, Refusal> {
         if !self.ctx.power.allow {
             return Err(refuse(
@@ -501,7 +502,7 @@ impl Controller {
                 "poweroff is not allowed by this host's config ([power] allow)",
             ));
         }
-        {
+        let was_on = {
             let mut c = self.lock();
             if c.active().is_some() {
                 return Err(refuse(
@@ -509,9 +510,31 @@ impl Controller {
                     "an evacuation or migration is running",
                 ));
             }
+            let was_on = c.maintenance;
             self.enter_maintenance(&mut c, line);
+            was_on
+        };
+        if let Err(r) = self.check_empty() {
+            // Refused: leave maintenance as it was, unless a run started
+            // meanwhile (it needs maintenance on).
+            let mut c = self.lock();
+            if !was_on && c.active().is_none() {
+                c.maintenance = false;
+                self.journal.write(&Record::Maintenance {
+                    ts: crate::events::now_rfc3339(),
+                    on: false,
+                    line: Some(line.to_owned()),
+                });
+            }
+            return Err(r);
         }
-        // Bounded: a hung libvirtd must not hold the line.
+        self.power_off(line)?;
+        Ok(PoweringOff { powering_off: true })
+    }
+
+    /// Nothing but shut-off definitions here, as libvirt says (bounded: a
+    /// hung libvirtd must not hold the line).
+    fn check_empty(&self) -> Result<(), Refusal> {
         let hv = self.hv.clone();
         let here = deadline::bounded("local libvirt", self.ctx.machine.check_timeout, move || {
             hv.local_domains()
@@ -527,14 +550,14 @@ impl Controller {
             .filter(|d| d.state.is_here())
             .map(|d| format!("{} ({})", d.name, model::state_word(d.state)))
             .collect();
-        if !left.is_empty() {
-            return Err(refuse(
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(refuse(
                 ErrorCode::Busy,
                 format!("not empty: {} still here", left.join(", ")),
-            ));
+            ))
         }
-        self.power_off(line)?;
-        Ok(PoweringOff { powering_off: true })
     }
 
     fn power_off(&self, line: &str) -> Result<(), Refusal> {

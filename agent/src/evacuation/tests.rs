@@ -575,23 +575,40 @@ fn a_migration_that_never_answers_fails_at_its_deadline_and_abort_still_works() 
 #[test]
 fn poweroff_enters_maintenance_before_it_checks_and_refuses_a_paused_vm() {
     let w = world("poweroff", &["a"], vec![], |s| {
-        s.add_domain("ha", "a", DomState::Paused)
+        s.add_domain("ha", "a", DomState::Paused);
+        s.add_domain("ha", "parked", DomState::ShutOff);
     });
     let mut c = ctx();
     c.power.allow = true;
     c.power.command = vec!["true".into()];
+    let dir = w.dir.join("p");
     let ctl = Controller::new(
         c,
         inventory(&["a"]),
         Bus::new(),
-        Journal::open(&w.dir.join("p")).unwrap().0,
+        Journal::open(&dir).unwrap().0,
         &Recovered::default(),
         w.ctl.hv.clone(),
         Arc::new(Threads),
     );
     let e = ctl.poweroff("t").unwrap_err();
     assert_eq!(e.0, ErrorCode::Busy);
-    assert!(e.1.contains("a (paused)"), "{}", e.1);
+    // A paused VM is still here; a shut-off definition is not.
+    assert_eq!(e.1, "not empty: a (paused) still here");
+    // Maintenance was on (journalled) while libvirt was asked, and is off
+    // again now that the poweroff was refused.
+    assert!(!ctl.maintenance_on());
+    let journal = std::fs::read_to_string(dir.join(super::journal::FILE)).unwrap();
+    let flags: Vec<bool> = journal
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r["type"] == "maintenance" && r["line"] == "t")
+        .map(|r| r["on"] == true)
+        .collect();
+    assert_eq!(flags, vec![true, false]);
+    // Empty: it powers off, in maintenance.
+    w.sim.remove_domain("ha", "a");
+    assert!(ctl.poweroff("t").unwrap().powering_off);
     assert!(ctl.maintenance_on());
 }
 
