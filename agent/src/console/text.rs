@@ -52,10 +52,8 @@ pub fn migration_started(m: &MigrationStarted) -> Text {
 }
 
 pub fn aborted(a: &Aborted) -> Text {
-    if a.aborted.is_empty() {
-        return Text::line("aborted: nothing was queued or running");
-    }
-    Text::line(format!("aborted: {}", a.aborted.join(", ")))
+    let names = serde_json::to_string(&a.aborted).unwrap_or_default();
+    Text::line(format!("aborted: {names}"))
 }
 
 pub fn maintenance(m: &MaintenanceReport) -> Text {
@@ -144,7 +142,11 @@ pub fn verdict(v: &Verdict) -> Text {
             .iter()
             .find(|h| &h.vm == name)
             .map_or("running", |h| h.state.as_str());
-        t.push(format!("  still here ({state}): {name}: {why}"));
+        if state == "running" {
+            t.push(format!("  still running here: {name}: {why}"));
+        } else {
+            t.push(format!("  still here, {state}: {name}: {why}"));
+        }
     }
     if let Some(e) = &v.check_error {
         t.push(format!("  cannot verify what still runs here: {e}"));
@@ -201,7 +203,8 @@ mod tests {
             t.starts_with("*** NOT SAFE TO POWER OFF ha: 1 moved"),
             "{t}"
         );
-        assert!(t.contains("still here (paused): vm2: refused by hc"), "{t}");
+        assert!(t.contains("still here, paused: vm2: refused by hc"), "{t}");
+        assert!(t.contains("still running here: big"), "{t}");
         assert!(t.contains("big: cannot be placed: needs 64 GiB"), "{t}");
         assert!(!t.contains('\x07'));
         let mut v = not_safe();
