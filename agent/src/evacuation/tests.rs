@@ -876,3 +876,39 @@ fn recovery_with_maintenance_on_or_off_and_no_run_starts_idle() {
         );
     }
 }
+
+#[test]
+fn checks_whose_threads_cannot_start_still_end_the_run_not_safe() {
+    // The verdict's own check cannot start: NOT SAFE, with the reason.
+    let (mut w, _) = world_from(
+        "noverdict",
+        &["a"],
+        vec![],
+        refusing("verdict-"),
+        |_| {},
+        |_| {},
+        ctx(),
+    );
+    w.ctl.evacuate(&auto(), false, "t").unwrap();
+    let (v, _) = w.verdict();
+    assert!(!v.safe_to_power_off, "everything moved, but nobody checked");
+    assert!(v
+        .check_error
+        .unwrap()
+        .contains("cannot start the check thread"));
+    // A recovery whose reconciliation cannot start: the job fails with the
+    // reason, the run ends.
+    let mut w = recovered_world(
+        "noreconcile",
+        &["a"],
+        |_| {},
+        vec![job(1, "a", "hb", Phase::Running)],
+        false,
+        refusing("reconcile-"),
+    );
+    let (v, _) = w.verdict();
+    let j = w.job("a");
+    assert_eq!(j.phase, Phase::Failed);
+    assert!(j.error.unwrap().contains("whereabouts unknown"));
+    assert_eq!(v.remaining, vec!["a"]);
+}
