@@ -587,7 +587,10 @@ impl Machine {
                 Phase::Failed
             };
             j.error = Some(final_error);
-            j.note = where_note.clone();
+            // Keep the story so far (an earlier retry) unless there is news.
+            if where_note.is_some() {
+                j.note = where_note.clone();
+            }
         }
         self.dirty = true;
         out.push(Action::Publish(Payload::MigrationFailed(MigrationFailed {

@@ -123,10 +123,6 @@ impl Run {
         }
     }
 
-    pub fn active(&self) -> bool {
-        !self.finished
-    }
-
     pub fn all_terminal(&self) -> bool {
         self.jobs.iter().all(|j| j.phase.is_terminal())
     }
