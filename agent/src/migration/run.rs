@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use super::policy::{Decision, Limits, Progress, Sample, Tracker};
 use crate::hypervisor::deadline::{self, Waited};
-use crate::hypervisor::{ensure_running_after_failure, human, AfterFailure, HvError, Hypervisor};
+use crate::hypervisor::{human, HvError};
 use crate::libvirt_ffi::JobStats;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -267,39 +267,6 @@ pub fn drive<O: MigrationOps>(
             Some(reason) => aborted(reason),
             None => failed(msg),
         },
-    }
-}
-
-/// The controller's entry point until it takes a [`crate::hypervisor::Hypervisor`]:
-/// one migration through libvirt at `local_uri`, default pace. A failure
-/// that left the VM paused here resumes it and says so in the error.
-pub fn run(
-    local_uri: &str,
-    spec: &Spec,
-    limits: Limits,
-    abort: &AtomicBool,
-    progress: &mut dyn FnMut(&Progress),
-) -> Outcome {
-    use crate::hypervisor::Hypervisor;
-    let hv = crate::hypervisor::libvirt::Libvirt::new(local_uri);
-    with_running_check(&hv, hv.migrate(spec, &limits, abort, progress), &spec.vm)
-}
-
-/// A failed outcome, with what [`ensure_running_after_failure`] did when
-/// it found the VM paused.
-fn with_running_check(hv: &dyn Hypervisor, out: Outcome, vm: &str) -> Outcome {
-    let Outcome::Failed { error, aborted } = out else {
-        return out;
-    };
-    match ensure_running_after_failure(hv, vm) {
-        after @ (AfterFailure::Resumed | AfterFailure::StillPaused(_)) => {
-            tracing::warn!(vm = %vm, after = %after.describe(vm), "after a failed migration");
-            Outcome::Failed {
-                error: format!("{error}; {}", after.describe(vm)),
-                aborted,
-            }
-        }
-        _ => Outcome::Failed { error, aborted },
     }
 }
 
@@ -637,29 +604,6 @@ mod tests {
             ensure_running_after_failure(&sim, "a"),
             AfterFailure::Resumed
         );
-    }
-
-    #[test]
-    fn the_compat_wrapper_check_resumes_and_says_so() {
-        let sim = world();
-        sim.script(
-            "a",
-            Script::FailPaused {
-                after: 0,
-                message: "boom".into(),
-            },
-        );
-        let (out, _) = migrate(&sim, &spec("a"), &AtomicBool::new(false));
-        assert_eq!(
-            with_running_check(&sim, out, "a"),
-            Outcome::Failed {
-                error: "boom; a was left paused here and has been resumed".into(),
-                aborted: false
-            }
-        );
-        // A VM that still runs: the error is libvirt's alone.
-        let out = failed("boom".into());
-        assert_eq!(with_running_check(&sim, out.clone(), "a"), out);
     }
 
     #[test]
