@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-pub const DEFAULT_CONFIG: &str = "/etc/rackside/agent.toml";
+/// The file rackside-hook reads `[state] run_dir` from, too.
+pub const DEFAULT_CONFIG: &str = rackside_contract::DEFAULT_CONFIG;
 
 #[derive(Debug, Parser)]
 #[command(

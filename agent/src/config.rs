@@ -9,6 +9,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+/// `[state]` is defined with rackside-hook, which reads `run_dir` from
+/// this same file: one type, one default, one rule.
+pub use rackside_contract::StateSection;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}")]
@@ -281,34 +285,6 @@ fn default_lockout() -> u64 {
     300
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct StateSection {
-    #[serde(default = "default_state_dir")]
-    pub dir: PathBuf,
-    /// Where the agent publishes its state for rackside-hook and receives
-    /// the hook's reports.
-    #[serde(default = "default_run_dir")]
-    pub run_dir: PathBuf,
-}
-
-impl Default for StateSection {
-    fn default() -> Self {
-        Self {
-            dir: default_state_dir(),
-            run_dir: default_run_dir(),
-        }
-    }
-}
-
-fn default_run_dir() -> PathBuf {
-    "/run/rackside".into()
-}
-
-fn default_state_dir() -> PathBuf {
-    "/var/lib/rackside".into()
-}
-
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -449,11 +425,8 @@ impl Config {
         if self.auth.max_failures == 0 {
             return Err(bad("auth.max_failures", "must be at least 1".into()));
         }
-        if !self.state.dir.is_absolute() {
-            return Err(bad("state.dir", "must be an absolute path".into()));
-        }
-        if !self.state.run_dir.is_absolute() {
-            return Err(bad("state.run_dir", "must be an absolute path".into()));
+        if let Some(key) = self.state.relative_key() {
+            return Err(bad(key, "must be an absolute path".into()));
         }
         Ok(())
     }
@@ -596,5 +569,6 @@ dir = "/var/lib/rackside"
         );
         assert!(err("[auth]\npin_hash = \"1234\"\n").contains("auth.pin_hash"));
         assert!(err("[state]\ndir = \"rel\"\n").contains("state.dir"));
+        assert!(err("[state]\nrun_dir = \"rel\"\n").contains("state.run_dir"));
     }
 }

@@ -5,13 +5,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
+use crate::backend::AgentBackend;
 use crate::config::Config;
-use crate::console::answer::{self, AgentBackend, HostInfo};
+use crate::console::answer::{self, HostInfo};
 use crate::console::line::{self, LineConfig};
 use crate::console::session::SessionConfig;
 use crate::evacuation::journal::{Journal, JournalError};
-use crate::evacuation::{Controller, Ctx};
+use crate::evacuation::{Controller, Ctx, Threads};
 use crate::events::Bus;
+use crate::hypervisor::libvirt::Libvirt;
 use crate::inventory::local::LocalPoller;
 use crate::inventory::{peers, Inventory};
 use crate::libvirt_ffi;
@@ -28,9 +30,49 @@ pub enum DaemonError {
     Journal(#[from] JournalError),
 }
 
-/// How long the first inventory may take before the agent declares itself
-/// ready anyway (libvirtd down must not keep systemd waiting forever).
+/// How long the agent waits for a first successful inventory before it
+/// declares itself ready anyway, blind: libvirtd down must not fail the
+/// unit's start (TimeoutStartSec=60s) nor keep the console dark, and the
+/// poller retries meanwhile (after 0.5, 1, 2, 4 and 8 s).
 const FIRST_POLL_LIMIT: Duration = Duration::from_secs(15);
+
+/// Waits for the first successful poll of the local libvirt, at most
+/// `limit`, telling systemd why while it waits. Err: the last reason
+/// libvirt gave (or that it gave none) when the limit passed.
+fn wait_first_inventory(
+    first: &mpsc::Receiver<Result<(), String>>,
+    limit: Duration,
+    mut tell: impl FnMut(&str),
+) -> Result<(), String> {
+    let end = std::time::Instant::now() + limit;
+    let mut last: Option<String> = None;
+    loop {
+        let left = end.saturating_duration_since(std::time::Instant::now());
+        match first.recv_timeout(left) {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => {
+                if last.as_deref() != Some(&e) {
+                    tell(&format!("waiting for libvirt, unreachable: {e}"));
+                }
+                last = Some(e);
+            }
+            Err(_) => {
+                return Err(last.unwrap_or_else(|| "no answer from libvirt".into()));
+            }
+        }
+    }
+}
+
+/// The STATUS sent with READY.
+fn ready_status(first: &Result<(), String>) -> String {
+    match first {
+        Ok(()) => "inventory in, serving".into(),
+        Err(e) => format!(
+            "libvirt unreachable after {} s: {e}; serving blind, answers that need libvirt say unavailable",
+            FIRST_POLL_LIMIT.as_secs()
+        ),
+    }
+}
 
 pub fn run(cfg: Config) -> Result<(), DaemonError> {
     let host = cfg.host_name();
@@ -54,9 +96,13 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     .map_err(DaemonError::Thread)?;
     peers::spawn_all(&inventory, &stop).map_err(DaemonError::Thread)?;
 
-    if first_rx.recv_timeout(FIRST_POLL_LIMIT).is_err() {
+    let first = wait_first_inventory(&first_rx, FIRST_POLL_LIMIT, |status| {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(status)]);
+    });
+    if let Err(e) = &first {
         tracing::warn!(
-            "no first inventory within {} s; serving anyway",
+            cause = %e,
+            "no first inventory within {} s; serving blind",
             FIRST_POLL_LIMIT.as_secs()
         );
     }
@@ -67,11 +113,13 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         bus.clone(),
         journal,
         &recovered,
+        Arc::new(Libvirt::new(&cfg.libvirt.uri)),
+        Arc::new(Threads),
     );
     controller.recover(&recovered);
-    if let Err(e) = crate::hookio::spawn_listener(&cfg.state.run_dir, bus.clone(), stop.clone()) {
-        tracing::warn!(cause = %e, dir = %cfg.state.run_dir.display(), "no hook reports: cannot bind the hook socket");
-    }
+    let hook_reports = crate::hookio::spawn_listener(&cfg.state.run_dir, bus.clone(), stop.clone())
+        .inspect_err(|e| tracing::warn!(cause = %crate::hookio::chain(e), dir = %cfg.state.run_dir.display(), "no hook reports: the hook socket is not ours to bind"))
+        .ok();
     spawn_publisher(&cfg, inventory.clone(), controller.clone(), stop.clone())
         .map_err(DaemonError::Thread)?;
     let backend = Arc::new(AgentBackend {
@@ -106,7 +154,11 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         );
     }
 
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    let status = ready_status(&first);
+    let _ = sd_notify::notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&status),
+    ]);
     tracing::info!(host = %host, lines = cfg.console.len(), peers = cfg.peer.len(), "rackside-agent ready");
 
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -120,12 +172,16 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     for l in lines {
         let _ = l.join();
     }
+    // The listener removes its socket (if still ours) on the way out.
+    if let Some(h) = hook_reports {
+        let _ = h.join();
+    }
     tracing::info!("rackside-agent stopped");
     Ok(())
 }
 
-/// Publishes this host's state for rackside-hook once a second: the hook
-/// decides admission of incoming migrations from it.
+/// Publishes this host's state for rackside-hook every `PUBLISH_PERIOD`:
+/// the hook decides admission of incoming migrations from it.
 fn spawn_publisher(
     cfg: &Config,
     inventory: Arc<Inventory>,
@@ -133,14 +189,17 @@ fn spawn_publisher(
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let run_dir = cfg.state.run_dir.clone();
+    let host = cfg.host_name();
     let reserve = cfg.placement.mem_reserve_mib;
     std::thread::Builder::new().name("publish".into()).spawn(move || {
         let mut warned = false;
         while !stop.load(Ordering::Relaxed) {
             let s = inventory.snapshot();
             let alloc = crate::inventory::model::allocation(&s.local.vms);
-            let known = s.local.vms_at.map(|_| alloc.running);
+            // A blind host is never published as "empty" from a stale list.
+            let known = s.live_vms_running(std::time::Instant::now());
             let p = crate::hookio::Published {
+                host: Some(host.clone()),
                 state: controller.host_state(known).to_owned(),
                 maintenance: controller.maintenance_on(),
                 mem_total_mib: s.local.figures.mem_total_mib,
@@ -156,7 +215,7 @@ fn spawn_publisher(
                     warned = true;
                 }
             }
-            std::thread::sleep(Duration::from_secs(1));
+            std::thread::sleep(rackside_contract::PUBLISH_PERIOD);
         }
     })
 }
@@ -176,7 +235,7 @@ async fn supervise(inventory: Arc<Inventory>) -> Result<(), DaemonError> {
             _ = term.recv() => { tracing::info!("SIGTERM"); return Ok(()); }
             _ = int.recv() => { tracing::info!("SIGINT"); return Ok(()); }
             _ = interval.tick() => {
-                let status = answer::summary(&inventory.snapshot());
+                let status = answer::summary(&inventory.snapshot(), std::time::Instant::now());
                 let mut states = vec![sd_notify::NotifyState::Status(&status)];
                 if watchdog.is_some() {
                     states.push(sd_notify::NotifyState::Watchdog);
@@ -184,5 +243,45 @@ async fn supervise(inventory: Arc<Inventory>) -> Result<(), DaemonError> {
                 let _ = sd_notify::notify(&states);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_waits_past_failures_for_the_first_success() {
+        let (tx, rx) = mpsc::channel();
+        tx.send(Err("refused".to_string())).unwrap();
+        tx.send(Err("refused".to_string())).unwrap();
+        tx.send(Err("no socket".to_string())).unwrap();
+        tx.send(Ok(())).unwrap();
+        let mut told = Vec::new();
+        let r = wait_first_inventory(&rx, Duration::from_secs(3600), |s| told.push(s.to_owned()));
+        assert_eq!(r, Ok(()));
+        // Each new reason once, as it came.
+        assert_eq!(
+            told,
+            [
+                "waiting for libvirt, unreachable: refused",
+                "waiting for libvirt, unreachable: no socket"
+            ]
+        );
+        assert_eq!(ready_status(&r), "inventory in, serving");
+    }
+
+    #[test]
+    fn ready_after_the_limit_says_libvirt_is_unreachable() {
+        let (tx, rx) = mpsc::channel();
+        tx.send(Err("Connection refused".to_string())).unwrap();
+        let r = wait_first_inventory(&rx, Duration::ZERO, |_| {});
+        assert_eq!(r, Err("Connection refused".to_string()));
+        assert!(ready_status(&r).contains("libvirt unreachable"));
+        assert!(ready_status(&r).contains("Connection refused"));
+        // A poller that never answered at all.
+        let (_tx, rx) = mpsc::channel::<Result<(), String>>();
+        let r = wait_first_inventory(&rx, Duration::ZERO, |_| {});
+        assert_eq!(r, Err("no answer from libvirt".to_string()));
     }
 }

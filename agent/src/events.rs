@@ -1,15 +1,127 @@
-//! Events for subscribed sessions (PROTOCOL.md "Events"): one broadcast
-//! bus; every line's session takes what it subscribed to.
+//! Events for subscribed sessions (docs/protocol.md "Events"): one broadcast
+//! bus; every line's session takes what it subscribed to. Each event is a
+//! typed value; `Serialize` gives its JSON `data`, the console its text.
 
-use serde_json::Value;
+use serde::Serialize;
 use tokio::sync::broadcast;
+
+use crate::report::Verdict;
+
+/// A VM's lifecycle, as libvirt's events tell it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VmStateChange {
+    pub vm: String,
+    pub uuid: String,
+    pub what: &'static str,
+    pub state: Option<&'static str>,
+}
+
+/// What rackside-hook reported about a migration it admitted or refused.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HookReport {
+    pub vm: String,
+    pub uuid: Option<String>,
+    pub what: &'static str,
+    pub source: &'static str,
+    pub op: String,
+    pub subop: String,
+    pub refused: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MigrationProgress {
+    pub job: u64,
+    pub vm: String,
+    pub dest: String,
+    pub percent: f64,
+    pub remaining_mib: f64,
+    pub rate_mib_s: Option<f64>,
+    pub eta_s: Option<u64>,
+    pub downtime_ms: u64,
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MigrationDone {
+    pub job: u64,
+    pub vm: String,
+    pub dest: String,
+    pub downtime_ms: Option<u64>,
+    pub seconds: f64,
+    pub data_mib: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MigrationFailed {
+    pub job: u64,
+    pub vm: String,
+    pub dest: String,
+    pub error: String,
+    /// The host the VM is on now, when known.
+    pub now_on: Option<String>,
+    pub retrying_on: Option<String>,
+    /// What the agent did about it (e.g. resumed a VM libvirt left paused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HostName {
+    pub host: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Missed {
+    pub missed: u64,
+}
+
+/// Every event the agent sends; serialises as its `data`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Payload {
+    VmState(VmStateChange),
+    Hook(HookReport),
+    MigrationProgress(MigrationProgress),
+    MigrationDone(MigrationDone),
+    MigrationFailed(MigrationFailed),
+    EvacuationDone(Box<Verdict>),
+    HostEmpty(HostName),
+    HostPoweroff(HostName),
+    EventsMissed(Missed),
+}
+
+impl Payload {
+    /// The protocol's event name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Payload::VmState(_) | Payload::Hook(_) => "vm.state",
+            Payload::MigrationProgress(_) => "migration.progress",
+            Payload::MigrationDone(_) => "migration.done",
+            Payload::MigrationFailed(_) => "migration.failed",
+            Payload::EvacuationDone(_) => "evacuation.done",
+            Payload::HostEmpty(_) => "host.empty",
+            Payload::HostPoweroff(_) => "host.poweroff",
+            Payload::EventsMissed(_) => "events.missed",
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     pub name: &'static str,
     /// RFC 3339, UTC.
     pub ts: String,
-    pub data: Value,
+    pub data: Payload,
+}
+
+impl Event {
+    pub fn now(data: Payload) -> Event {
+        Event {
+            name: data.name(),
+            ts: now_rfc3339(),
+            data,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -31,12 +143,8 @@ impl Bus {
         Self { tx }
     }
 
-    pub fn publish(&self, name: &'static str, data: Value) {
-        let _ = self.tx.send(Event {
-            name,
-            ts: now_rfc3339(),
-            data,
-        });
+    pub fn publish(&self, data: Payload) {
+        let _ = self.tx.send(Event::now(data));
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
@@ -91,13 +199,97 @@ mod tests {
         assert!(t.ends_with('Z') && t.contains('T'), "{t}");
     }
 
+    /// Each event's `data` is the JSON the protocol has always sent.
+    #[test]
+    fn payloads_serialise_to_the_protocol_shapes() {
+        use serde_json::json;
+        let v = |p: Payload| serde_json::to_value(&p).unwrap();
+        assert_eq!(
+            v(Payload::VmState(VmStateChange {
+                vm: "a".into(),
+                uuid: "u".into(),
+                what: "started",
+                state: Some("running"),
+            })),
+            json!({"vm": "a", "uuid": "u", "what": "started", "state": "running"})
+        );
+        assert_eq!(
+            v(Payload::Hook(HookReport {
+                vm: "a".into(),
+                uuid: None,
+                what: "refused",
+                source: "hook",
+                op: "migrate".into(),
+                subop: "begin".into(),
+                refused: Some("full".into()),
+            })),
+            json!({"vm": "a", "uuid": null, "what": "refused", "source": "hook",
+                   "op": "migrate", "subop": "begin", "refused": "full"})
+        );
+        assert_eq!(
+            v(Payload::MigrationProgress(MigrationProgress {
+                job: 1,
+                vm: "a".into(),
+                dest: "hb".into(),
+                percent: 50.0,
+                remaining_mib: 10.0,
+                rate_mib_s: None,
+                eta_s: Some(3),
+                downtime_ms: 100,
+                note: None,
+            })),
+            json!({"job": 1, "vm": "a", "dest": "hb", "percent": 50.0, "remaining_mib": 10.0,
+                   "rate_mib_s": null, "eta_s": 3, "downtime_ms": 100, "note": null})
+        );
+        assert_eq!(
+            v(Payload::MigrationDone(MigrationDone {
+                job: 1,
+                vm: "a".into(),
+                dest: "hb".into(),
+                downtime_ms: Some(20),
+                seconds: 1.5,
+                data_mib: None,
+            })),
+            json!({"job": 1, "vm": "a", "dest": "hb", "downtime_ms": 20, "seconds": 1.5,
+                   "data_mib": null})
+        );
+        let failed = MigrationFailed {
+            job: 1,
+            vm: "a".into(),
+            dest: "hb".into(),
+            error: "no".into(),
+            now_on: Some("ha".into()),
+            retrying_on: None,
+            note: None,
+        };
+        assert_eq!(
+            v(Payload::MigrationFailed(failed.clone())),
+            json!({"job": 1, "vm": "a", "dest": "hb", "error": "no", "now_on": "ha",
+                   "retrying_on": null})
+        );
+        // New: what the agent did about it, only when it did something.
+        let resumed = MigrationFailed {
+            note: Some("resumed".into()),
+            ..failed
+        };
+        assert_eq!(v(Payload::MigrationFailed(resumed))["note"], "resumed");
+        let host = || HostName { host: "ha".into() };
+        assert_eq!(v(Payload::HostEmpty(host())), json!({"host": "ha"}));
+        assert_eq!(v(Payload::HostPoweroff(host())), json!({"host": "ha"}));
+        assert_eq!(
+            v(Payload::EventsMissed(Missed { missed: 3 })),
+            json!({"missed": 3})
+        );
+        assert_eq!(Payload::HostPoweroff(host()).name(), "host.poweroff");
+    }
+
     #[tokio::test]
     async fn subscribers_get_published_events() {
         let bus = Bus::new();
         let mut rx = bus.subscribe();
-        bus.publish("vm.state", serde_json::json!({"vm": "a"}));
+        bus.publish(Payload::HostEmpty(HostName { host: "a".into() }));
         let e = rx.recv().await.unwrap();
-        assert_eq!(e.name, "vm.state");
-        assert_eq!(e.data["vm"], "a");
+        assert_eq!(e.name, "host.empty");
+        assert_eq!(serde_json::to_value(&e.data).unwrap()["host"], "a");
     }
 }

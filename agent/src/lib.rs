@@ -1,12 +1,16 @@
 //! rackside-agent: the host agent.
 //!
-//! The shape (DESIGN.md): `inventory` (libvirt and /proc, kept current by
+//! The shape (docs/design.md): `inventory` (libvirt and /proc, kept current by
 //! polls and lifecycle events), `console` (one session per management line,
-//! PROTOCOL.md), `peers` (inside inventory), `auth`, `config`; placement,
-//! migration and journal arrive with the evacuation issue. Pure logic is
-//! kept apart from I/O so it is tested in microseconds.
+//! docs/protocol.md), `peers` (inside inventory), `auth`, `config`;
+//! `evacuation` (a pure state machine per run, and the controller that
+//! carries out its actions through `hypervisor`), `placement`, `migration`;
+//! `report` and `events`, the typed values between the domain and the
+//! console; `backend`, the glue that answers sessions. Pure logic is kept
+//! apart from I/O so it is tested in microseconds.
 
 pub mod auth;
+pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod console;
@@ -14,7 +18,9 @@ pub mod daemon;
 pub mod evacuation;
 pub mod events;
 pub mod hookio;
+pub mod hypervisor;
 pub mod inventory;
 pub mod libvirt_ffi;
 pub mod migration;
 pub mod placement;
+pub mod report;

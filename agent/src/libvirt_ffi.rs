@@ -397,3 +397,36 @@ impl Drop for LifecycleWatch {
 pub fn close(conn: Connect) {
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(conn)));
 }
+
+/// Frees a domain reference without risking the bindings' panic-on-free.
+pub fn free_domain(dom: virt::domain::Domain) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(dom)));
+}
+
+/// virDomainGetState's state (virDomainState), without the bindings' enum
+/// conversion.
+pub fn domain_state(dom: &virt::domain::Domain) -> Result<i32, FfiError> {
+    let mut state: c_int = -1;
+    let mut reason: c_int = -1;
+    // SAFETY: dom is a live domain reference; the out-pointers are ours.
+    let rc = unsafe { sys::virDomainGetState(dom.as_ptr(), &mut state, &mut reason, 0) };
+    if rc < 0 {
+        return Err(last_error("virDomainGetState"));
+    }
+    Ok(state)
+}
+
+/// virDomainAbortJob (not wrapped by the bindings).
+pub fn abort_job(dom: &virt::domain::Domain) -> Result<(), FfiError> {
+    // SAFETY: dom is a live domain reference held by the caller.
+    let rc = unsafe { sys::virDomainAbortJob(dom.as_ptr()) };
+    if rc < 0 {
+        return Err(last_error("virDomainAbortJob"));
+    }
+    Ok(())
+}
+
+/// Whether a libvirt error says the domain does not exist.
+pub fn is_no_domain(e: &virt::error::Error) -> bool {
+    e.code() == virt::enumutil::Enum::Known(virt::error::ErrorNumber::NoDomain)
+}

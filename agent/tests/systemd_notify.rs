@@ -1,7 +1,8 @@
 //! The agent speaks sd_notify as a Type=notify unit needs: READY once the
 //! first inventory is in, STATUS lines, WATCHDOG pings when the watchdog is
 //! on, STOPPING and exit 0 on SIGTERM. No systemd needed: NOTIFY_SOCKET
-//! points at a datagram socket this test reads.
+//! points at a datagram socket this test reads. The agent's state and run
+//! directories are the test's own (never the machine's /run/rackside).
 
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
@@ -12,6 +13,7 @@ const AGENT: &str = env!("CARGO_BIN_EXE_rackside-agent");
 #[test]
 fn ready_status_watchdog_and_clean_stop() {
     let dir = std::env::temp_dir().join(format!("rackside-notify-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let sock_path = dir.join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
@@ -21,8 +23,9 @@ fn ready_status_watchdog_and_clean_stop() {
     std::fs::write(
         &cfg,
         format!(
-            "[libvirt]\nuri = \"test:///default\"\npoll_interval_s = 1\n[state]\ndir = \"{}\"\n",
-            dir.join("state").display()
+            "[libvirt]\nuri = \"test:///default\"\npoll_interval_s = 1\n[state]\ndir = \"{}\"\nrun_dir = \"{}\"\n",
+            dir.join("state").display(),
+            dir.join("run").display()
         ),
     )
     .unwrap();
@@ -80,5 +83,8 @@ fn ready_status_watchdog_and_clean_stop() {
     }
     assert!(status.success(), "exit {status:?}");
     assert!(got.iter().any(|l| l == "STOPPING=1"), "{got:?}");
+    // It worked in the directories it was given, and cleaned up its socket.
+    assert!(dir.join("run").join(rackside_contract::STATE_FILE).exists());
+    assert!(!dir.join("run").join(rackside_contract::SOCKET).exists());
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -5,9 +5,11 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use rackside_agent::console::answer::{AgentBackend, Backend, HostInfo};
-use rackside_agent::evacuation::{journal::Journal, Controller, Ctx};
+use rackside_agent::backend::AgentBackend;
+use rackside_agent::console::answer::{Backend, HostInfo};
+use rackside_agent::evacuation::{journal::Journal, Controller, Ctx, Threads};
 use rackside_agent::events::Bus;
+use rackside_agent::hypervisor::libvirt::Libvirt;
 use rackside_agent::inventory::local::LocalPoller;
 use rackside_agent::inventory::Inventory;
 use rackside_agent::libvirt_ffi;
@@ -106,7 +108,8 @@ fn vms_lists_two_hundred_domains_as_libvirt_does() {
     .spawn()
     .unwrap();
     rx.recv_timeout(Duration::from_secs(30))
-        .expect("first poll");
+        .expect("first poll")
+        .expect("the test driver answers");
     let dir = std::env::temp_dir().join(format!("rackside-td-{}", std::process::id()));
     let (journal, recovered) = Journal::open(&dir).unwrap();
     let cfg = rackside_agent::config::Config::parse("", std::path::Path::new("x")).unwrap();
@@ -116,6 +119,8 @@ fn vms_lists_two_hundred_domains_as_libvirt_does() {
         Bus::new(),
         journal,
         &recovered,
+        Arc::new(Libvirt::new(&uri)),
+        Arc::new(Threads),
     );
     let backend = AgentBackend {
         controller,
@@ -147,5 +152,5 @@ fn vms_lists_two_hundred_domains_as_libvirt_does() {
     assert_eq!(vm7["mem_mib"], 256 * 4);
     assert_eq!(vm7["vcpus"], 2);
     // 200 rows and a header, aligned.
-    assert_eq!(a.text.lines().count(), 201);
+    assert_eq!(a.text.lines().len(), 201);
 }

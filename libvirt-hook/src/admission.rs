@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::HostState;
+use rackside_contract::Published;
 
 /// How long room stays promised to an admitted VM that has not arrived.
 pub const PROMISE_SECS: u64 = 600;
@@ -118,7 +118,7 @@ pub enum Decision {
 
 /// Maintenance only: the check that needs neither XML nor promises.
 /// `state` is `None` when missing, unreadable or stale: admit.
-pub fn check_maintenance(state: Option<&HostState>, host: &str) -> Option<Refusal> {
+pub fn check_maintenance(state: Option<&Published>, host: &str) -> Option<Refusal> {
     state
         .filter(|s| s.in_maintenance())
         .map(|_| Refusal::Maintenance {
@@ -129,7 +129,7 @@ pub fn check_maintenance(state: Option<&HostState>, host: &str) -> Option<Refusa
 /// The whole decision. The VM fits when its memory is at most what is
 /// left after committed memory, the reserve and other VMs' promises.
 pub fn decide(
-    state: Option<&HostState>,
+    state: Option<&Published>,
     promises: &Promises,
     vm: Incoming<'_>,
     now_unix: u64,
@@ -162,8 +162,9 @@ mod tests {
 
     const NOW: u64 = 1_000_000;
 
-    fn state(total: u64, committed: u64, reserve: u64) -> HostState {
-        HostState {
+    fn state(total: u64, committed: u64, reserve: u64) -> Published {
+        Published {
+            host: None,
             state: "active".into(),
             maintenance: false,
             mem_total_mib: total,

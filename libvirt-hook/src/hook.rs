@@ -19,6 +19,8 @@ use crate::args::Call;
 use crate::input::InputError;
 use crate::nft::{self, NftError};
 use crate::xml::{self, Domain};
+use rackside_contract::Report;
+
 use crate::{chain, notify, policy, promises, state};
 
 /// Where rulesets go. The real one runs `nft`; tests record.
@@ -45,7 +47,9 @@ impl Firewall for NftBinary {
 
 #[derive(Debug, Clone, Copy)]
 pub struct Context<'a> {
-    pub run_dir: &'a Path,
+    /// `None`: the agent's configuration cannot say where it is; nothing
+    /// is admitted by state, promised or reported.
+    pub run_dir: Option<&'a Path>,
     pub host: &'a str,
     pub now_unix: u64,
 }
@@ -76,7 +80,10 @@ pub fn handle(
             out.refusal = admit(ctx, call, domain.as_ref().ok());
         }
         ("started", "begin") => {
-            if let Err(e) = promises::arrived(ctx.run_dir, &call.vm, uuid, ctx.now_unix) {
+            let arrived = ctx
+                .run_dir
+                .map(|d| promises::arrived(d, &call.vm, uuid, ctx.now_unix));
+            if let Some(Err(e)) = arrived {
                 out.log.push(format!(
                     "rackside-hook: {}: cannot update promise: {}",
                     call.vm,
@@ -95,23 +102,31 @@ pub fn handle(
         _ => {}
     }
 
-    let report = notify::Report {
-        vm: &call.vm,
-        uuid,
-        op: &call.op,
-        subop: &call.subop,
-        extra: &call.extra,
-        refused: out.refusal.as_ref().map(ToString::to_string),
-    };
-    // The agent may be down: its loss, never the guest's.
-    let _ = notify::send(ctx.run_dir, &report);
+    if let Some(run_dir) = ctx.run_dir {
+        let report = Report {
+            vm: call.vm.clone(),
+            uuid: uuid.map(str::to_owned),
+            op: call.op.clone(),
+            subop: call.subop.clone(),
+            extra: call.extra.clone(),
+            refused: out.refusal.as_ref().map(ToString::to_string),
+        };
+        // The agent may be down: its loss, never the guest's.
+        let _ = notify::send(run_dir, &report);
+    }
     out
 }
 
 /// The destination's first call for an incoming migration.
 fn admit(ctx: &Context<'_>, call: &Call, domain: Option<&Domain>) -> Option<Refusal> {
-    let host_state = state::load(ctx.run_dir, ctx.now_unix).ok();
-    if let Some(r) = admission::check_maintenance(host_state.as_ref(), ctx.host) {
+    let run_dir = ctx.run_dir?;
+    let host_state = state::load(run_dir, ctx.now_unix).ok();
+    // Named as the agent names it, so the refusal matches `hosts`.
+    let host = host_state
+        .as_ref()
+        .and_then(|s| s.host.clone())
+        .unwrap_or_else(|| ctx.host.to_owned());
+    if let Some(r) = admission::check_maintenance(host_state.as_ref(), &host) {
         return Some(r);
     }
     let host_state = host_state?;
@@ -120,8 +135,8 @@ fn admit(ctx: &Context<'_>, call: &Call, domain: Option<&Domain>) -> Option<Refu
         uuid: domain.and_then(|d| d.uuid.as_deref()),
         mem_mib: Some(domain?.memory_mib?),
     };
-    let decided = promises::update(ctx.run_dir, ctx.now_unix, promises::LOCK_WAIT, |list| {
-        let d = admission::decide(Some(&host_state), list, incoming, ctx.now_unix, ctx.host);
+    let decided = promises::update(run_dir, ctx.now_unix, promises::LOCK_WAIT, |list| {
+        let d = admission::decide(Some(&host_state), list, incoming, ctx.now_unix, &host);
         if let Decision::Admit {
             promise_mib: Some(mem_mib),
         } = d
@@ -143,7 +158,10 @@ fn admit(ctx: &Context<'_>, call: &Call, domain: Option<&Domain>) -> Option<Refu
 }
 
 fn release_promise(ctx: &Context<'_>, call: &Call, uuid: Option<&str>, log: &mut Vec<String>) {
-    if let Err(e) = promises::release(ctx.run_dir, &call.vm, uuid, ctx.now_unix) {
+    let Some(run_dir) = ctx.run_dir else {
+        return;
+    };
+    if let Err(e) = promises::release(run_dir, &call.vm, uuid, ctx.now_unix) {
         log.push(format!(
             "rackside-hook: {}: cannot release promise: {}",
             call.vm,
@@ -253,7 +271,7 @@ mod tests {
             r#"{{"state":"active","maintenance":{maintenance},"mem_total_mib":{},"mem_committed_mib":1000,"mem_reserve_mib":1000,"updated_unix":{NOW}}}"#,
             free + 2000
         );
-        std::fs::write(d.join(state::FILE), s).unwrap();
+        std::fs::write(d.join(rackside_contract::STATE_FILE), s).unwrap();
     }
 
     fn call(vm: &str, op: &str, subop: &str) -> Call {
@@ -282,7 +300,7 @@ mod tests {
         let d = dir("two");
         write_state(&d.0, false, 1000);
         let ctx = Context {
-            run_dir: &d.0,
+            run_dir: Some(&d.0),
             host: "kvm2",
             now_unix: NOW,
         };
@@ -324,7 +342,7 @@ mod tests {
         // refreshed in this test) still shows a as not committed, so b fits:
         // in life the agent has counted a by then.
         let later = Context {
-            now_unix: ctx.now_unix + promises::ARRIVAL_GRACE_S + 1,
+            now_unix: ctx.now_unix + rackside_contract::PROMISE_GRACE.as_secs() + 1,
             ..ctx
         };
         let b = handle(
@@ -349,7 +367,7 @@ mod tests {
         let d = dir("maint");
         write_state(&d.0, true, 100_000);
         let ctx = Context {
-            run_dir: &d.0,
+            run_dir: Some(&d.0),
             host: "kvm2",
             now_unix: NOW,
         };
@@ -370,7 +388,7 @@ mod tests {
         let d = dir("noxml");
         write_state(&d.0, false, 0);
         let ctx = Context {
-            run_dir: &d.0,
+            run_dir: Some(&d.0),
             host: "h",
             now_unix: NOW,
         };
@@ -386,7 +404,7 @@ mod tests {
     #[test]
     fn missing_run_dir_admits() {
         let ctx = Context {
-            run_dir: Path::new("/nonexistent/rackside"),
+            run_dir: Some(Path::new("/nonexistent/rackside")),
             host: "h",
             now_unix: NOW,
         };
@@ -403,7 +421,7 @@ mod tests {
     fn started_loads_policy_and_release_deletes() {
         let d = dir("pol");
         let ctx = Context {
-            run_dir: &d.0,
+            run_dir: Some(&d.0),
             host: "h",
             now_unix: NOW,
         };
@@ -434,7 +452,7 @@ mod tests {
     fn no_policy_removes_the_table() {
         let d = dir("nopol");
         let ctx = Context {
-            run_dir: &d.0,
+            run_dir: Some(&d.0),
             host: "h",
             now_unix: NOW,
         };
@@ -453,7 +471,7 @@ mod tests {
     fn failing_firewall_is_logged_not_fatal() {
         let d = dir("fwfail");
         let ctx = Context {
-            run_dir: &d.0,
+            run_dir: Some(&d.0),
             host: "h",
             now_unix: NOW,
         };
@@ -476,7 +494,7 @@ mod tests {
         let d = dir("other");
         write_state(&d.0, true, 0);
         let ctx = Context {
-            run_dir: &d.0,
+            run_dir: Some(&d.0),
             host: "h",
             now_unix: NOW,
         };
@@ -491,5 +509,31 @@ mod tests {
             assert!(o.refusal.is_none() && o.log.is_empty());
         }
         assert!(fw.loads.is_empty() && fw.deletes.is_empty());
+    }
+
+    #[test]
+    fn without_a_run_dir_admits_and_still_applies_policy() {
+        let ctx = Context {
+            run_dir: None,
+            host: "h",
+            now_unix: NOW,
+        };
+        let mut fw = Recorder::default();
+        let o = handle(
+            &ctx,
+            &mut fw,
+            &call("a", "migrate", "begin"),
+            Ok(xml("a", 1 << 30, false)),
+        );
+        assert!(o.refusal.is_none() && o.log.is_empty());
+        handle(
+            &ctx,
+            &mut fw,
+            &call("web1", "started", "begin"),
+            Ok(xml("web1", 1, true)),
+        );
+        assert_eq!(fw.loads.len(), 1);
+        let o = handle(&ctx, &mut fw, &call("web1", "release", "end"), Ok(vec![]));
+        assert!(o.log.is_empty(), "{:?}", o.log);
     }
 }

@@ -18,6 +18,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use rackside_contract::run_dir::RunDirError;
+use rackside_contract::DEFAULT_CONFIG;
+
 pub mod admission;
 pub mod args;
 pub mod hook;
@@ -31,10 +34,10 @@ pub mod xml;
 
 pub const USAGE: &str = "rackside-hook VM OPERATION SUBOP EXTRA  (run by libvirt from /etc/libvirt/hooks/qemu.d/, domain XML on stdin)
 
-Environment: RACKSIDE_RUN_DIR (default /run/rackside), RACKSIDE_NFT (default nft),
-RACKSIDE_HOOK_FORCE_QEMU=1 (act as a qemu hook whatever argv[0] is; for tests).";
-
-pub const DEFAULT_RUN_DIR: &str = "/run/rackside";
+The agent's run directory is [state] run_dir of /etc/rackside/agent.toml, as for rackside-agent.
+Environment, for tests:
+RACKSIDE_HOOK_CONFIG (the agent's configuration file, default /etc/rackside/agent.toml),
+RACKSIDE_NFT (default nft), RACKSIDE_HOOK_FORCE_QEMU=1 (act as a qemu hook whatever argv[0] is).";
 
 /// An error and its sources on one line.
 pub fn chain(e: &dyn Error) -> String {
@@ -48,11 +51,13 @@ pub fn chain(e: &dyn Error) -> String {
     s
 }
 
-/// What the process environment says.
+/// What the process environment says: overrides for tests, not meant to
+/// be set for libvirtd.
 #[derive(Debug, Clone, Default)]
 pub struct Env {
     pub force_qemu: bool,
-    pub run_dir: Option<PathBuf>,
+    /// The agent's configuration file instead of [`DEFAULT_CONFIG`].
+    pub config: Option<PathBuf>,
     pub nft: Option<PathBuf>,
 }
 
@@ -61,10 +66,20 @@ impl Env {
         let non_empty = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
         Env {
             force_qemu: std::env::var_os("RACKSIDE_HOOK_FORCE_QEMU").is_some_and(|v| v == "1"),
-            run_dir: non_empty("RACKSIDE_RUN_DIR").map(PathBuf::from),
+            config: non_empty("RACKSIDE_HOOK_CONFIG").map(PathBuf::from),
             nft: non_empty("RACKSIDE_NFT").map(PathBuf::from),
         }
     }
+}
+
+/// The agent's run directory, found as the agent finds it: `[state]
+/// run_dir` of its configuration file.
+pub fn locate_run_dir(env: &Env) -> Result<PathBuf, RunDirError> {
+    let config = env
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    rackside_contract::run_dir::from_config(&config)
 }
 
 /// Set while handling `migrate`: there stderr becomes part of the error
@@ -127,20 +142,26 @@ pub fn run(
     QUIET.store(migrate, Ordering::Relaxed);
     let xml = input::read_capped(stdin, input::MAX_XML_BYTES);
 
-    let run_dir = env
-        .run_dir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_RUN_DIR));
+    let run_dir = locate_run_dir(env);
     let host = host_name();
     let ctx = hook::Context {
-        run_dir: &run_dir,
+        run_dir: run_dir.as_deref().ok(),
         host: &host,
         now_unix: now_unix(),
     };
     let mut fw = hook::NftBinary {
         program: env.nft.clone().unwrap_or_else(|| PathBuf::from("nft")),
     };
-    let out = hook::handle(&ctx, &mut fw, &call, xml);
+    let mut out = hook::handle(&ctx, &mut fw, &call, xml);
+    if let Err(e) = &run_dir {
+        out.log.insert(
+            0,
+            format!(
+                "rackside-hook: {}; the agent cannot be found: admitting, not reporting",
+                chain(e)
+            ),
+        );
+    }
     if !migrate {
         for line in &out.log {
             let _ = writeln!(stderr, "{line}");
@@ -224,16 +245,18 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(
-            d.join(state::FILE),
+            d.join(rackside_contract::STATE_FILE),
             format!(
                 r#"{{"state":"maintenance","maintenance":true,"mem_total_mib":1,"mem_committed_mib":0,"mem_reserve_mib":0,"updated_unix":{}}}"#,
                 now_unix()
             ),
         )
         .unwrap();
+        let config = d.join("agent.toml");
+        std::fs::write(&config, format!("[state]\nrun_dir = \"{}\"\n", d.display())).unwrap();
         let env = Env {
             force_qemu: true,
-            run_dir: Some(d.clone()),
+            config: Some(config),
             nft: None,
         };
         let (mut out, mut err) = (Vec::new(), Vec::new());
@@ -259,5 +282,70 @@ mod tests {
     fn chain_joins_sources() {
         let e = input::InputError::Read(std::io::Error::other("boom"));
         assert_eq!(chain(&e), "cannot read the domain XML: boom");
+    }
+
+    #[test]
+    fn an_unreadable_config_admits_and_says_so_off_migrate() {
+        let d = std::env::temp_dir().join(format!("rackside-hook-badcfg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let config = d.join("agent.toml");
+        std::fs::write(&config, "[state]\nrun_dir = \"relative\"\n").unwrap();
+        let env = Env {
+            force_qemu: true,
+            config: Some(config),
+            nft: Some(d.join("no-nft")),
+        };
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = run(
+            &argv(&["h", "a", "migrate", "begin", "-"]),
+            &env,
+            &b"<domain><name>a</name></domain>"[..],
+            false,
+            &mut out,
+            &mut err,
+        );
+        assert_eq!(code, 0);
+        assert!(out.is_empty() && err.is_empty(), "migrate stays silent");
+        let code = run(
+            &argv(&["h", "a", "stopped", "end", "-"]),
+            &env,
+            &b"<domain><name>a</name></domain>"[..],
+            false,
+            &mut out,
+            &mut err,
+        );
+        assert_eq!(code, 0);
+        assert!(out.is_empty());
+        let err = String::from_utf8(err).unwrap();
+        assert!(
+            err.starts_with("rackside-hook: ")
+                && err.contains("state.run_dir must be an absolute path")
+                && err.contains("admitting"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn the_run_dir_comes_from_the_agents_config() {
+        let d = std::env::temp_dir().join(format!("rackside-hook-cfg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let env = |config: PathBuf| Env {
+            config: Some(config),
+            ..Env::default()
+        };
+        assert_eq!(
+            locate_run_dir(&env(d.join("absent.toml"))).unwrap(),
+            std::path::Path::new(rackside_contract::DEFAULT_RUN_DIR)
+        );
+        let config = d.join("agent.toml");
+        std::fs::write(&config, "[state]\nrun_dir = \"/srv/rs\"\n").unwrap();
+        assert_eq!(
+            locate_run_dir(&env(config)).unwrap(),
+            std::path::Path::new("/srv/rs")
+        );
+        std::fs::remove_dir_all(&d).unwrap();
     }
 }

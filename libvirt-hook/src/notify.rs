@@ -1,23 +1,12 @@
-//! Telling the local agent what happened: one JSON datagram to
-//! `RUN_DIR/hook.sock`, fire and forget:
-//!
-//! ```json
-//! {"vm": "web1", "uuid": "6f1c...", "op": "migrate", "subop": "begin",
-//!  "extra": "-", "refused": null}
-//! ```
-//!
-//! `uuid` is null when the XML was unreadable; `refused` is the refusal
-//! line when this call refused the VM.
+//! Telling the local agent what happened: one [`Report`] datagram to
+//! `RUN_DIR/hook.sock` (both defined with the agent in
+//! `rackside-contract`), fire and forget.
 
 use std::io;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 
-use serde::Serialize;
-
-pub const SOCKET: &str = "hook.sock";
-/// The agent reads datagrams into a 64 KiB buffer.
-pub const MAX_DATAGRAM: usize = 60 << 10;
+use rackside_contract::{Report, MAX_DATAGRAM, SOCKET};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {
@@ -29,23 +18,9 @@ pub enum NotifyError {
     Send(#[source] io::Error),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Report<'a> {
-    pub vm: &'a str,
-    pub uuid: Option<&'a str>,
-    pub op: &'a str,
-    pub subop: &'a str,
-    pub extra: &'a str,
-    pub refused: Option<String>,
-}
-
-pub fn encode(r: &Report<'_>) -> Vec<u8> {
-    serde_json::to_vec(r).unwrap_or_default()
-}
-
 /// Sends without ever blocking: a full or absent socket loses the report.
-pub fn send(run_dir: &Path, r: &Report<'_>) -> Result<(), NotifyError> {
-    let bytes = encode(r);
+pub fn send(run_dir: &Path, r: &Report) -> Result<(), NotifyError> {
+    let bytes = r.encode();
     if bytes.len() > MAX_DATAGRAM {
         return Err(NotifyError::TooLarge(bytes.len()));
     }
@@ -60,25 +35,15 @@ pub fn send(run_dir: &Path, r: &Report<'_>) -> Result<(), NotifyError> {
 mod tests {
     use super::*;
 
-    fn report() -> Report<'static> {
+    fn report() -> Report {
         Report {
-            vm: "web\"1",
+            vm: "web1".into(),
             uuid: None,
-            op: "migrate",
-            subop: "begin",
-            extra: "-",
+            op: "migrate".into(),
+            subop: "begin".into(),
+            extra: "-".into(),
             refused: Some("rackside: h is in maintenance; not accepting VM".into()),
         }
-    }
-
-    #[test]
-    fn encodes_the_documented_shape() {
-        let v: serde_json::Value = serde_json::from_slice(&encode(&report())).unwrap();
-        assert_eq!(
-            v,
-            serde_json::json!({"vm": "web\"1", "uuid": null, "op": "migrate", "subop": "begin",
-                "extra": "-", "refused": "rackside: h is in maintenance; not accepting VM"})
-        );
     }
 
     #[test]
@@ -98,15 +63,14 @@ mod tests {
         send(&d, &report()).unwrap();
         let mut buf = [0u8; 4096];
         let n = rx.recv(&mut buf).unwrap();
-        assert_eq!(&buf[..n], &encode(&report())[..]);
+        assert_eq!(Report::decode(&buf[..n]).unwrap(), report());
         std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
     fn oversized_report_is_not_sent() {
-        let big = "v".repeat(MAX_DATAGRAM);
         let mut r = report();
-        r.vm = &big;
+        r.vm = "v".repeat(MAX_DATAGRAM);
         assert!(matches!(
             send(Path::new("/x"), &r),
             Err(NotifyError::TooLarge(_))

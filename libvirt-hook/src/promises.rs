@@ -8,6 +8,8 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use rackside_contract::PROMISE_GRACE;
+
 use crate::admission::Promises;
 
 pub const FILE: &str = "promises.json";
@@ -111,13 +113,8 @@ pub fn release(
     update(run_dir, now_unix, LOCK_WAIT, |p| p.release(vm, uuid))
 }
 
-/// How long a promise outlives its guest's arrival: until the agent has
-/// counted the guest as committed (it polls on the lifecycle event and
-/// publishes every second). Dropping it at once would leave a window in
-/// which the same room could be promised twice.
-pub const ARRIVAL_GRACE_S: u64 = 5;
-
-/// The guest arrived: its promise ends `ARRIVAL_GRACE_S` from now.
+/// The guest arrived: its promise ends [`PROMISE_GRACE`] from now, when
+/// the agent has counted the guest as committed.
 pub fn arrived(
     run_dir: &Path,
     vm: &str,
@@ -130,7 +127,9 @@ pub fn arrived(
     update(run_dir, now_unix, LOCK_WAIT, |list| {
         let mut found = false;
         for p in list.promises.iter_mut().filter(|p| p.is_for(vm, uuid)) {
-            p.until_unix = p.until_unix.min(now_unix + ARRIVAL_GRACE_S);
+            p.until_unix = p
+                .until_unix
+                .min(now_unix.saturating_add(PROMISE_GRACE.as_secs()));
             found = true;
         }
         found

@@ -35,7 +35,18 @@ impl RunDir {
         )
         .unwrap();
         std::fs::set_permissions(&nft, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // The hook finds the run directory where the agent does: in the
+        // agent's configuration.
+        std::fs::write(
+            d.join("agent.toml"),
+            format!("[state]\nrun_dir = \"{}\"\n", d.display()),
+        )
+        .unwrap();
         RunDir(d)
+    }
+
+    fn config(&self) -> PathBuf {
+        self.0.join("agent.toml")
     }
 
     fn path(&self) -> &Path {
@@ -69,7 +80,7 @@ impl RunDir {
         let mut cmd = Command::new(program);
         cmd.args(args)
             .env_remove("RACKSIDE_HOOK_FORCE_QEMU")
-            .env("RACKSIDE_RUN_DIR", &self.0)
+            .env("RACKSIDE_HOOK_CONFIG", self.config())
             .env("RACKSIDE_NFT", self.0.join("fake-nft"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -319,16 +330,37 @@ fn stale_state_admits() {
 #[test]
 fn missing_run_dir_admits() {
     let d = RunDir::new("norun");
-    let mut cmd = Command::new(BIN);
-    let o = cmd
-        .args(["web1", "migrate", "begin", "-"])
-        .env("RACKSIDE_HOOK_FORCE_QEMU", "1")
-        .env("RACKSIDE_RUN_DIR", d.path().join("absent"))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    std::fs::write(
+        d.config(),
+        format!(
+            "[state]\nrun_dir = \"{}\"\n",
+            d.path().join("absent").display()
+        ),
+    )
+    .unwrap();
+    let o = d.hook(&["web1", "migrate", "begin", "-"], &domain("web1", 4096));
     assert_eq!(o.status.code(), Some(0));
     assert!(o.stdout.is_empty() && o.stderr.is_empty());
+}
+
+#[test]
+fn an_unreadable_config_admits_and_says_so() {
+    let d = RunDir::new("badcfg");
+    d.state("maintenance", true, 1, 0, 0);
+    std::fs::write(d.config(), "[state]\nrun_dir = ").unwrap();
+    let o = d.hook(&["web1", "migrate", "begin", "-"], &domain("web1", 1));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(o.stdout.is_empty() && o.stderr.is_empty());
+    let o = d.hook(&["web1", "started", "begin", "-"], &domain("web1", 1));
+    assert_eq!(o.status.code(), Some(0));
+    assert!(o.stdout.is_empty());
+    let err = stderr(&o);
+    assert!(
+        err.contains("agent.toml") && err.contains("admitting"),
+        "{err}"
+    );
+    // The policy is still applied.
+    assert!(d.nft_log().contains("table inet"), "{}", d.nft_log());
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! The error codes of PROTOCOL.md. Controllers branch on these strings, so
+//! The error codes of docs/protocol.md. Controllers branch on these strings, so
 //! they are a closed set fixed by the protocol, not derived from Rust names.
 
 use std::fmt;
@@ -23,7 +23,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    /// Every code, in PROTOCOL.md order (for tests and documentation).
+    /// Every code, in docs/protocol.md order (for tests and documentation).
     pub const ALL: [ErrorCode; 10] = [
         ErrorCode::BadRequest,
         ErrorCode::UnknownCommand,

@@ -1,4 +1,4 @@
-//! rackside console protocol v1 (PROTOCOL.md): pure functions over bytes and lines, no I/O.
+//! rackside console protocol v1 (docs/protocol.md): pure functions over bytes and lines, no I/O.
 //!
 //! The agent owns the serial lines, the clock and libvirt; everything here
 //! is a function of its inputs, so every rule of the protocol can be tested
@@ -7,11 +7,12 @@
 //!
 //! The flow for one session: bytes -> [`LineReader`] -> [`LineEvent`]s ->
 //! [`parse_line`] -> [`Request`] or [`RequestError`] -> the agent acts ->
-//! [`wire`] (JSON) or [`table`] (text) -> bytes.
+//! [`wire`] (JSON) or [`table`] and [`screen`] (text) -> bytes.
 
 pub mod error;
 pub mod line;
 pub mod request;
+pub mod screen;
 pub mod table;
 pub mod wire;
 
@@ -21,3 +22,4 @@ pub use request::{
     parse_line, validate_name, Command, CommandInfo, Dest, Identify, Mode, Request, RequestError,
     COMMANDS, HELP,
 };
+pub use screen::Text;

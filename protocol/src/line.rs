@@ -9,7 +9,7 @@
 //! however hostile or noisy, can wedge the line: the next line end after a
 //! sane stretch of input always yields a line again.
 
-/// Longest line accepted, in bytes (PROTOCOL.md "Transport").
+/// Longest line accepted, in bytes (docs/protocol.md "Limits").
 pub const MAX_LINE: usize = 512;
 
 /// The message for a [`LineEvent::TooLong`], for the `bad_request` answer.

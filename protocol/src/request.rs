@@ -1,5 +1,5 @@
 //! One line in, one request out: the text form for people and the JSON form
-//! for machines (PROTOCOL.md "Two ways to talk" and "Commands").
+//! for machines (docs/protocol.md "Text and JSON" and "Commands").
 //!
 //! Everything a request names (a VM, a host, a PIN) is checked here, before
 //! it can reach libvirt or the journal, so the agent can trust a `Command`.
@@ -70,20 +70,40 @@ pub enum Command {
     Status,
     Vms,
     Hosts,
-    Plan { dest: Dest },
-    Migrate { vm: String, dest: Dest },
-    Evacuate { dest: Dest, poweroff: bool },
+    Plan {
+        dest: Dest,
+    },
+    Migrate {
+        vm: String,
+        dest: Dest,
+    },
+    Evacuate {
+        dest: Dest,
+        poweroff: bool,
+    },
     Jobs,
-    Abort { vm: Option<String> },
-    Maintenance { on: bool },
-    Login { pin: String },
+    Abort {
+        vm: Option<String>,
+    },
+    Maintenance {
+        on: bool,
+    },
+    Login {
+        pin: String,
+    },
     Logout,
     Subscribe,
     Unsubscribe,
     Mode(Mode),
-    Locate { vm: String },
+    Locate {
+        vm: String,
+    },
     Identify(Identify),
     Poweroff,
+    /// `journal`: the journal's state; `journal ack`: acknowledge damage.
+    Journal {
+        ack: bool,
+    },
 }
 
 impl Command {
@@ -108,6 +128,7 @@ impl Command {
             Command::Locate { .. } => "locate",
             Command::Identify(_) => "identify",
             Command::Poweroff => "poweroff",
+            Command::Journal { .. } => "journal",
         }
     }
 
@@ -129,7 +150,8 @@ impl Command {
             | Command::Abort { .. }
             | Command::Maintenance { .. }
             | Command::Identify(_)
-            | Command::Poweroff => true,
+            | Command::Poweroff
+            | Command::Journal { ack: true } => true,
             Command::Help
             | Command::Status
             | Command::Vms
@@ -141,7 +163,8 @@ impl Command {
             | Command::Subscribe
             | Command::Unsubscribe
             | Command::Mode(_)
-            | Command::Locate { .. } => false,
+            | Command::Locate { .. }
+            | Command::Journal { ack: false } => false,
         }
     }
 
@@ -171,6 +194,7 @@ pub const COMMANDS: &[&str] = &[
     "locate",
     "identify",
     "poweroff",
+    "journal",
 ];
 
 /// A command as `help` shows it to a person.
@@ -246,6 +270,11 @@ pub const HELP: &[CommandInfo] = &[
         "poweroff",
         "poweroff",
         "power this host off (only when empty and allowed)",
+    ),
+    info(
+        "journal",
+        "journal [ack]",
+        "the journal's state; ack: acknowledge damage so evacuations may run again",
     ),
 ];
 
@@ -486,6 +515,8 @@ fn text_command(word: &str, args: &[&str]) -> Result<Command, Fail> {
             Command::Identify(Identify::Seconds(identify_seconds(word)?))
         }
         ("poweroff", []) => Command::Poweroff,
+        ("journal", []) => Command::Journal { ack: false },
+        ("journal", [word]) if keyword(word, "ack") => Command::Journal { ack: true },
         (name, _) if COMMANDS.contains(&name) => return Err(Fail::usage(name)),
         _ => return Err(Fail::unknown(word)),
     };
@@ -592,6 +623,9 @@ fn json_command(mut request: Map<String, Value>) -> Result<Command, Fail> {
         },
         "identify" => Command::Identify(args.identify()?),
         "poweroff" => Command::Poweroff,
+        "journal" => Command::Journal {
+            ack: args.bool("ack")?.unwrap_or(false),
+        },
         _ => return Err(Fail::unknown(&name)),
     };
     Ok(cmd)
@@ -610,6 +644,7 @@ fn json_arg_keys(name: &str) -> Option<&'static [&'static str]> {
         "login" => &["pin"],
         "mode" => &["mode"],
         "identify" => &["seconds", "on"],
+        "journal" => &["ack"],
         _ => return None,
     };
     Some(keys)
@@ -1230,6 +1265,15 @@ mod tests {
                 Command::Identify(Identify::Seconds(86_400)),
             ),
             (json!({"cmd":"poweroff"}), Command::Poweroff),
+            (json!({"cmd":"journal"}), Command::Journal { ack: false }),
+            (
+                json!({"cmd":"journal","args":{"ack":false}}),
+                Command::Journal { ack: false },
+            ),
+            (
+                json!({"cmd":"journal","args":{"ack":true}}),
+                Command::Journal { ack: true },
+            ),
         ];
         for (request, want) in cases {
             assert_eq!(json_cmd(&request.to_string()), want, "{request}");
@@ -1271,6 +1315,7 @@ mod tests {
             Command::Locate { vm: "v".into() },
             Command::Identify(Identify::On),
             Command::Poweroff,
+            Command::Journal { ack: false },
         ];
         let names: Vec<&str> = every.iter().map(Command::name).collect();
         assert_eq!(names, COMMANDS);
@@ -1285,7 +1330,9 @@ mod tests {
 
     #[test]
     fn login_rules_follow_the_protocol() {
-        let reading = ["status", "vms", "hosts", "jobs", "plan", "locate v", "help"];
+        let reading = [
+            "status", "vms", "hosts", "jobs", "plan", "locate v", "help", "journal",
+        ];
         let session = ["login 1", "logout", "mode json", "subscribe", "unsubscribe"];
         let changing = [
             "migrate v",
@@ -1294,6 +1341,7 @@ mod tests {
             "maintenance on",
             "identify",
             "poweroff",
+            "journal ack",
         ];
         for line in reading.iter().chain(&session) {
             let cmd = text(line);
@@ -1305,10 +1353,27 @@ mod tests {
             assert!(!cmd.allowed_without_login(), "{line}");
             assert!(cmd.changes_state(), "{line}");
         }
+        // `journal` reads, `journal ack` changes: one name, both lists.
         assert_eq!(
             reading.len() + session.len() + changing.len(),
-            COMMANDS.len()
+            COMMANDS.len() + 1
         );
+    }
+
+    #[test]
+    fn journal_and_journal_ack() {
+        assert_eq!(text("journal"), Command::Journal { ack: false });
+        assert_eq!(text("JOURNAL Ack"), Command::Journal { ack: true });
+        assert_eq!(text("journal ack").name(), "journal");
+        assert_eq!(bad("journal ack now"), "usage: journal [ack]");
+        assert_eq!(bad("journal yes"), "usage: journal [ack]");
+        let err = json_err(r#"{"cmd":"journal","args":{"ack":"yes"}}"#);
+        assert_eq!(err.message, "argument 'ack' must be true or false");
+        let err = json_err(r#"{"cmd":"journal","args":{"force":true}}"#);
+        assert_eq!(err.message, "unknown argument 'force' for journal");
+        assert!(Command::Journal { ack: true }.changes_state());
+        assert!(!Command::Journal { ack: true }.allowed_without_login());
+        assert!(Command::Journal { ack: false }.allowed_without_login());
     }
 
     #[test]

@@ -1,10 +1,13 @@
 //! What goes out on the line.
 //!
 //! JSON lines are built by hand around `serde_json`'s compact encoding so
-//! the keys come in the order PROTOCOL.md shows (`id` first, which is what a
+//! the keys come in the order docs/protocol.md shows (`id` first, which is what a
 //! person reading a capture looks for), without the `preserve_order`
-//! feature. The compact encoding escapes every control character, so each
-//! JSON line is one line and starts with '{', as clients are promised.
+//! feature. The compact encoding escapes every C0 control character, so
+//! each JSON line is one line and starts with '{', as clients are promised;
+//! on top of it every non-ASCII character is written as a `\u` escape, so a
+//! C1 code or a bidi control from a VM's name never reaches a terminal that
+//! shows a JSON line raw (a controller's log, a person reading along).
 
 use serde_json::Value;
 
@@ -17,7 +20,7 @@ pub fn json_ok(id: Option<&Value>, data: &Value) -> String {
     line.push_str("\"ok\":true,\"data\":");
     line.push_str(&data.to_string());
     line.push('}');
-    line
+    ascii(line)
 }
 
 /// {"id":..,"ok":false,"error":{"code":"..","message":".."}}
@@ -28,16 +31,37 @@ pub fn json_error(id: Option<&Value>, code: ErrorCode, message: &str) -> String 
     line.push_str(",\"message\":");
     line.push_str(&string(message));
     line.push_str("}}");
-    line
+    ascii(line)
 }
 
 /// {"event":"migration.progress","ts":"RFC3339","data":{...}}
 pub fn json_event(event: &str, ts: &str, data: &Value) -> String {
-    format!(
+    ascii(format!(
         "{{\"event\":{},\"ts\":{},\"data\":{data}}}",
         string(event),
         string(ts)
-    )
+    ))
+}
+
+/// A compact JSON text with every non-ASCII character written as `\uXXXX`
+/// (a surrogate pair above U+FFFF). Outside strings compact JSON is ASCII,
+/// so this only ever rewrites string contents, into the same value.
+fn ascii(json: String) -> String {
+    if json.is_ascii() {
+        return json;
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    let mut units = [0u16; 2];
+    for c in json.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            for u in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{u:04x}"));
+            }
+        }
+    }
+    out
 }
 
 /// Text error line: "error: CODE: message" (message with control chars replaced so it stays one
@@ -56,17 +80,10 @@ pub fn request_error(err: &RequestError) -> String {
     }
 }
 
-/// `text` made safe to print as (part of) one terminal line: line breaks
-/// and tabs become spaces, other control characters (ESC above all, which
-/// could drive the terminal) become '?'.
+/// `text` made safe to print as (part of) one terminal line
+/// ([`crate::screen::escape`]).
 pub fn one_line(text: &str) -> String {
-    text.chars()
-        .map(|c| match c {
-            '\r' | '\n' | '\t' => ' ',
-            c if c.is_control() => '?',
-            c => c,
-        })
-        .collect()
+    crate::screen::escape(text)
 }
 
 fn open_response(id: Option<&Value>) -> String {
@@ -116,6 +133,21 @@ mod tests {
     }
 
     #[test]
+    fn json_lines_are_ascii_and_mean_the_same() {
+        let name = "y\u{9b}2J\u{85}\u{202e}é😀";
+        let line = json_ok(None, &json!({ "vm": name }));
+        assert!(line.is_ascii(), "{line}");
+        assert!(
+            line.contains(r"\u009b") && line.contains(r"\ud83d\ude00"),
+            "{line}"
+        );
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["data"]["vm"], name);
+        assert!(json_error(None, ErrorCode::NotFound, name).is_ascii());
+        assert!(json_event("vm.state", "t", &json!({ "vm": name })).is_ascii());
+    }
+
+    #[test]
     fn event_line() {
         assert_eq!(
             json_event(
@@ -131,7 +163,7 @@ mod tests {
     fn text_error_stays_one_line() {
         assert_eq!(
             text_error(ErrorCode::NotFound, "no VM 'x'\r\n\x1b[2Jgone\ttoo"),
-            "error: not_found: no VM 'x'  ?[2Jgone too"
+            "error: not_found: no VM 'x'\\r\\n\\e[2Jgone\\ttoo"
         );
     }
 

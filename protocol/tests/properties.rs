@@ -1,4 +1,4 @@
-//! Property tests: the rules of PROTOCOL.md that must hold for every input,
+//! Property tests: the rules of docs/protocol.md that must hold for every input,
 //! not just the ones we thought of. The line and the parser face a serial
 //! line (noise, a telnet client, a firmware bug), so "never panics" and
 //! "never wedges" are the properties that matter most.
@@ -220,7 +220,7 @@ fn json_request() -> impl Strategy<Value = String> {
         1 => json_value(),
     ];
     let key = prop::sample::select(vec![
-        "vm", "dest", "poweroff", "on", "pin", "mode", "seconds", "extra",
+        "vm", "dest", "poweroff", "on", "pin", "mode", "seconds", "ack", "extra",
     ]);
     let args = btree_map(key, json_value(), 0..4);
     (json_value(), cmd, args, any::<(bool, bool)>()).prop_map(
@@ -405,6 +405,7 @@ proptest! {
         let prefix = format!("error: {}: ", code.as_str());
         prop_assert!(line.starts_with(&prefix));
         prop_assert!(!line.chars().any(char::is_control), "{:?}", line);
+        prop_assert!(!line.to_ascii_lowercase().contains("power off"), "{:?}", line);
     }
 
     #[test]
@@ -413,7 +414,7 @@ proptest! {
         rows in vec(vec(any::<String>(), 0..6), 0..6),
     ) {
         let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
-        let out = rackside_protocol::table::render(&headers, &rows);
+        let out = rackside_protocol::table::render(&headers, &rows).to_string();
         prop_assert!(out.ends_with("\r\n"));
         let body = &out[..out.len() - 2];
         for line in body.split("\r\n") {
@@ -472,6 +473,7 @@ fn command() -> impl Strategy<Value = Command> {
         ]
         .prop_map(Command::Identify),
         Just(Command::Poweroff),
+        any::<bool>().prop_map(|ack| Command::Journal { ack }),
     ]
 }
 
@@ -508,6 +510,7 @@ fn text_words(cmd: &Command, explicit_auto: bool) -> Vec<(String, bool)> {
         Command::Identify(Identify::On) => {}
         Command::Identify(Identify::Off) => words.push(keyword("off")),
         Command::Identify(Identify::Seconds(s)) => words.push(name(&s.to_string())),
+        Command::Journal { ack: true } => words.push(keyword("ack")),
         _ => {}
     }
     words
@@ -530,6 +533,7 @@ fn json_form(cmd: &Command) -> Value {
         Command::Identify(Identify::On) => json!({"on": true}),
         Command::Identify(Identify::Off) => json!({"seconds": 0}),
         Command::Identify(Identify::Seconds(s)) => json!({"seconds": s}),
+        Command::Journal { ack } => json!({"ack": ack}),
         _ => json!({}),
     };
     json!({"cmd": cmd.name(), "args": args})

@@ -62,10 +62,11 @@ pub fn console(
     std::fs::write(
         &cfg,
         format!(
-            "[host]\nname = \"bench\"\n[libvirt]\nuri = \"test://{}\"\npoll_interval_s = 5\n[[console]]\npath = \"{}\"\n[state]\ndir = \"{}\"\n",
+            "[host]\nname = \"bench\"\n[libvirt]\nuri = \"test://{}\"\npoll_interval_s = 5\n[[console]]\npath = \"{}\"\n[state]\ndir = \"{}\"\nrun_dir = \"{}\"\n",
             node.display(),
             link.display(),
-            dir.join("state").display()
+            dir.join("state").display(),
+            dir.join("run").display()
         ),
     )?;
     let child = Command::new(agent)

@@ -152,6 +152,14 @@ fn anchor_script(h: &HostDesc) -> String {
     for d in PRIVATE_DIRS {
         s.push_str(&format!("mkdir -p /{d}\nmount --bind {r}/{d} /{d}\n"));
     }
+    // rackside-hook finds the agent's run directory in
+    // /etc/rackside/agent.toml. A lab host has none (its agents use the
+    // default run directory, private above), whatever this machine has;
+    // where the machine has no /etc/rackside there is nothing to hide and
+    // the lab does not create one.
+    s.push_str(&format!(
+        "if [ -d /etc/rackside ]; then mkdir -p {r}/etc/rackside; mount --bind {r}/etc/rackside /etc/rackside; fi\n"
+    ));
     if h.mem_mib.is_some() {
         s.push_str(&format!("mount --bind {r}/meminfo /proc/meminfo\n"));
         s.push_str(&format!(

@@ -1,23 +1,37 @@
 //! Answers to the reading commands, built from an inventory snapshot: the
-//! JSON `data` of PROTOCOL.md and the text a person sees. Pure functions of
+//! JSON `data` of docs/protocol.md and the text a person sees. Pure functions of
 //! the snapshot and the clock, so they are tested without libvirt.
 
 use std::time::Instant;
 
-use rackside_protocol::{table, Command, ErrorCode};
+use rackside_protocol::{table, Command, ErrorCode, Text};
 use serde_json::{json, Value};
 
 use crate::inventory::model::{allocation, VmState};
 use crate::inventory::{peers, Link, State};
 
+#[cfg(test)]
+#[path = "answer_blind_tests.rs"]
+mod blind_tests;
+
 /// A successful answer in both forms.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Answer {
     pub data: Value,
-    pub text: String,
+    pub text: Text,
 }
 
-pub type Refusal = (ErrorCode, String);
+pub use crate::report::Refusal;
+
+impl Answer {
+    /// A typed answer: its JSON from `Serialize`, its text already rendered.
+    pub fn of<T: serde::Serialize>(data: &T, text: impl Into<Text>) -> Answer {
+        Answer {
+            data: serde_json::to_value(data).unwrap_or_default(),
+            text: text.into(),
+        }
+    }
+}
 
 /// What a session asks of the agent. The agent implements it over the live
 /// inventory; tests implement it over fixed snapshots.
@@ -25,6 +39,12 @@ pub trait Backend: Send + Sync {
     /// `line` names the management line the command came from (logs and
     /// the journal record it).
     fn answer(&self, cmd: &Command, line: &str) -> Result<Answer, Refusal>;
+
+    /// What every person who opens a line must be told before anything
+    /// else (a damaged journal, say). Shown with the banner.
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Facts about this host that do not come from the inventory.
@@ -56,7 +76,8 @@ pub fn help() -> Answer {
         ("mode json|text", "switch this line's format"),
         ("locate VM", "where a VM is"),
         ("identify [on|off|SECONDS]", "blink this host's locator"),
-        ("poweroff", "power off, only when empty"),
+        ("poweroff", "switch this host off, only when empty"),
+        ("journal [ack]", "the journal's state / acknowledge damage"),
     ];
     let rows: Vec<Vec<String>> = LINES
         .iter()
@@ -99,26 +120,30 @@ fn fmt_opt<T: std::fmt::Display>(v: Option<T>) -> String {
 }
 
 /// `host_state`: what the evacuation controller says (active,
-/// maintenance, evacuating, empty); `maintenance`: the flag itself.
+/// maintenance, evacuating, empty); `maintenance`: the flag itself;
+/// `journal_note`: the journal's damage warning, when it stands.
 pub fn status(
     s: &State,
     host: &HostInfo,
     now: Instant,
     host_state: &str,
     maintenance: bool,
+    journal_note: Option<&str>,
 ) -> Answer {
     let known = s.local.vms_at.is_some();
     let a = allocation(&s.local.vms);
     let f = &s.local.figures;
     let state = host_state;
-    let stale = !matches!(s.local.link, Link::Up);
+    let stale = s.local_blind(now).is_some();
+    let health = s.health(now);
     let n = |v: u64| if known { json!(v) } else { Value::Null };
     let data = json!({
         "host": host.name,
         "location": host.location,
         "state": state,
         "maintenance": maintenance,
-        "health": f.health,
+        "health": health.level.as_str(),
+        "health_reasons": health.reasons,
         "cpus": f.cpus,
         "load1": f.load1,
         "cpu_pct": f.cpu_pct,
@@ -132,6 +157,8 @@ pub fn status(
         "libvirt": link_word(&s.local.link),
         "stale": stale,
         "age_s": age(now, s.local.vms_at),
+        "journal": if journal_note.is_some() { "damaged" } else { "ok" },
+        "journal_note": journal_note,
     });
     let show = |k: &str| match &data[k] {
         Value::Null => "-".to_string(),
@@ -142,7 +169,14 @@ pub fn status(
         ("host", show("host")),
         ("location", show("location")),
         ("state", show("state")),
-        ("health", show("health")),
+        (
+            "health",
+            if health.reasons.is_empty() {
+                show("health")
+            } else {
+                format!("{} ({})", show("health"), health.reasons.join("; "))
+            },
+        ),
         ("cpus", show("cpus")),
         ("load1", show("load1")),
         ("cpu %", show("cpu_pct")),
@@ -171,9 +205,13 @@ pub fn status(
             format!("{} ({})", show("libvirt"), host.libvirt_uri),
         ),
         ("version", show("version")),
+        ("journal", show("journal")),
     ];
     if let Some(w) = stale_note(s, now) {
         pairs.push(("", w));
+    }
+    if let Some(w) = journal_note {
+        pairs.push(("", w.to_owned()));
     }
     Answer {
         data,
@@ -182,11 +220,9 @@ pub fn status(
 }
 
 pub fn vms(s: &State, now: Instant) -> Result<Answer, Refusal> {
+    let blind = s.local_blind(now);
     if s.local.vms_at.is_none() {
-        let why = match &s.local.link {
-            Link::Down { error, .. } => format!("libvirt unreachable: {error}"),
-            _ => "libvirt has not answered yet".into(),
-        };
+        let why = blind.map_or_else(|| "libvirt has not answered yet".into(), |b| b.reason);
         return Err((ErrorCode::Unavailable, why));
     }
     let list: Vec<Value> = s
@@ -216,7 +252,7 @@ pub fn vms(s: &State, now: Instant) -> Result<Answer, Refusal> {
         })
         .collect();
     let mut text = if rows.is_empty() {
-        "no VMs defined on this host\r\n".to_string()
+        Text::line("no VMs defined on this host")
     } else {
         table::render(
             &["NAME", "STATE", "VCPUS", "MEM_MIB", "CPU%", "UUID"],
@@ -224,13 +260,12 @@ pub fn vms(s: &State, now: Instant) -> Result<Answer, Refusal> {
         )
     };
     if let Some(w) = stale_note(s, now) {
-        text.push_str(&w);
-        text.push_str("\r\n");
+        text.push(w);
     }
     Ok(Answer {
         data: json!({
             "vms": list,
-            "stale": !matches!(s.local.link, Link::Up),
+            "stale": blind.is_some(),
             "age_s": age(now, s.local.vms_at),
         }),
         text,
@@ -258,6 +293,9 @@ pub fn hosts(
         "mem_free_mib": me["mem_free_mib"],
         "mem_allocated_mib": me["mem_allocated_mib"],
         "health": me["health"],
+        "health_reasons": me["health_reasons"],
+        "libvirt": me["libvirt"],
+        "stale": me["stale"],
         "location": host.location,
         "age_s": me["age_s"],
     })];
@@ -319,177 +357,196 @@ pub fn hosts(
             ]
         })
         .collect();
+    let mut notes = Text::new();
+    for r in me["health_reasons"].as_array().into_iter().flatten() {
+        notes.push(format!(
+            "note: {}: {}",
+            host.name,
+            r.as_str().unwrap_or("?")
+        ));
+    }
+    for h in list.iter().filter(|h| !h["error"].is_null()) {
+        notes.push(format!(
+            "note: {} unreachable: {}",
+            cell(&h["name"]),
+            h["error"].as_str().unwrap_or("?")
+        ));
+    }
+    let mut text = table::render(
+        &[
+            "HOST",
+            "REACHABLE",
+            "STATE",
+            "VMS",
+            "CPUS",
+            "LOAD1",
+            "CPU%",
+            "MEM_FREE",
+            "HEALTH",
+            "AGE_S",
+        ],
+        &rows,
+    );
+    text.append(notes);
     Answer {
-        text: table::render(
-            &[
-                "HOST",
-                "REACHABLE",
-                "STATE",
-                "VMS",
-                "CPUS",
-                "LOAD1",
-                "CPU%",
-                "MEM_FREE",
-                "HEALTH",
-                "AGE_S",
-            ],
-            &rows,
-        ),
+        text,
         data: json!({ "hosts": list }),
     }
 }
 
-pub fn locate(s: &State, host: &HostInfo, vm: &str) -> Answer {
+/// Where a VM is. While the local libvirt is blind, a reachable peer's
+/// word is given with this host's side marked unknown, the last known local
+/// state is given as stale with its age, and "not found" is never said:
+/// without libvirt the VM may well be here.
+pub fn locate(
+    s: &State,
+    host: &HostInfo,
+    vm: &str,
+    now: Instant,
+    stale_after: std::time::Duration,
+) -> Result<Answer, Refusal> {
+    let blind = s.local_blind(now);
     let here = s.local.vms.iter().find(|v| v.name == vm);
-    let data = if let Some(v) =
-        here.filter(|v| v.state.is_active() || !s.local.departed.contains_key(vm))
-    {
-        json!({
+    let here = here.filter(|v| v.state.is_active() || !s.local.departed.contains_key(vm));
+    let reachable: Vec<crate::inventory::Peer> = s
+        .peers
+        .iter()
+        .filter(|p| p.reachable(now, stale_after))
+        .cloned()
+        .collect();
+    let on_peer = peers::find_on_peers(&reachable, vm);
+    // A peer that stopped answering still tells where the VM was last seen.
+    let on_stale_peer = peers::find_on_peers(&s.peers, vm).filter(|_| on_peer.is_none());
+    let mut data = match (&blind, here, on_peer) {
+        // A blind host: a reachable peer that runs it is the best truth.
+        (Some(_), _, Some((p, st))) if st.is_active() || here.is_none() => json!({
+            "vm": vm, "host": p.name, "location": p.location,
+            "state": if st.is_active() { "live" } else { "inactive" },
+            "vm_state": st.as_str(), "local": "unknown",
+        }),
+        (Some(_), Some(v), _) => json!({
+            "vm": vm, "host": host.name, "location": host.location,
+            "state": if v.state.is_active() { "live" } else { "inactive" },
+            "vm_state": v.state.as_str(), "stale": true,
+            "age_s": s.vms_stale_age(now),
+        }),
+        (Some(b), None, _) => {
+            return Err((
+                ErrorCode::Unavailable,
+                format!("{}; no reachable peer shows {vm}", b.reason),
+            ))
+        }
+        (None, Some(v), _) => json!({
             "vm": vm, "host": host.name, "location": host.location,
             "state": if v.state.is_active() { "live" } else { "inactive" },
             "vm_state": v.state.as_str(),
-        })
-    } else if let Some((p, st)) = peers::find_on_peers(&s.peers, vm) {
-        let moved = s.local.departed.contains_key(vm);
-        let state = if moved {
-            "moved"
-        } else if st.is_active() {
-            "live"
-        } else {
-            "inactive"
-        };
-        let mut d = json!({
-            "vm": vm, "host": p.name, "location": p.location, "state": state,
-            "vm_state": st.as_str(),
-        });
-        if moved {
-            d["to"] = json!(p.name);
-            d["from"] = json!(host.name);
-        }
-        d
-    } else if s.local.departed.contains_key(vm) {
-        // It left by live migration; no peer shows it yet (their next poll
-        // will). Say what is known rather than "unknown".
-        json!({ "vm": vm, "host": Value::Null, "location": Value::Null, "state": "moved", "to": Value::Null, "from": host.name })
-    } else {
-        json!({ "vm": vm, "host": Value::Null, "location": Value::Null, "state": "unknown" })
+        }),
+        (None, None, found) => match found.or(on_stale_peer) {
+            Some((p, st)) => {
+                let moved = s.local.departed.contains_key(vm);
+                let state = if moved {
+                    "moved"
+                } else if st.is_active() {
+                    "live"
+                } else {
+                    "inactive"
+                };
+                let mut d = json!({
+                    "vm": vm, "host": p.name, "location": p.location, "state": state,
+                    "vm_state": st.as_str(),
+                });
+                if moved {
+                    d["to"] = json!(p.name);
+                    d["from"] = json!(host.name);
+                }
+                if found.is_none() {
+                    d["stale"] = json!(true);
+                    d["age_s"] = json!(age(now, p.ok_at));
+                }
+                d
+            }
+            // It left by live migration; no peer shows it yet (their next
+            // poll will). Say what is known rather than "unknown".
+            None if s.local.departed.contains_key(vm) => {
+                json!({ "vm": vm, "host": Value::Null, "location": Value::Null, "state": "moved", "to": Value::Null, "from": host.name })
+            }
+            None => {
+                json!({ "vm": vm, "host": Value::Null, "location": Value::Null, "state": "unknown" })
+            }
+        },
     };
-    let text = match data["state"].as_str() {
-        Some("unknown") => format!("{vm}: not found on this host or any reachable peer\r\n"),
+    // Peers that could not be asked: "not found" covers only the others.
+    let unasked: Vec<&str> = s
+        .peers
+        .iter()
+        .filter(|p| !p.reachable(now, stale_after))
+        .map(|p| p.name.as_str())
+        .collect();
+    if data["state"] == "unknown" {
+        data["unreachable_peers"] = json!(unasked);
+    }
+    let first = match data["state"].as_str() {
+        Some("unknown") if unasked.is_empty() => {
+            format!("{vm}: not found on this host or any peer")
+        }
+        Some("unknown") => format!(
+            "{vm}: not found on this host or any reachable peer (not reachable: {})",
+            unasked.join(", ")
+        ),
         Some("moved") if data["to"].is_null() => format!(
-            "{vm}: left {} by live migration; destination not confirmed yet\r\n",
+            "{vm}: left {} by live migration; destination not confirmed yet",
             host.name
         ),
         Some("moved") => format!(
-            "{vm}: moved from {} to {} ({}), {}\r\n",
+            "{vm}: moved from {} to {} ({}), {}",
             host.name,
             data["to"].as_str().unwrap_or("?"),
             data["location"].as_str().unwrap_or(""),
             data["vm_state"].as_str().unwrap_or("?")
         ),
         Some(st) => format!(
-            "{vm}: {st} on {} ({}), {}\r\n",
+            "{vm}: {st} on {} ({}), {}",
             data["host"].as_str().unwrap_or("?"),
             data["location"].as_str().unwrap_or(""),
             data["vm_state"].as_str().unwrap_or("?")
         ),
         None => String::new(),
     };
-    Answer { data, text }
-}
-
-/// The agent: reading commands from the inventory, the rest through the
-/// evacuation controller.
-#[derive(Debug)]
-pub struct AgentBackend {
-    pub inventory: std::sync::Arc<crate::inventory::Inventory>,
-    pub host: HostInfo,
-    pub controller: std::sync::Arc<crate::evacuation::Controller>,
-}
-
-fn plain(data: Value, text: String) -> Answer {
-    Answer { data, text }
-}
-
-impl AgentBackend {
-    fn status_now(&self, s: &State, now: Instant) -> Answer {
-        let running = s.local.vms_at.map(|_| allocation(&s.local.vms).running);
-        let hs = self.controller.host_state(running);
-        status(s, &self.host, now, hs, self.controller.maintenance_on())
+    let mut text = Text::line(first);
+    if blind.is_none() && data["stale"] == true {
+        text.push(format!(
+            "warning: {} is not answering; this is its last known state",
+            data["host"].as_str().unwrap_or("?")
+        ));
     }
-}
-
-impl Backend for AgentBackend {
-    fn answer(&self, cmd: &Command, line: &str) -> Result<Answer, Refusal> {
-        let now = Instant::now();
-        let s = self.inventory.snapshot();
-        let c = &self.controller;
-        match cmd {
-            Command::Help => Ok(help()),
-            Command::Status => Ok(self.status_now(&s, now)),
-            Command::Vms => vms(&s, now),
-            Command::Hosts => {
-                let me = self.status_now(&s, now);
-                Ok(hosts(
-                    &s,
-                    &self.host,
-                    now,
-                    self.inventory.peer_stale_after(),
-                    &me,
-                ))
-            }
-            Command::Locate { vm } => Ok(locate(&s, &self.host, vm)),
-            Command::Plan { dest } => c.plan(dest).map(|d| {
-                let t = super::text::plan(&d);
-                plain(d, t)
-            }),
-            Command::Evacuate { dest, poweroff } => c.evacuate(dest, *poweroff, line).map(|d| {
-                let t = super::text::evacuation_started(&d);
-                plain(d, t)
-            }),
-            Command::Migrate { vm, dest } => c.migrate(vm, dest, line).map(|d| {
-                let t = format!(
-                    "job {} started: {vm} to {}\r\n",
-                    d["job"],
-                    d["dest"].as_str().unwrap_or("?")
-                );
-                plain(d, t)
-            }),
-            Command::Jobs => {
-                let d = c.jobs();
-                let t = super::text::jobs(&d);
-                Ok(plain(d, t))
-            }
-            Command::Abort { vm } => c.abort(vm.as_deref(), line).map(|d| {
-                let t = format!("aborted: {}\r\n", d["aborted"]);
-                plain(d, t)
-            }),
-            Command::Maintenance { on } => c.maintenance(*on, line).map(|d| {
-                let t = format!("state: {}\r\n", d["state"].as_str().unwrap_or("?"));
-                plain(d, t)
-            }),
-            Command::Poweroff => c
-                .poweroff(line)
-                .map(|d| plain(d, "powering off\r\n".into())),
-            Command::Identify(what) => c.identify(what).map(|d| plain(d, "ok\r\n".into())),
-            other => Err((
-                ErrorCode::BadRequest,
-                format!("'{}' is handled by the session", other.name()),
-            )),
-        }
+    if let Some(b) = &blind {
+        let what = if data["local"] == "unknown" {
+            format!("whether {} also has it is unknown", host.name)
+        } else {
+            format!(
+                "last known {} s ago",
+                data["age_s"].as_u64().map_or("?".into(), |a| a.to_string())
+            )
+        };
+        text.push(format!("warning: {}; {what}", b.reason));
     }
+    Ok(Answer { data, text })
 }
 
-/// Counts of VM states, for the status line of the daemon.
-pub fn summary(s: &State) -> String {
+/// Counts of VM states, for the status line of the daemon; while libvirt
+/// does not answer, why, and how old the counts are.
+pub fn summary(s: &State, now: Instant) -> String {
     let running = s
         .local
         .vms
         .iter()
         .filter(|v| v.state == VmState::Running)
         .count();
-    format!(
-        "{running} VMs running, libvirt {}",
-        link_word(&s.local.link)
-    )
+    match s.local_blind(now) {
+        None => format!("{running} VMs running, libvirt up"),
+        Some(b) => match s.vms_stale_age(now) {
+            Some(a) => format!("{}; {running} VMs running {a} s ago", b.reason),
+            None => format!("{}; VMs unknown", b.reason),
+        },
+    }
 }

@@ -49,6 +49,7 @@ pub fn to_json(cmd: &Command, id: &str) -> Value {
         Command::Identify(Identify::On) => json!({"on": true}),
         Command::Identify(Identify::Off) => json!({"on": false}),
         Command::Identify(Identify::Seconds(s)) => json!({"seconds": s}),
+        Command::Journal { ack } => json!({"ack": ack}),
         _ => json!({}),
     };
     json!({"id": id, "cmd": cmd.name(), "args": args})

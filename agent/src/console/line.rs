@@ -110,7 +110,7 @@ fn serve(
             .map(|_| ())
             .map_err(|_| "write failed")
     };
-    if write(&session.greet()).is_err() {
+    if write(&session.greet(&backend.warnings())).is_err() {
         return "write failed";
     }
     let mut buf = [0u8; 1024];

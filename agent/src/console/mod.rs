@@ -1,8 +1,9 @@
 //! The management lines: one session per line, the protocol of
-//! PROTOCOL.md, text for people and JSON for machines.
+//! docs/protocol.md, text for people and JSON for machines.
 
 pub mod answer;
 pub mod client;
+pub mod journal;
 pub mod line;
 pub mod session;
 pub mod text;

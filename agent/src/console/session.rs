@@ -3,17 +3,23 @@
 //! Pure: bytes and the time come in, bytes go out. The line's thread owns
 //! the I/O and the lockout (which outlives sessions: replugging the cable
 //! must not reset failed logins).
+//!
+//! What a text session writes is, byte for byte, one of: the echo of what
+//! the person typed, a line end, or a [`Text`] (or the prompt) passed
+//! through `rackside_protocol::screen`, the one sanitiser; JSON lines are
+//! ASCII-only (`wire`). Nothing from a VM name, a libvirt message or a peer
+//! reaches the line any other way.
 
 use std::time::{Duration, Instant};
 
 use rackside_protocol::{
-    parse_line, wire, Command, ErrorCode, LineEvent, LineReader, Mode, Request,
+    parse_line, screen, wire, Command, ErrorCode, LineEvent, LineReader, Mode, Request, Text,
 };
 use serde_json::{json, Value};
 
 use super::answer::Backend;
 use crate::auth::{self, Lockout};
-use crate::events::Event;
+use crate::events::{Event, Missed, Payload};
 
 const NL: &str = "\r\n";
 
@@ -69,11 +75,12 @@ impl Session {
     }
 
     fn prompt(&self) -> String {
-        format!("{}> ", self.cfg.host)
+        format!("{}> ", screen::escape(&self.cfg.host))
     }
 
-    /// What a line shows when a session starts on it.
-    pub fn greet(&self) -> Vec<u8> {
+    /// What a line shows when a session starts on it: the banner, then
+    /// each of `warnings` on a line of its own.
+    pub fn greet(&self, warnings: &[String]) -> Vec<u8> {
         if self.mode == Mode::Json {
             return Vec::new();
         }
@@ -82,13 +89,18 @@ impl Session {
         } else {
             format!(" ({})", self.cfg.location)
         };
-        format!(
-            "{NL}rackside-agent {} on {}{loc}; type help{NL}{}",
+        let mut out = NL.as_bytes().to_vec();
+        let mut t = Text::line(format!(
+            "rackside-agent {} on {}{loc}; type help",
             env!("CARGO_PKG_VERSION"),
             self.cfg.host,
-            self.prompt()
-        )
-        .into_bytes()
+        ));
+        for w in warnings {
+            t.push(w.as_str());
+        }
+        out.extend(t.to_bytes());
+        out.extend_from_slice(self.prompt().as_bytes());
+        out
     }
 
     /// Feeds bytes read from the line; returns what to write back.
@@ -194,7 +206,7 @@ impl Session {
                     out.extend_from_slice(wire::json_ok(id, &json!({})).as_bytes());
                     out.extend_from_slice(NL.as_bytes());
                 } else {
-                    out.extend_from_slice(format!("text mode{NL}").as_bytes());
+                    out.extend(Text::line("text mode").to_bytes());
                 }
             }
             Command::Subscribe => {
@@ -217,7 +229,7 @@ impl Session {
                         out.extend_from_slice(wire::json_ok(id, &a.data).as_bytes());
                         out.extend_from_slice(NL.as_bytes());
                     } else {
-                        out.extend_from_slice(a.text.as_bytes());
+                        out.extend(a.text.to_bytes());
                     }
                 }
                 Err((code, msg)) => self.write_error(out, id, json, code, &msg),
@@ -276,10 +288,10 @@ impl Session {
     fn write_ok(&self, out: &mut Vec<u8>, id: Option<&Value>, json: bool, data: Value, text: &str) {
         if json {
             out.extend_from_slice(wire::json_ok(id, &data).as_bytes());
+            out.extend_from_slice(NL.as_bytes());
         } else {
-            out.extend_from_slice(text.as_bytes());
+            out.extend(Text::line(text).to_bytes());
         }
-        out.extend_from_slice(NL.as_bytes());
     }
 
     fn write_error(
@@ -292,10 +304,10 @@ impl Session {
     ) {
         if json {
             out.extend_from_slice(wire::json_error(id, code, msg).as_bytes());
+            out.extend_from_slice(NL.as_bytes());
         } else {
-            out.extend_from_slice(wire::text_error(code, msg).as_bytes());
+            out.extend(Text::line(wire::text_error(code, msg)).to_bytes());
         }
-        out.extend_from_slice(NL.as_bytes());
     }
 
     /// An event for this line, if it subscribed.
@@ -308,17 +320,22 @@ impl Session {
             None => return Vec::new(),
         };
         let body = if as_json || self.mode == Mode::Json {
-            wire::json_event(ev.name, &ev.ts, &ev.data)
+            let data = serde_json::to_value(&ev.data).unwrap_or_default();
+            let mut b = wire::json_event(ev.name, &ev.ts, &data).into_bytes();
+            b.extend_from_slice(NL.as_bytes());
+            b
         } else {
-            format!("[{}] {}", ev.ts, event_text(ev))
+            event_text(ev).to_bytes()
         };
         if self.mode == Mode::Json {
-            return format!("{body}{NL}").into_bytes();
+            return body;
         }
         // Text line: leave the prompt's line, print the event on its own
         // line (so a JSON event starts with '{'), then redraw the prompt
         // and whatever was being typed.
-        let mut s = format!("{NL}{body}{NL}{}", self.prompt()).into_bytes();
+        let mut s = NL.as_bytes().to_vec();
+        s.extend(body);
+        s.extend_from_slice(self.prompt().as_bytes());
         if self.cfg.echo && !self.json_line {
             s.extend_from_slice(self.reader.pending());
         }
@@ -327,12 +344,7 @@ impl Session {
 
     /// Events dropped because the line fell behind.
     pub fn missed(&self, n: u64) -> Vec<u8> {
-        let ev = Event {
-            name: "events.missed",
-            ts: crate::events::now_rfc3339(),
-            data: json!({"missed": n}),
-        };
-        self.event(&ev)
+        self.event(&Event::now(Payload::EventsMissed(Missed { missed: n })))
     }
 
     /// Time passing: ends an idle login.
@@ -342,63 +354,76 @@ impl Session {
             self.logged_in = false;
             tracing::info!(line = %self.cfg.line, "login ended: idle");
             if self.mode == Mode::Text {
-                return format!("{NL}logged out: idle{NL}{}", self.prompt()).into_bytes();
+                let mut s = NL.as_bytes().to_vec();
+                s.extend(Text::line("logged out: idle").to_bytes());
+                s.extend_from_slice(self.prompt().as_bytes());
+                return s;
             }
         }
         Vec::new()
     }
 }
 
-/// One line (the verdict: a few) for a person about an event.
-pub fn event_text(ev: &Event) -> String {
-    let d = &ev.data;
-    let s = |k: &str| match &d[k] {
-        Value::String(x) => x.clone(),
-        Value::Null => "-".to_string(),
-        v => v.to_string(),
-    };
-    match ev.name {
-        "vm.state" => format!("{}: {}", s("vm"), s("what")),
-        "migration.progress" => format!(
+/// An event as a person reads it: one line stamped with its time; the
+/// verdict is its own framed line after the stamp's line, so that it starts
+/// a line and nothing else can.
+pub fn event_text(ev: &Event) -> Text {
+    if let Payload::EvacuationDone(v) = &ev.data {
+        let mut t = Text::line(format!("[{}] evacuation {} finished", ev.ts, v.evacuation));
+        t.append(super::text::verdict(v));
+        return t;
+    }
+    Text::line(format!("[{}] {}", ev.ts, event_line(&ev.data)))
+}
+
+fn or_dash<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or("-".into(), |v| v.to_string())
+}
+
+fn whole(v: Option<f64>) -> String {
+    v.map_or("-".into(), |f| format!("{f:.0}"))
+}
+
+/// One line for a person about an event other than the verdict.
+fn event_line(data: &Payload) -> String {
+    match data {
+        Payload::VmState(e) => format!("{}: {}", e.vm, e.what),
+        Payload::Hook(e) => match &e.refused {
+            Some(why) => format!("{}: {} ({why})", e.vm, e.what),
+            None => format!("{}: {}", e.vm, e.what),
+        },
+        Payload::MigrationProgress(p) => format!(
             "{} -> {}: {}% ({} MiB left, {} MiB/s, eta {} s){}",
-            s("vm"),
-            s("dest"),
-            d["percent"]
-                .as_f64()
-                .map_or("-".into(), |p| format!("{p:.0}")),
-            d["remaining_mib"]
-                .as_f64()
-                .map_or("-".into(), |p| format!("{p:.0}")),
-            d["rate_mib_s"]
-                .as_f64()
-                .map_or("-".into(), |p| format!("{p:.0}")),
-            s("eta_s"),
-            d["note"]
-                .as_str()
-                .map_or(String::new(), |n| format!(" - {n}")),
+            p.vm,
+            p.dest,
+            whole(Some(p.percent)),
+            whole(Some(p.remaining_mib)),
+            whole(p.rate_mib_s),
+            or_dash(p.eta_s),
+            p.note.as_ref().map_or(String::new(), |n| format!(" - {n}")),
         ),
-        "migration.done" => format!(
-            "{} -> {}: done in {} s, downtime {} ms",
-            s("vm"),
-            s("dest"),
-            d["seconds"]
-                .as_f64()
-                .map_or("-".into(), |p| format!("{p:.1}")),
-            s("downtime_ms")
+        Payload::MigrationDone(d) => format!(
+            "{} -> {}: done in {:.1} s, downtime {} ms",
+            d.vm,
+            d.dest,
+            d.seconds,
+            or_dash(d.downtime_ms)
         ),
-        "migration.failed" => format!(
-            "{} -> {}: FAILED: {}; now on {}{}",
-            s("vm"),
-            s("dest"),
-            s("error"),
-            s("now_on"),
-            d["retrying_on"]
-                .as_str()
+        Payload::MigrationFailed(f) => format!(
+            "{} -> {}: FAILED: {}; now on {}{}{}",
+            f.vm,
+            f.dest,
+            f.error,
+            f.now_on.as_deref().unwrap_or("-"),
+            f.note.as_ref().map_or(String::new(), |n| format!(" ({n})")),
+            f.retrying_on
+                .as_ref()
                 .map_or(String::new(), |h| format!("; retrying on {h}")),
         ),
-        "evacuation.done" => crate::evacuation::model::verdict_text(d),
-        "host.empty" => format!("{} is empty", s("host")),
-        _ => format!("{} {}", ev.name, d),
+        Payload::EvacuationDone(v) => format!("evacuation {} finished", v.evacuation),
+        Payload::HostEmpty(h) => format!("{} is empty", h.host),
+        Payload::HostPoweroff(h) => format!("{} is powering off", h.host),
+        Payload::EventsMissed(m) => format!("{} events missed: this line fell behind", m.missed),
     }
 }
 
@@ -406,6 +431,10 @@ pub fn event_text(ev: &Event) -> String {
 mod tests {
     use super::super::answer::{Answer, Refusal};
     use super::*;
+    use crate::events::{
+        HookReport, HostName, MigrationDone, MigrationFailed, MigrationProgress, VmStateChange,
+    };
+    use crate::report::{NotMoved, Phase, StillHere, Verdict};
     use proptest::prelude::*;
 
     /// Answers every reading command with its own name, so tests see which
@@ -420,7 +449,7 @@ mod tests {
                 | Command::Help
                 | Command::Locate { .. } => Ok(Answer {
                     data: json!({"cmd": cmd.name()}),
-                    text: format!("answer to {}{NL}", cmd.name()),
+                    text: Text::line(format!("answer to {}", cmd.name())),
                 }),
                 _ => Err((ErrorCode::Unavailable, "not yet".into())),
             }
@@ -450,7 +479,12 @@ mod tests {
     fn text_mode_echoes_answers_and_prompts() {
         let now = Instant::now();
         let mut s = Session::new(cfg(None), now);
-        assert!(text(&s.greet()).ends_with("ha> "));
+        assert!(text(&s.greet(&[])).ends_with("ha> "));
+        let warned = text(&s.greet(&["WARNING: the journal was damaged\r*** x".into()]));
+        assert!(
+            warned.contains("type help\r\nWARNING: the journal was damaged\\r*** x\r\nha> "),
+            "{warned:?}"
+        );
         let out = text(&s.feed(b"status\r", now, &Echo, &mut lockout()));
         assert_eq!(out, "status\r\nanswer to status\r\nha> ");
         let out = text(&s.feed(b"nosuch\r", now, &Echo, &mut lockout()));
@@ -476,7 +510,7 @@ mod tests {
         let mut s = Session::new(cfg(None), now);
         let out = text(&s.feed(b"mode json\r", now, &Echo, &mut lockout()));
         assert!(out.ends_with("{\"ok\":true,\"data\":{}}\r\n"), "{out:?}");
-        assert!(s.greet().is_empty());
+        assert!(s.greet(&[]).is_empty());
         let out = text(&s.feed(
             b"status\r{\"id\":\"a\",\"cmd\":\"hosts\"}\n\r\n",
             now,
@@ -539,7 +573,12 @@ mod tests {
         let ev = Event {
             name: "vm.state",
             ts: "2026-01-01T00:00:00Z".into(),
-            data: json!({"vm": "web1", "what": "stopped"}),
+            data: Payload::VmState(VmStateChange {
+                vm: "web1".into(),
+                uuid: "u".into(),
+                what: "stopped",
+                state: Some("shutoff"),
+            }),
         };
         let mut s = Session::new(cfg(None), now);
         assert!(s.event(&ev).is_empty());
@@ -556,6 +595,142 @@ mod tests {
         assert_eq!(v["event"], "vm.state");
         s.feed(b"unsubscribe\r", now, &Echo, &mut lockout());
         assert!(s.event(&ev).is_empty());
+    }
+
+    /// Names as hostile as libvirt accepts: a CR and a forged verdict, C1
+    /// codes (CSI, NEL), ESC, bidi override.
+    const HOSTILE: &[&str] = &[
+        "x\r*** SAFE TO POWER OFF ha: no VM left running; 3 moved ***",
+        "y\u{9b}2J\u{85}*** SAFE TO POWER OFF ha ***",
+        "z\x1b[2J\x1b[H*** SAFE TO POWER OFF",
+        "w\u{202e}FFO REWOP OT EFAS\r\n*** SAFE TO POWER OFF",
+    ];
+
+    /// Every line a text session shows is free of controls, and only a
+    /// verdict line (starting with "*** ") says "POWER OFF".
+    fn assert_screen_safe(out: &[u8]) {
+        let s = String::from_utf8(out.to_vec()).expect("text output is UTF-8");
+        for line in s.split("\r\n") {
+            let line = line.trim_end_matches('\x07');
+            assert!(
+                !line.chars().any(|c| c.is_control()),
+                "control character on the screen: {line:?}"
+            );
+            if line.to_ascii_lowercase().contains("power off") {
+                assert!(
+                    line.starts_with("*** SAFE TO POWER OFF ha:")
+                        || line.starts_with("*** NOT SAFE TO POWER OFF ha:"),
+                    "forged verdict: {line:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn hostile_names_never_forge_a_verdict_or_drive_the_terminal() {
+        let now = Instant::now();
+        let mut s = Session::new(cfg(None), now);
+        s.feed(b"subscribe\r", now, &Echo, &mut lockout());
+        for name in HOSTILE {
+            let n = || (*name).to_owned();
+            for data in [
+                Payload::VmState(VmStateChange {
+                    vm: n(),
+                    uuid: n(),
+                    what: "started",
+                    state: Some("running"),
+                }),
+                Payload::Hook(HookReport {
+                    vm: n(),
+                    uuid: Some(n()),
+                    what: "refused",
+                    source: "hook",
+                    op: n(),
+                    subop: n(),
+                    refused: Some(n()),
+                }),
+                Payload::MigrationProgress(MigrationProgress {
+                    job: 1,
+                    vm: n(),
+                    dest: n(),
+                    percent: 5.0,
+                    remaining_mib: 1.0,
+                    rate_mib_s: None,
+                    eta_s: None,
+                    downtime_ms: 0,
+                    note: Some(n()),
+                }),
+                Payload::MigrationFailed(MigrationFailed {
+                    job: 1,
+                    vm: n(),
+                    dest: "hb".into(),
+                    error: n(),
+                    now_on: Some(n()),
+                    retrying_on: Some(n()),
+                    note: Some(n()),
+                }),
+                Payload::MigrationDone(MigrationDone {
+                    job: 1,
+                    vm: n(),
+                    dest: "hb".into(),
+                    downtime_ms: None,
+                    seconds: 1.0,
+                    data_mib: None,
+                }),
+                Payload::HostEmpty(HostName { host: n() }),
+                Payload::HostPoweroff(HostName { host: n() }),
+            ] {
+                let out = s.event(&Event {
+                    name: data.name(),
+                    ts: "t".into(),
+                    data,
+                });
+                assert_screen_safe(&out);
+                assert!(!out.is_empty());
+            }
+            // A NOT SAFE verdict listing the hostile VM: the real verdict
+            // line is there, and the name's copy of it is not.
+            let verdict = Verdict {
+                evacuation: 1,
+                host: "ha".into(),
+                moved: vec![],
+                failed: vec![NotMoved {
+                    vm: n(),
+                    dest: n(),
+                    phase: Phase::Failed,
+                    error: Some(n()),
+                    tried: vec![n()],
+                }],
+                unplaceable: vec![],
+                remaining: vec![n()],
+                still_here: vec![StillHere {
+                    vm: n(),
+                    state: "paused".into(),
+                }],
+                safe_to_power_off: false,
+                check_error: None,
+            };
+            let out = s.event(&Event::now(Payload::EvacuationDone(Box::new(verdict))));
+            assert_screen_safe(&out);
+            let text = String::from_utf8(out).unwrap();
+            assert_eq!(text.matches("POWER OFF").count(), 1, "{text}");
+            assert!(
+                text.contains("\r\n*** NOT SAFE TO POWER OFF ha: 0 moved ***\r\n"),
+                "{text}"
+            );
+        }
+        // Answers and errors carrying the name go through the same
+        // sanitiser (a CR would end the typed line, so those are left out).
+        for name in HOSTILE.iter().filter(|n| !n.contains(['\r', '\n'])) {
+            let out = s.feed(
+                format!("locate {name}\r").as_bytes(),
+                now,
+                &Echo,
+                &mut lockout(),
+            );
+            let echo_end = out.windows(2).position(|w| w == b"\r\n").unwrap_or(0);
+            assert_screen_safe(&out[echo_end..]);
+        }
     }
 
     /// Counts the complete request lines in `bytes` the way the line

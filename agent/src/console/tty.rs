@@ -12,12 +12,18 @@ use std::time::{Duration, Instant};
 use nix::fcntl::{open, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::stat::Mode;
-use nix::sys::termios::{self, BaudRate, ControlFlags, SetArg, SpecialCharacterIndices};
+use nix::sys::termios::{self, BaudRate, ControlFlags, FlushArg, SetArg, SpecialCharacterIndices};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TtyError {
     #[error("cannot open {path}")]
     Open {
+        path: String,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("cannot discard input queued on {path} before it was opened")]
+    Flush {
         path: String,
         #[source]
         source: nix::Error,
@@ -50,7 +56,9 @@ pub fn baud_rate(baud: u32) -> Option<BaudRate> {
 
 /// Opens `path` read-write, non-blocking, not as our controlling
 /// terminal, exclusive (a getty or a second agent cannot share it), raw
-/// 8N1 at `baud`, no flow control.
+/// 8N1 at `baud`, no flow control, with every byte that arrived before
+/// this open thrown away: a command typed while the agent was not reading
+/// must not run later, when nobody is watching.
 pub fn open_raw(path: &Path, baud: u32) -> Result<OwnedFd, TtyError> {
     let name = path.display().to_string();
     let fd = open(
@@ -76,6 +84,13 @@ pub fn open_raw(path: &Path, baud: u32) -> Result<OwnedFd, TtyError> {
     t.control_chars[SpecialCharacterIndices::VMIN as usize] = 1;
     t.control_chars[SpecialCharacterIndices::VTIME as usize] = 0;
     termios::tcsetattr(&fd, SetArg::TCSANOW, &t).map_err(cfg_err)?;
+    // After raw mode is set, so that nothing the switch released survives.
+    // On a pty this also empties what the master wrote before the open
+    // (the flip buffer and the line discipline's queue): tests/stale_input.rs.
+    termios::tcflush(&fd, FlushArg::TCIFLUSH).map_err(|source| TtyError::Flush {
+        path: name.clone(),
+        source,
+    })?;
     // SAFETY: TIOCEXCL takes no argument and only sets a flag on this fd's
     // terminal; fd is open for the duration of the call.
     let _ = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCEXCL) };

@@ -2,56 +2,90 @@
 //! `evacuate`, `jobs`, `abort`, `maintenance`, `poweroff` and `identify`.
 //!
 //! A run (an evacuation, or one `migrate`) is planned, journalled, then
-//! driven by its own thread: jobs start within the parallelism limits,
-//! each migration on threads of its own; a failed job is retried once on
-//! the next host; the run ends, always, with a verdict checked against
-//! libvirt itself, never against our own bookkeeping.
+//! handed to its [`machine::Machine`], which decides everything; the
+//! controller only carries out its actions through the [`Hypervisor`] and
+//! feeds back what happened. One driver thread per run starts it and
+//! brings the time (deadlines); each migration, check and reconciliation
+//! runs on a thread of its own. A thread that cannot start or panics
+//! becomes an input like any other, so every run ends with a verdict.
 
 pub mod journal;
+pub mod machine;
 pub mod model;
+pub mod spawn;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use rackside_protocol::{Dest, ErrorCode, Identify};
-use serde_json::{json, Value};
-use virt::connect::Connect;
 
 use crate::config::{Config, MigrationSection, PowerSection};
-use crate::console::answer::Refusal;
-use crate::events::Bus;
+use crate::events::{Bus, HostName, Payload};
+use crate::hypervisor::{
+    deadline, ensure_running_after_failure, AfterFailure, Hypervisor, PeerAddr,
+};
 use crate::inventory::Inventory;
-use crate::libvirt_ffi;
 use crate::migration::policy::Limits;
-use crate::migration::run::{self as mig, Outcome};
-use crate::placement::{self, Plan, Policy, Target, Unplaceable, VmDemand};
+use crate::migration::run::{Outcome, Spec};
+use crate::placement::{self, Plan, Policy, Target, VmDemand};
+use crate::report::{
+    Aborted, EvacuationStarted, IdentifyStarted, JobsReport, MaintenanceReport, MigrationStarted,
+    PlanReport, PoweringOff, Refusal,
+};
 use journal::{Journal, Record, Recovered};
-use model::{Job, Kind, Phase, Run};
+use machine::{Action, Input, Machine};
+use model::{Job, Kind, Run};
+pub use spawn::{Spawner, Threads};
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Ctx {
     pub host: String,
-    pub local_uri: String,
     pub policy: Policy,
     pub migration: MigrationSection,
     pub power: PowerSection,
+    /// The machine's deadlines.
+    pub machine: machine::Limits,
+    /// How often the driver brings the time.
+    pub tick: Duration,
+    /// How often a migration libvirt still runs after a restart is looked at.
+    pub follow_every: Duration,
+    /// How long `identify`'s command may run before it is killed.
+    pub identify_limit: Duration,
 }
 
 impl Ctx {
     pub fn from_config(cfg: &Config) -> Ctx {
+        let m = &cfg.migration;
         Ctx {
             host: cfg.host_name(),
-            local_uri: cfg.libvirt.uri.clone(),
             policy: Policy {
                 strategy: cfg.placement.strategy,
                 load_threshold: cfg.placement.load_threshold,
                 mem_reserve_mib: cfg.placement.mem_reserve_mib,
                 vcpu_overcommit: cfg.placement.vcpu_overcommit,
             },
-            migration: cfg.migration.clone(),
+            migration: m.clone(),
             power: cfg.power.clone(),
+            machine: machine::Limits {
+                max_parallel: m.max_parallel.max(1) as usize,
+                max_per_dest: m.max_per_destination.max(1) as usize,
+                // A migration reports every second; its own give-up rules
+                // end a slow one. This is for one that says nothing at all.
+                answer_timeout: Duration::from_secs(120),
+                abort_grace: Duration::from_secs(60),
+                check_timeout: Duration::from_secs(30),
+                // After a restart a migration libvirt still runs is
+                // followed to its end, up to its budget.
+                reconcile_timeout: Duration::from_secs(m.budget_s_per_gib.max(120) * 4),
+                progress_every: Duration::from_secs(2),
+            },
+            tick: Duration::from_millis(200),
+            follow_every: Duration::from_secs(1),
+            identify_limit: Duration::from_secs(10),
         }
     }
 
@@ -68,21 +102,29 @@ impl Ctx {
 #[derive(Debug, Default)]
 struct Ctl {
     maintenance: bool,
-    current: Option<Run>,
+    current: Option<Machine>,
     last: Option<Run>,
     next_run: u64,
     next_job: u64,
     aborts: BTreeMap<u64, Arc<AtomicBool>>,
-    /// The named destination of the current run, if any (no retries elsewhere).
-    target: Option<String>,
+}
+
+impl Ctl {
+    fn active(&self) -> Option<&Machine> {
+        self.current.as_ref().filter(|m| !m.finished())
+    }
 }
 
 #[derive(Debug)]
 pub struct Controller {
+    /// Ourselves, for the threads we start.
+    me: Weak<Controller>,
     ctx: Ctx,
     inventory: Arc<Inventory>,
     bus: Bus,
     journal: Journal,
+    hv: Arc<dyn Hypervisor>,
+    spawner: Arc<dyn Spawner>,
     ctl: Mutex<Ctl>,
 }
 
@@ -98,22 +140,18 @@ fn refuse(code: ErrorCode, msg: impl Into<String>) -> Refusal {
     (code, msg.into())
 }
 
-/// Names of the domains libvirt reports active here: the ground truth for
-/// the verdict.
-fn active_here(uri: &str) -> Result<Vec<String>, String> {
-    let c = Connect::open(Some(uri)).map_err(|e| e.message().to_owned())?;
-    let r = c
-        .list_all_domains(virt::sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE)
-        .map_err(|e| e.message().to_owned())
-        .map(|doms| {
-            doms.iter()
-                .filter_map(|d| d.name().ok())
-                .collect::<Vec<_>>()
-        });
-    libvirt_ffi::close(c);
-    let mut r = r?;
-    r.sort();
-    Ok(r)
+fn busy() -> Refusal {
+    refuse(
+        ErrorCode::Busy,
+        "an evacuation or migration is already running; see jobs, or abort",
+    )
+}
+
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into())
 }
 
 impl Controller {
@@ -123,6 +161,8 @@ impl Controller {
         bus: Bus,
         journal: Journal,
         recovered: &Recovered,
+        hv: Arc<dyn Hypervisor>,
+        spawner: Arc<dyn Spawner>,
     ) -> Arc<Self> {
         let next = recovered.runs.iter().map(|r| r.id).max().unwrap_or(0);
         let next_job = recovered
@@ -131,11 +171,14 @@ impl Controller {
             .flat_map(|r| r.jobs.iter().map(|j| j.id))
             .max()
             .unwrap_or(0);
-        Arc::new(Controller {
+        Arc::new_cyclic(|me| Controller {
+            me: me.clone(),
             ctx,
             inventory,
             bus,
             journal,
+            hv,
+            spawner,
             ctl: Mutex::new(Ctl {
                 maintenance: recovered.maintenance,
                 last: recovered.runs.iter().rev().find(|r| r.finished).cloned(),
@@ -153,10 +196,7 @@ impl Controller {
     /// This host's state for `status` and `hosts`.
     pub fn host_state(&self, vms_running: Option<u32>) -> &'static str {
         let c = self.lock();
-        if c.current
-            .as_ref()
-            .is_some_and(|r| r.active() && r.kind == Kind::Evacuate)
-        {
+        if c.active().is_some_and(|m| m.run().kind == Kind::Evacuate) {
             "evacuating"
         } else if vms_running == Some(0) {
             "empty"
@@ -169,6 +209,59 @@ impl Controller {
 
     pub fn maintenance_on(&self) -> bool {
         self.lock().maintenance
+    }
+
+    /// The journal, for `journal` and `journal ack`.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// What every line should be told while the journal's damage stands.
+    pub fn warning(&self) -> Option<String> {
+        self.journal.warning()
+    }
+
+    /// While the journal's damage is not acknowledged a new run is refused:
+    /// a lost line may have been a run we know nothing about.
+    fn refuse_if_damaged(&self) -> Result<(), Refusal> {
+        match self.journal.damage() {
+            Some(d) => Err(refuse(ErrorCode::Unavailable, d.note())),
+            None => Ok(()),
+        }
+    }
+
+    /// Plans from missing data would say "nothing to move": refuse instead
+    /// while local libvirt is not answering or never has.
+    fn require_libvirt(&self) -> Result<(), Refusal> {
+        let s = self.inventory.snapshot();
+        if let Some(b) = s.local_blind(Instant::now()) {
+            return Err(refuse(ErrorCode::Unavailable, b.reason));
+        }
+        if s.local.vms_at.is_none() {
+            return Err(refuse(
+                ErrorCode::Unavailable,
+                "libvirt has not answered yet",
+            ));
+        }
+        Ok(())
+    }
+
+    /// A named destination must be one of our peers.
+    fn require_peer(&self, target: &Target) -> Result<(), Refusal> {
+        let Target::Host(h) = target else {
+            return Ok(());
+        };
+        if h == &self.ctx.host {
+            return Err(refuse(
+                ErrorCode::BadRequest,
+                format!("'{h}' is this host: name a peer, or auto"),
+            ));
+        }
+        if self.inventory.snapshot().peers.iter().any(|p| &p.name == h) {
+            Ok(())
+        } else {
+            Err(refuse(ErrorCode::NotFound, format!("no peer named '{h}'")))
+        }
     }
 
     fn demands(&self) -> Vec<(VmDemand, bool)> {
@@ -187,33 +280,54 @@ impl Controller {
         placement::plan(vms, &cands, &self.ctx.policy, target, exclude)
     }
 
-    fn running_jobs(&self) -> Vec<Job> {
-        let c = self.lock();
-        c.current.iter().flat_map(|r| r.jobs.clone()).collect()
+    /// The next host for a failed job, by placement over the live inventory.
+    fn next_host(&self, job: &Job, others: &[Job]) -> Result<String, String> {
+        let mut exclude = BTreeMap::new();
+        exclude.insert(job.vm.clone(), job.tried.clone());
+        let demand = VmDemand {
+            name: job.vm.clone(),
+            vcpus: job.vcpus,
+            mem_mib: job.mem_mib,
+        };
+        let p = self.make_plan(&[demand], &Target::Auto, &exclude, others);
+        match (p.moves.first(), p.unplaceable.first()) {
+            (Some(m), _) => Ok(m.dest.clone()),
+            (None, Some(u)) => Err(u.reason.clone()),
+            (None, None) => Err("placement gave no answer".into()),
+        }
+    }
+
+    fn running_jobs(c: &Ctl) -> Vec<Job> {
+        c.active().map(|m| m.run().jobs.clone()).unwrap_or_default()
     }
 
     /// Makes `run` the current run (the previous one becomes the last),
     /// written to the journal before anything starts.
-    fn install(&self, c: &mut Ctl, run: Run, target: &Target) {
+    fn install(&self, c: &mut Ctl, run: Run, recovered: bool) {
         self.journal.run(&run);
-        c.target = match target {
-            Target::Host(h) => Some(h.clone()),
-            Target::Auto => None,
+        let m = if recovered {
+            Machine::recovered(run, &self.ctx.host, self.ctx.machine.clone())
+        } else {
+            Machine::new(run, &self.ctx.host, self.ctx.machine.clone())
         };
-        c.last = c.current.take().or(c.last.take());
-        c.current = Some(run);
+        if let Some(prev) = c.current.take() {
+            c.last = Some(prev.run().clone());
+        }
+        c.current = Some(m);
     }
 
-    pub fn plan(&self, dest: &Dest) -> Result<Value, Refusal> {
+    pub fn plan(&self, dest: &Dest) -> Result<PlanReport, Refusal> {
+        self.require_libvirt()?;
+        let target = target_of(dest);
+        self.require_peer(&target)?;
         let demands = self.demands();
         let vms: Vec<VmDemand> = demands.iter().map(|(d, _)| d.clone()).collect();
-        let p = self.make_plan(
-            &vms,
-            &target_of(dest),
-            &BTreeMap::new(),
-            &self.running_jobs(),
-        );
-        Ok(json!({"moves": p.moves, "unplaceable": p.unplaceable}))
+        let jobs = Self::running_jobs(&self.lock());
+        let p = self.make_plan(&vms, &target, &BTreeMap::new(), &jobs);
+        Ok(PlanReport {
+            moves: p.moves,
+            unplaceable: p.unplaceable,
+        })
     }
 
     pub fn evacuate(
@@ -221,46 +335,56 @@ impl Controller {
         dest: &Dest,
         poweroff: bool,
         line: &str,
-    ) -> Result<Value, Refusal> {
+    ) -> Result<EvacuationStarted, Refusal> {
+        self.refuse_if_damaged()?;
         if poweroff && !self.ctx.power.allow {
             return Err(refuse(
                 ErrorCode::BadRequest,
                 "poweroff is not allowed by this host's config ([power] allow)",
             ));
         }
+        self.require_libvirt()?;
+        let target = target_of(dest);
+        self.require_peer(&target)?;
         let demands = self.demands();
         let vms: Vec<VmDemand> = demands.iter().map(|(d, _)| d.clone()).collect();
-        let target = target_of(dest);
         let plan = self.make_plan(&vms, &target, &BTreeMap::new(), &[]);
         let mut c = self.lock();
-        if c.current.as_ref().is_some_and(Run::active) {
-            return Err(refuse(
-                ErrorCode::Busy,
-                "an evacuation or migration is already running; see jobs, or abort",
-            ));
+        if c.active().is_some() {
+            return Err(busy());
         }
-        if !c.maintenance {
-            c.maintenance = true;
-            self.journal.write(&Record::Maintenance {
-                ts: crate::events::now_rfc3339(),
-                on: true,
-                line: Some(line.to_owned()),
-            });
-        }
+        self.enter_maintenance(&mut c, line);
         c.next_run += 1;
         let id = c.next_run;
         let mut next_job = c.next_job;
         let jobs = model::jobs_for(&plan.moves, &demands, &mut next_job);
         c.next_job = next_job;
-        let run = Run::new(id, Kind::Evacuate, poweroff, jobs, plan.unplaceable.clone());
-        self.install(&mut c, run, &target);
+        let mut run = Run::new(id, Kind::Evacuate, poweroff, jobs, plan.unplaceable.clone());
+        run.named = match &target {
+            Target::Host(h) => Some(h.clone()),
+            Target::Auto => None,
+        };
+        self.install(&mut c, run, false);
         drop(c);
         tracing::info!(evacuation = id, line = %line, moves = plan.moves.len(), unplaceable = plan.unplaceable.len(), "evacuation started");
-        self.spawn_driver(id);
-        Ok(json!({"evacuation": id, "moves": plan.moves, "unplaceable": plan.unplaceable}))
+        self.spawn_driver(id, "run");
+        Ok(EvacuationStarted {
+            evacuation: id,
+            moves: plan.moves,
+            unplaceable: plan.unplaceable,
+        })
     }
 
-    pub fn migrate(self: &Arc<Self>, vm: &str, dest: &Dest, line: &str) -> Result<Value, Refusal> {
+    pub fn migrate(
+        self: &Arc<Self>,
+        vm: &str,
+        dest: &Dest,
+        line: &str,
+    ) -> Result<MigrationStarted, Refusal> {
+        self.refuse_if_damaged()?;
+        self.require_libvirt()?;
+        let target = target_of(dest);
+        self.require_peer(&target)?;
         let demands = self.demands();
         let Some((d, offline)) = demands.iter().find(|(d, _)| d.name == vm).cloned() else {
             return Err(refuse(
@@ -268,13 +392,8 @@ impl Controller {
                 format!("no VM '{vm}' on this host"),
             ));
         };
-        let target = target_of(dest);
-        let plan = self.make_plan(
-            std::slice::from_ref(&d),
-            &target,
-            &BTreeMap::new(),
-            &self.running_jobs(),
-        );
+        let jobs = Self::running_jobs(&self.lock());
+        let plan = self.make_plan(std::slice::from_ref(&d), &target, &BTreeMap::new(), &jobs);
         if let Some(u) = plan.unplaceable.first() {
             return Err(refuse(
                 ErrorCode::NoCapacity,
@@ -288,251 +407,405 @@ impl Controller {
             ));
         };
         let mut c = self.lock();
-        if c.current.as_ref().is_some_and(Run::active) {
-            return Err(refuse(
-                ErrorCode::Busy,
-                "an evacuation or migration is already running; see jobs, or abort",
-            ));
+        if c.active().is_some() {
+            return Err(busy());
         }
         c.next_run += 1;
         let id = c.next_run;
         c.next_job += 1;
         let job = Job::new(c.next_job, &d, &dest_name, offline);
         let job_id = job.id;
-        let run = Run::new(id, Kind::Migrate, false, vec![job], Vec::new());
-        self.install(&mut c, run, &target);
+        let mut run = Run::new(id, Kind::Migrate, false, vec![job], Vec::new());
+        run.named = match &target {
+            Target::Host(h) => Some(h.clone()),
+            Target::Auto => None,
+        };
+        self.install(&mut c, run, false);
         drop(c);
         tracing::info!(job = job_id, vm = %vm, dest = %dest_name, line = %line, "migration started");
-        self.spawn_driver(id);
-        Ok(json!({"job": job_id, "dest": dest_name}))
+        self.spawn_driver(id, "run");
+        Ok(MigrationStarted {
+            job: job_id,
+            vm: vm.to_owned(),
+            dest: dest_name,
+        })
     }
 
     /// Jobs of the current and the last run.
-    pub fn jobs(&self) -> Value {
+    pub fn jobs(&self) -> JobsReport {
         let c = self.lock();
-        let mut jobs: Vec<Value> = Vec::new();
-        for run in c.last.iter().chain(c.current.iter()) {
-            for j in &run.jobs {
-                let mut v = j.to_json();
-                v["run"] = json!(run.id);
-                v["kind"] = json!(run.kind);
-                jobs.push(v);
-            }
+        let current = c.current.as_ref().map(Machine::run);
+        let jobs = c
+            .last
+            .iter()
+            .chain(current)
+            .flat_map(|run| run.jobs.iter().map(|j| j.row(run.id, run.kind)))
+            .collect();
+        JobsReport {
+            jobs,
+            running: c.active().is_some(),
         }
-        json!({"jobs": jobs, "running": c.current.as_ref().is_some_and(Run::active)})
     }
 
-    pub fn abort(&self, vm: Option<&str>, line: &str) -> Result<Value, Refusal> {
+    pub fn abort(&self, vm: Option<&str>, line: &str) -> Result<Aborted, Refusal> {
         let mut c = self.lock();
-        let Some(run) = c.current.as_mut().filter(|r| r.active()) else {
+        let Some(m) = c.current.as_mut().filter(|m| !m.finished()) else {
             return Err(refuse(ErrorCode::NotFound, "nothing is running"));
         };
-        if let Some(v) = vm {
-            if !run.jobs.iter().any(|j| j.vm == v && !j.phase.is_terminal()) {
-                return Err(refuse(
-                    ErrorCode::NotFound,
-                    format!("no queued or running migration of '{v}'"),
-                ));
-            }
-        } else {
-            run.aborting = true;
-        }
-        let mut aborted = Vec::new();
-        let mut flags = Vec::new();
-        for j in run.jobs.iter_mut().filter(|j| vm.is_none_or(|v| j.vm == v)) {
-            match j.phase {
-                Phase::Queued => {
-                    j.phase = Phase::Aborted;
-                    j.error = Some("aborted before it started".into());
-                    aborted.push(j.vm.clone());
-                }
-                Phase::Running => {
-                    flags.push(j.id);
-                    aborted.push(j.vm.clone());
-                }
-                _ => {}
-            }
-        }
-        let snapshot = run.clone();
-        for id in flags {
-            if let Some(f) = c.aborts.get(&id) {
-                f.store(true, Ordering::Relaxed);
-            }
-        }
+        let run_id = m.run().id;
+        let (aborted, actions) = m.abort(vm, Instant::now())?;
+        self.execute(&mut c, run_id, actions);
         drop(c);
-        self.journal.run(&snapshot);
         tracing::info!(line = %line, vms = ?aborted, "abort");
-        Ok(json!({"aborted": aborted}))
+        Ok(Aborted { aborted })
     }
 
-    pub fn maintenance(&self, on: bool, line: &str) -> Result<Value, Refusal> {
+    fn enter_maintenance(&self, c: &mut Ctl, line: &str) {
+        if !c.maintenance {
+            c.maintenance = true;
+            self.journal.write(&Record::Maintenance {
+                ts: crate::events::now_rfc3339(),
+                on: true,
+                line: Some(line.to_owned()),
+            });
+        }
+    }
+
+    pub fn maintenance(&self, on: bool, line: &str) -> Result<MaintenanceReport, Refusal> {
         let mut c = self.lock();
-        if !on
-            && c.current
-                .as_ref()
-                .is_some_and(|r| r.active() && r.kind == Kind::Evacuate)
-        {
+        if !on && c.active().is_some_and(|m| m.run().kind == Kind::Evacuate) {
             return Err(refuse(
                 ErrorCode::Busy,
                 "an evacuation is running: abort it first",
             ));
         }
         c.maintenance = on;
-        drop(c);
         self.journal.write(&Record::Maintenance {
             ts: crate::events::now_rfc3339(),
             on,
             line: Some(line.to_owned()),
         });
-        Ok(json!({"state": if on { "maintenance" } else { "active" }, "maintenance": on}))
+        drop(c);
+        Ok(MaintenanceReport {
+            state: if on { "maintenance" } else { "active" },
+            maintenance: on,
+        })
     }
 
-    pub fn poweroff(&self, line: &str) -> Result<Value, Refusal> {
+    /// Powers off only an empty host. Maintenance comes first (journalled),
+    /// so nothing can be admitted between the check and the power cut; a
+    /// refused poweroff puts it back as it was.
+    pub fn poweroff(&self, line: &str) -> Result<PoweringOff, Refusal> {
         if !self.ctx.power.allow {
             return Err(refuse(
                 ErrorCode::BadRequest,
                 "poweroff is not allowed by this host's config ([power] allow)",
             ));
         }
-        if self.lock().current.as_ref().is_some_and(Run::active) {
-            return Err(refuse(
-                ErrorCode::Busy,
-                "an evacuation or migration is running",
-            ));
+        let was_on = {
+            let mut c = self.lock();
+            if c.active().is_some() {
+                return Err(refuse(
+                    ErrorCode::Busy,
+                    "an evacuation or migration is running",
+                ));
+            }
+            let was_on = c.maintenance;
+            self.enter_maintenance(&mut c, line);
+            was_on
+        };
+        if let Err(r) = self.check_empty() {
+            // Refused: leave maintenance as it was, unless a run started
+            // meanwhile (it needs maintenance on).
+            let mut c = self.lock();
+            if !was_on && c.active().is_none() {
+                c.maintenance = false;
+                self.journal.write(&Record::Maintenance {
+                    ts: crate::events::now_rfc3339(),
+                    on: false,
+                    line: Some(line.to_owned()),
+                });
+            }
+            return Err(r);
         }
-        let left = active_here(&self.ctx.local_uri).map_err(|e| {
+        self.power_off(line)?;
+        Ok(PoweringOff { powering_off: true })
+    }
+
+    /// Nothing but shut-off definitions here, as libvirt says (bounded: a
+    /// hung libvirtd must not hold the line).
+    fn check_empty(&self) -> Result<(), Refusal> {
+        let hv = self.hv.clone();
+        let here = deadline::bounded("local libvirt", self.ctx.machine.check_timeout, move || {
+            hv.local_domains()
+        })
+        .map_err(|e| {
             refuse(
                 ErrorCode::Unavailable,
                 format!("cannot check what runs here: {e}"),
             )
         })?;
-        if !left.is_empty() {
-            return Err(refuse(
+        let left: Vec<String> = here
+            .iter()
+            .filter(|d| d.state.is_here())
+            .map(|d| format!("{} ({})", d.name, model::state_word(d.state)))
+            .collect();
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(refuse(
                 ErrorCode::Busy,
-                format!("not empty: {} still running here", left.join(", ")),
-            ));
+                format!("not empty: {} still here", left.join(", ")),
+            ))
         }
-        self.power_off(line)?;
-        Ok(json!({"powering_off": true}))
     }
 
     fn power_off(&self, line: &str) -> Result<(), Refusal> {
         let cmd = &self.ctx.power.command;
+        let Some((prog, args)) = cmd.split_first() else {
+            return Err(refuse(
+                ErrorCode::Internal,
+                "no power-off command is configured",
+            ));
+        };
         tracing::warn!(line = %line, command = ?cmd, "powering off");
-        self.bus
-            .publish("host.poweroff", json!({"host": self.ctx.host}));
-        std::process::Command::new(&cmd[0])
-            .args(&cmd[1..])
+        self.bus.publish(Payload::HostPoweroff(HostName {
+            host: self.ctx.host.clone(),
+        }));
+        std::process::Command::new(prog)
+            .args(args)
             .stdin(std::process::Stdio::null())
             .spawn()
             .map(|_| ())
-            .map_err(|e| refuse(ErrorCode::Internal, format!("cannot run {}: {e}", cmd[0])))
+            .map_err(|e| refuse(ErrorCode::Internal, format!("cannot run {prog}: {e}")))
     }
 
-    pub fn identify(&self, what: &Identify) -> Result<Value, Refusal> {
+    /// Starts the locator command and returns: a watcher kills it after
+    /// its time limit, so a hung command never blocks a line.
+    pub fn identify(&self, what: &Identify) -> Result<IdentifyStarted, Refusal> {
         let cmd = &self.ctx.power.identify_command;
-        if cmd.is_empty() {
+        let Some((prog, args)) = cmd.split_first() else {
             return Err(refuse(
                 ErrorCode::Unavailable,
                 "no identify command is configured ([power] identify_command)",
             ));
-        }
+        };
         let secs = match what {
             Identify::On => 255,
             Identify::Off => 0,
             Identify::Seconds(s) => *s,
         };
-        let st = std::process::Command::new(&cmd[0])
-            .args(&cmd[1..])
+        let child = std::process::Command::new(prog)
+            .args(args)
             .arg(secs.to_string())
             .stdin(std::process::Stdio::null())
-            .status()
-            .map_err(|e| refuse(ErrorCode::Internal, format!("cannot run {}: {e}", cmd[0])))?;
-        if st.success() {
-            Ok(json!({}))
-        } else {
-            Err(refuse(
-                ErrorCode::Internal,
-                format!("{} exited with {st}", cmd[0]),
-            ))
-        }
-    }
-
-    fn spawn_driver(self: &Arc<Self>, run_id: u64) {
-        let me = self.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("run-{run_id}"))
-            .spawn(move || me.drive(run_id));
-        if let Err(e) = spawned {
-            tracing::error!(cause = %e, "cannot start the evacuation thread");
-            self.finish(run_id);
-        }
-    }
-
-    /// Starts jobs as slots free up until every job has ended, then gives
-    /// the verdict.
-    fn drive(self: Arc<Self>, run_id: u64) {
-        loop {
-            let mut to_start = Vec::new();
-            let done = {
-                let mut c = self.lock();
-                let max_p = self.ctx.migration.max_parallel as usize;
-                let max_d = self.ctx.migration.max_per_destination as usize;
-                let Some(run) = c.current.as_mut().filter(|r| r.id == run_id) else {
-                    return;
-                };
-                let idx = model::startable(&run.jobs, max_p, max_d);
-                for i in idx {
-                    let j = &mut run.jobs[i];
-                    j.phase = Phase::Running;
-                    j.tried.push(j.dest.clone());
-                    to_start.push(j.clone());
-                }
-                let all = run.all_terminal();
-                if !to_start.is_empty() {
-                    let snap = run.clone();
-                    self.journal.run(&snap);
-                }
-                for j in &to_start {
-                    c.aborts.insert(j.id, Arc::new(AtomicBool::new(false)));
-                }
-                all
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| refuse(ErrorCode::Internal, format!("cannot run {prog}: {e}")))?;
+        let limit = self.ctx.identify_limit;
+        let name = prog.clone();
+        let slot = Arc::new(Mutex::new(None::<std::process::Child>));
+        let theirs = slot.clone();
+        let watch = move || {
+            let Some(mut child) = theirs.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+                return;
             };
-            if done {
-                break;
-            }
-            for j in to_start {
-                let me = self.clone();
-                let name = format!("job-{}", j.id);
-                let flag = self.lock().aborts.get(&j.id).cloned().unwrap_or_default();
-                if let Err(e) = std::thread::Builder::new()
-                    .name(name)
-                    .spawn(move || me.run_job(run_id, j, flag))
-                {
-                    tracing::error!(cause = %e, "cannot start a migration thread");
+            let end = Instant::now() + limit;
+            loop {
+                match child.try_wait() {
+                    Ok(Some(st)) if st.success() => return,
+                    Ok(Some(st)) => {
+                        tracing::warn!(command = %name, status = %st, "identify failed");
+                        return;
+                    }
+                    Ok(None) if Instant::now() < end => {
+                        std::thread::sleep(Duration::from_millis(50))
+                    }
+                    _ => {
+                        tracing::warn!(command = %name, limit_s = limit.as_secs(), "identify took too long: killed");
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        return;
+                    }
                 }
             }
-            std::thread::sleep(Duration::from_millis(200));
+        };
+        *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
+        if let Err(e) = self.spawner.spawn("identify", Box::new(watch)) {
+            // No watcher: do not leave the command running unwatched.
+            if let Some(mut c) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            return Err(refuse(
+                ErrorCode::Internal,
+                format!("cannot watch {prog}: {e}"),
+            ));
         }
-        self.finish(run_id);
+        Ok(IdentifyStarted {})
     }
 
-    fn update_job(
-        &self,
-        run_id: u64,
-        job_id: u64,
-        f: impl FnOnce(&mut Job, &mut Run),
-    ) -> Option<Run> {
+    /// The run's driver: starts the machine, then brings the time until
+    /// the verdict. If it cannot start, the run ends at once, NOT SAFE,
+    /// with the reason.
+    fn spawn_driver(self: &Arc<Self>, run_id: u64, what: &str) {
+        let me = self.clone();
+        let spawned = self.spawner.spawn(
+            &format!("{what}-{run_id}"),
+            Box::new(move || me.drive(run_id)),
+        );
+        if let Err(e) = spawned {
+            tracing::error!(cause = %e, run = run_id, "cannot start the run's thread");
+            self.give_up(run_id, &format!("cannot start the {what} thread: {e}"));
+        }
+    }
+
+    /// Ends the run now, NOT SAFE, with the reason.
+    fn give_up(&self, run_id: u64, reason: &str) {
         let mut c = self.lock();
-        let run = c.current.as_mut().filter(|r| r.id == run_id)?;
-        let idx = run.jobs.iter().position(|j| j.id == job_id)?;
-        let mut job = run.jobs[idx].clone();
-        f(&mut job, run);
-        run.jobs[idx] = job;
-        Some(run.clone())
+        if let Some(m) = c.current.as_mut().filter(|m| m.run().id == run_id) {
+            let actions = m.give_up(reason);
+            self.execute(&mut c, run_id, actions);
+        }
     }
 
-    fn run_job(self: Arc<Self>, run_id: u64, job: Job, abort: Arc<AtomicBool>) {
+    /// The driver's body; should it panic, the run ends NOT SAFE with the
+    /// reason rather than waiting for ticks that will never come.
+    fn drive(&self, run_id: u64) {
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.tick_until_done(run_id)
+        }));
+        if let Err(p) = ran {
+            let reason = format!("the run's thread panicked: {}", panic_text(p.as_ref()));
+            tracing::error!(run = run_id, "{reason}");
+            self.give_up(run_id, &reason);
+        }
+    }
+
+    fn tick_until_done(&self, run_id: u64) {
+        self.feed(run_id, Input::Start);
+        loop {
+            {
+                let c = self.lock();
+                let ours = c.current.as_ref().filter(|m| m.run().id == run_id);
+                if ours.is_none_or(Machine::finished) {
+                    return;
+                }
+            }
+            std::thread::sleep(self.ctx.tick);
+            self.feed(run_id, Input::Tick);
+        }
+    }
+
+    /// One input to the run's machine; its actions carried out at once.
+    fn feed(&self, run_id: u64, input: Input) {
+        let mut c = self.lock();
+        let Some(m) = c.current.as_mut().filter(|m| m.run().id == run_id) else {
+            return;
+        };
+        let actions = m.step(input, Instant::now(), &|j: &Job, o: &[Job]| {
+            self.next_host(j, o)
+        });
+        self.execute(&mut c, run_id, actions);
+    }
+
+    /// Carries out actions, under the lock so the journal sees the run's
+    /// states in order. Nothing here waits on libvirt: every call to it
+    /// runs on a thread of its own. What fails to start comes back to the
+    /// machine as an input.
+    fn execute(&self, c: &mut Ctl, run_id: u64, actions: Vec<Action>) {
+        let mut queue: std::collections::VecDeque<Action> = actions.into();
+        while let Some(a) = queue.pop_front() {
+            let follow = match a {
+                Action::Journal(run) => {
+                    self.journal.run(&run);
+                    None
+                }
+                Action::Publish(p) => {
+                    self.bus.publish(p);
+                    None
+                }
+                Action::Start(job) => self.start_job(c, run_id, job),
+                Action::SignalAbort { job } => {
+                    if let Some(f) = c.aborts.get(&job) {
+                        f.store(true, Ordering::Relaxed);
+                    }
+                    None
+                }
+                Action::CheckWhereabouts { job, vm } => {
+                    let me = self.me.clone();
+                    self.spawner
+                        .spawn(
+                            &format!("check-{job}"),
+                            Box::new(move || {
+                                if let Some(me) = me.upgrade() {
+                                    let where_now =
+                                        ensure_running_after_failure(me.hv.as_ref(), &vm);
+                                    me.feed(run_id, Input::Whereabouts { job, where_now });
+                                }
+                            }),
+                        )
+                        .err()
+                        .map(|e| Input::Whereabouts {
+                            job,
+                            where_now: AfterFailure::Unknown(format!(
+                                "cannot start the check thread: {e}"
+                            )),
+                        })
+                }
+                Action::Reconcile(job) => self.reconcile(run_id, job),
+                Action::CheckLocal => {
+                    let me = self.me.clone();
+                    self.spawner
+                        .spawn(
+                            &format!("verdict-{run_id}"),
+                            Box::new(move || {
+                                if let Some(me) = me.upgrade() {
+                                    let here = me.hv.local_domains().map_err(|e| e.to_string());
+                                    me.feed(run_id, Input::Local(here));
+                                }
+                            }),
+                        )
+                        .err()
+                        .map(|e| Input::Local(Err(format!("cannot start the check thread: {e}"))))
+                }
+                Action::PowerOff => {
+                    if self.ctx.power.allow {
+                        if let Err((_, e)) = self.power_off("evacuate poweroff") {
+                            tracing::error!(cause = %e, "cannot power off");
+                        }
+                    }
+                    None
+                }
+                Action::Finished(v) => {
+                    let ids: Vec<u64> = c
+                        .current
+                        .iter()
+                        .flat_map(|m| m.run().jobs.iter().map(|j| j.id))
+                        .collect();
+                    for id in ids {
+                        c.aborts.remove(&id);
+                    }
+                    self.inventory.nudge_peers();
+                    tracing::info!(run = run_id, safe = v.safe_to_power_off, remaining = ?v.remaining, "run finished");
+                    None
+                }
+            };
+            if let Some(input) = follow {
+                if let Some(m) = c.current.as_mut().filter(|m| m.run().id == run_id) {
+                    let more = m.step(input, Instant::now(), &|j: &Job, o: &[Job]| {
+                        self.next_host(j, o)
+                    });
+                    queue.extend(more);
+                }
+            }
+        }
+    }
+
+    /// Starts one migration on a thread of its own. Its end (or its
+    /// panic) comes back as an input; so does a thread that cannot start.
+    fn start_job(&self, c: &mut Ctl, run_id: u64, job: Job) -> Option<Input> {
         let peer = self
             .inventory
             .snapshot()
@@ -540,10 +813,14 @@ impl Controller {
             .into_iter()
             .find(|p| p.name == job.dest);
         let Some(peer) = peer else {
-            self.job_failed(run_id, &job, format!("no peer named {}", job.dest), false);
-            return;
+            return Some(Input::Failed {
+                job: job.id,
+                error: format!("no peer named {}", job.dest),
+                aborted: false,
+                where_now: AfterFailure::Running,
+            });
         };
-        let spec = mig::Spec {
+        let spec = Spec {
             vm: job.vm.clone(),
             dest: job.dest.clone(),
             dest_uri: peer.uri.clone(),
@@ -553,170 +830,124 @@ impl Controller {
             auto_converge: self.ctx.migration.auto_converge,
             mem_mib: job.mem_mib,
         };
-        tracing::info!(job = job.id, vm = %job.vm, dest = %job.dest, offline = job.offline, "migration starting");
-        let mut last_event = Instant::now() - Duration::from_secs(10);
-        let mut on_progress = |p: &crate::migration::policy::Progress| {
-            self.update_job(run_id, job.id, |j, _| {
-                j.percent = p.percent;
-                j.remaining_mib = Some(p.remaining_mib);
-                j.rate_mib_s = p.rate_mib_s;
-                j.eta_s = p.eta_s;
-                j.note = p.note.clone();
-            });
-            if last_event.elapsed() >= Duration::from_secs(2) {
-                last_event = Instant::now();
-                self.bus.publish(
-                    "migration.progress",
-                    json!({"job": job.id, "vm": job.vm, "dest": job.dest, "percent": p.percent,
-                           "remaining_mib": p.remaining_mib, "rate_mib_s": p.rate_mib_s, "eta_s": p.eta_s,
-                           "downtime_ms": p.downtime_ms, "note": p.note}),
-                );
-            }
-        };
-        let outcome = mig::run(
-            &self.ctx.local_uri,
-            &spec,
-            self.ctx.limits(),
-            &abort,
-            &mut on_progress,
-        );
-        self.lock().aborts.remove(&job.id);
-        self.inventory.nudge_peers();
-        match outcome {
-            Outcome::Done {
-                seconds,
-                downtime_ms,
-                data_mib,
-            } => {
-                let snap = self.update_job(run_id, job.id, |j, _| {
-                    j.phase = Phase::Done;
-                    j.percent = 100.0;
-                    j.remaining_mib = Some(0.0);
-                    j.eta_s = Some(0);
-                    j.seconds = Some((seconds * 10.0).round() / 10.0);
-                    j.downtime_ms = downtime_ms;
-                    j.data_mib = data_mib.map(|m| (m * 10.0).round() / 10.0);
-                    j.note = None;
-                });
-                if let Some(s) = snap {
-                    self.journal.run(&s);
-                }
-                tracing::info!(job = job.id, vm = %job.vm, dest = %job.dest, seconds, downtime_ms, "migration done");
-                self.bus.publish(
-                    "migration.done",
-                    json!({"job": job.id, "vm": job.vm, "dest": job.dest, "downtime_ms": downtime_ms,
-                           "seconds": seconds, "data_mib": data_mib}),
-                );
-            }
-            Outcome::Failed { error, aborted } => {
-                let by_user = aborted && abort.load(Ordering::Relaxed);
-                self.job_failed(run_id, &job, error, by_user);
-            }
-        }
-    }
-
-    /// A failed job: retried once on the next host unless aborted, else
-    /// recorded with the reason and where the VM is.
-    fn job_failed(&self, run_id: u64, job: &Job, error: String, by_user: bool) {
-        let where_now = match active_here(&self.ctx.local_uri) {
-            Ok(names) if names.contains(&job.vm) => Some(self.ctx.host.clone()),
-            _ => None,
-        };
-        let (aborting, named) = {
-            let c = self.lock();
-            (
-                c.current
-                    .as_ref()
-                    .is_some_and(|r| r.id == run_id && r.aborting),
-                c.target.clone(),
-            )
-        };
-        let mut retry_dest = None;
-        let mut final_error = error.clone();
-        // Retry only when the VM is still here, running once: never chase
-        // a VM whose whereabouts are unknown.
-        if !by_user && !aborting && named.is_none() && job.tried.len() < 2 && where_now.is_some() {
-            let mut exclude = BTreeMap::new();
-            exclude.insert(job.vm.clone(), job.tried.clone());
-            let others: Vec<Job> = self
-                .running_jobs()
-                .into_iter()
-                .filter(|j| j.id != job.id)
-                .collect();
-            let demand = VmDemand {
-                name: job.vm.clone(),
-                vcpus: job.vcpus,
-                mem_mib: job.mem_mib,
-            };
-            let p = self.make_plan(&[demand], &Target::Auto, &exclude, &others);
-            match (p.moves.first(), p.unplaceable.first()) {
-                (Some(m), _) => retry_dest = Some(m.dest.clone()),
-                (None, Some(Unplaceable { reason, .. })) => {
-                    final_error = format!("{error}; no other host: {reason}")
-                }
-                _ => {}
-            }
-        }
-        let snap = self.update_job(run_id, job.id, |j, _| {
-            if let Some(d) = &retry_dest {
-                j.note = Some(format!("{} failed ({error}); retrying on {d}", j.dest));
-                j.dest = d.clone();
-                j.phase = Phase::Queued;
-                j.percent = 0.0;
-            } else {
-                j.phase = if by_user || aborting {
-                    Phase::Aborted
-                } else {
-                    Phase::Failed
+        let flag = Arc::new(AtomicBool::new(false));
+        c.aborts.insert(job.id, flag.clone());
+        let me = self.me.upgrade()?;
+        let limits = self.ctx.limits();
+        let id = job.id;
+        tracing::info!(job = id, vm = %job.vm, dest = %job.dest, offline = job.offline, "migration starting");
+        let body = move || {
+            me.feed(run_id, Input::Started { job: id });
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let mut on_progress = |p: &crate::migration::policy::Progress| {
+                    me.feed(
+                        run_id,
+                        Input::Progress {
+                            job: id,
+                            progress: p.clone(),
+                        },
+                    )
                 };
-                j.error = Some(final_error.clone());
-            }
-        });
-        if let Some(s) = snap {
-            self.journal.run(&s);
-        }
-        tracing::warn!(job = job.id, vm = %job.vm, dest = %job.dest, error = %error, retry = ?retry_dest, "migration failed");
-        self.bus.publish(
-            "migration.failed",
-            json!({"job": job.id, "vm": job.vm, "dest": job.dest, "error": error,
-                   "now_on": where_now, "retrying_on": retry_dest}),
-        );
+                let outcome = me.hv.migrate(&spec, &limits, &flag, &mut on_progress);
+                me.inventory.nudge_peers();
+                match outcome {
+                    Outcome::Done {
+                        seconds,
+                        downtime_ms,
+                        data_mib,
+                    } => {
+                        tracing::info!(job = id, vm = %spec.vm, dest = %spec.dest, seconds, downtime_ms, "migration done");
+                        Input::Done {
+                            job: id,
+                            seconds,
+                            downtime_ms,
+                            data_mib,
+                        }
+                    }
+                    Outcome::Failed { error, aborted } => {
+                        // Running means running: a VM libvirt left paused
+                        // is resumed before anyone is told.
+                        let where_now = ensure_running_after_failure(me.hv.as_ref(), &spec.vm);
+                        tracing::warn!(job = id, vm = %spec.vm, dest = %spec.dest, error = %error, after = ?where_now, "migration failed");
+                        Input::Failed {
+                            job: id,
+                            error,
+                            aborted,
+                            where_now,
+                        }
+                    }
+                }
+            }));
+            let input = ran.unwrap_or_else(|p| {
+                let error = panic_text(p.as_ref());
+                tracing::error!(job = id, error = %error, "migration thread panicked");
+                Input::Panicked { job: id, error }
+            });
+            me.feed(run_id, input);
+        };
+        self.spawner
+            .spawn(&format!("job-{id}"), Box::new(body))
+            .err()
+            .map(|e| {
+                tracing::error!(job = id, cause = %e, "cannot start a migration thread");
+                Input::NotStarted {
+                    job: id,
+                    error: e.to_string(),
+                }
+            })
     }
 
-    fn finish(&self, run_id: u64) {
-        let still = active_here(&self.ctx.local_uri);
-        let mut c = self.lock();
-        let Some(run) = c.current.as_mut().filter(|r| r.id == run_id) else {
-            return;
-        };
-        run.finished = true;
-        let kind = run.kind;
-        let poweroff = run.poweroff;
-        let v = model::verdict(run, &self.ctx.host, still);
-        run.verdict = Some(v.clone());
-        let snap = run.clone();
-        drop(c);
-        self.journal.run(&snap);
-        self.inventory.nudge_peers();
-        if kind != Kind::Evacuate {
-            return;
-        }
-        let safe = v["safe_to_power_off"] == json!(true);
-        tracing::info!(evacuation = run_id, safe, "evacuation done");
-        self.bus.publish("evacuation.done", v.clone());
-        if safe {
-            self.bus
-                .publish("host.empty", json!({"host": self.ctx.host}));
-            if poweroff && self.ctx.power.allow {
-                let _ = self.power_off("evacuate poweroff");
+    /// After a restart: follows a migration libvirt still runs for this
+    /// job's VM, then finds the VM (here, resumed if left paused; or on
+    /// the destination). Bounded by the machine's deadline.
+    fn reconcile(&self, run_id: u64, job: Job) -> Option<Input> {
+        let me = self.me.upgrade()?;
+        let dest = self
+            .inventory
+            .snapshot()
+            .peers
+            .into_iter()
+            .find(|p| p.name == job.dest)
+            .map(|p| PeerAddr {
+                name: p.name,
+                uri: p.uri,
+            });
+        let limit = self.ctx.machine.reconcile_timeout;
+        let every = self.ctx.follow_every;
+        let id = job.id;
+        let body = move || {
+            let end = Instant::now() + limit;
+            while Instant::now() < end && matches!(me.hv.local_job_active(&job.vm), Ok(true)) {
+                std::thread::sleep(every);
             }
-        }
+            let where_now = ensure_running_after_failure(me.hv.as_ref(), &job.vm);
+            let moved = dest.as_ref().is_some_and(
+                |p| matches!(me.hv.peer_domain(p, &job.vm), Ok(Some(s)) if s.is_here()),
+            );
+            me.feed(
+                run_id,
+                Input::Reconciled {
+                    job: id,
+                    moved,
+                    where_now,
+                },
+            );
+        };
+        self.spawner
+            .spawn(&format!("reconcile-{id}"), Box::new(body))
+            .err()
+            .map(|e| Input::Reconciled {
+                job: id,
+                moved: false,
+                where_now: AfterFailure::Unknown(format!("cannot start the check thread: {e}")),
+            })
     }
 
     /// At start: a run the journal shows unfinished was cut short by a
-    /// restart. Libvirt runs peer-to-peer migrations without us, so each
-    /// job's VM is looked for (still migrating here: followed to its end),
-    /// and the run is closed with the truth.
+    /// restart. libvirt runs peer-to-peer migrations without us, so each
+    /// running job's VM is looked for (still migrating: followed to its
+    /// end), queued jobs are not started, and the run is closed with the
+    /// truth. A recovery that cannot start closes the run NOT SAFE.
     pub fn recover(self: &Arc<Self>, recovered: &Recovered) {
         let Some(run) = recovered.runs.iter().rev().find(|r| !r.finished).cloned() else {
             return;
@@ -725,80 +956,19 @@ impl Controller {
             run = run.id,
             "an evacuation was interrupted by a restart; reconciling with libvirt"
         );
+        let id = run.id;
         {
             let mut c = self.lock();
-            c.current = Some(run.clone());
-        }
-        let me = self.clone();
-        let _ = std::thread::Builder::new()
-            .name("recover".into())
-            .spawn(move || {
-                for job in run.jobs.iter().filter(|j| !j.phase.is_terminal()) {
-                    me.reconcile(run.id, job);
-                }
-                me.finish(run.id);
-            });
-    }
-
-    fn reconcile(&self, run_id: u64, job: &Job) {
-        // Follow a migration libvirt is still running, to its end.
-        let deadline =
-            Instant::now() + Duration::from_secs(self.ctx.migration.budget_s_per_gib.max(120) * 4);
-        while Instant::now() < deadline {
-            let busy = Connect::open(Some(&self.ctx.local_uri))
-                .ok()
-                .map(|c| {
-                    let b = c
-                        .lookup_domain_by_name(&job.vm)
-                        .ok()
-                        .and_then(|d| d.job_info().ok())
-                        .is_some_and(|j| j.r#type != 0);
-                    libvirt_ffi::close(c);
-                    b
-                })
-                .unwrap_or(false);
-            if !busy {
-                break;
+            if let Some(l) = recovered
+                .runs
+                .iter()
+                .rev()
+                .find(|r| r.finished && r.id != id)
+            {
+                c.last = Some(l.clone());
             }
-            std::thread::sleep(Duration::from_secs(1));
+            self.install(&mut c, run, true);
         }
-        let here = active_here(&self.ctx.local_uri)
-            .map(|n| n.contains(&job.vm))
-            .unwrap_or(false);
-        let peers = self.inventory.snapshot().peers;
-        let there = peers.iter().find(|p| p.name == job.dest).is_some_and(|p| {
-            Connect::open(Some(&p.uri))
-                .ok()
-                .map(|c| {
-                    let ok = c
-                        .lookup_domain_by_name(&job.vm)
-                        .ok()
-                        .and_then(|d| d.is_active().ok())
-                        .unwrap_or(false);
-                    libvirt_ffi::close(c);
-                    ok
-                })
-                .unwrap_or(false)
-        });
-        let snap = self.update_job(run_id, job.id, |j, _| {
-            if there && !here {
-                j.phase = Phase::Done;
-                j.percent = 100.0;
-                j.note = Some("completed while the agent was restarting".into());
-            } else if job.phase == Phase::Queued {
-                j.phase = Phase::Aborted;
-                j.error = Some("not started: the agent restarted".into());
-            } else {
-                j.phase = Phase::Failed;
-                j.error = Some(if here {
-                    "interrupted by an agent restart; the VM still runs here".into()
-                } else {
-                    "interrupted by an agent restart; the VM was not found here or on the destination".into()
-                });
-            }
-        });
-        if let Some(s) = snap {
-            self.journal.run(&s);
-        }
+        self.spawn_driver(id, "recovery");
     }
 }

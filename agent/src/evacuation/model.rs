@@ -5,26 +5,13 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
+use crate::hypervisor::{DomState, DomainInfo};
 use crate::inventory::{Peer, State};
 use crate::placement::{Candidate, Move, Unplaceable, VmDemand};
+use crate::report::{JobRow, Moved, NotMoved, StillHere, Verdict};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Phase {
-    Queued,
-    Running,
-    Done,
-    Failed,
-    Aborted,
-}
-
-impl Phase {
-    pub fn is_terminal(self) -> bool {
-        matches!(self, Phase::Done | Phase::Failed | Phase::Aborted)
-    }
-}
+pub use crate::report::{Kind, Phase};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
@@ -75,23 +62,27 @@ impl Job {
     }
 
     /// The protocol's `jobs` entry.
-    pub fn to_json(&self) -> Value {
-        json!({
-            "id": self.id, "vm": self.vm, "dest": self.dest, "phase": self.phase,
-            "percent": self.percent, "remaining_mib": self.remaining_mib,
-            "rate_mib_s": self.rate_mib_s, "eta_s": self.eta_s,
-            "downtime_ms": self.downtime_ms, "seconds": self.seconds, "data_mib": self.data_mib,
-            "error": self.error, "note": self.note, "tried": self.tried,
-            "offline": self.offline,
-        })
+    pub fn row(&self, run: u64, kind: Kind) -> JobRow {
+        JobRow {
+            id: self.id,
+            run,
+            kind,
+            vm: self.vm.clone(),
+            dest: self.dest.clone(),
+            phase: self.phase,
+            percent: self.percent,
+            remaining_mib: self.remaining_mib,
+            rate_mib_s: self.rate_mib_s,
+            eta_s: self.eta_s,
+            downtime_ms: self.downtime_ms,
+            seconds: self.seconds,
+            data_mib: self.data_mib,
+            error: self.error.clone(),
+            note: self.note.clone(),
+            tried: self.tried.clone(),
+            offline: self.offline,
+        }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    Evacuate,
-    Migrate,
 }
 
 /// One evacuation, or one `migrate` command.
@@ -104,7 +95,11 @@ pub struct Run {
     pub unplaceable: Vec<Unplaceable>,
     pub aborting: bool,
     pub finished: bool,
-    pub verdict: Option<Value>,
+    pub verdict: Option<Box<Verdict>>,
+    /// The destination the operator named: failed jobs are never retried
+    /// elsewhere.
+    #[serde(default)]
+    pub named: Option<String>,
 }
 
 impl Run {
@@ -124,11 +119,8 @@ impl Run {
             aborting: false,
             finished: false,
             verdict: None,
+            named: None,
         }
-    }
-
-    pub fn active(&self) -> bool {
-        !self.finished
     }
 
     pub fn all_terminal(&self) -> bool {
@@ -217,81 +209,69 @@ pub fn to_move(state: &State, move_shutoff: bool) -> Vec<(VmDemand, bool)> {
         .collect()
 }
 
+/// A domain state as the verdict names it.
+pub fn state_word(s: DomState) -> &'static str {
+    match s {
+        DomState::Running => "running",
+        DomState::Paused => "paused",
+        DomState::ShutOff => "shutoff",
+        DomState::Other => "other",
+    }
+}
+
 /// The end of a run: what moved, what failed and why, what could not be
-/// placed, and what libvirt says is still running here.
-pub fn verdict(run: &Run, host: &str, still_running: Result<Vec<String>, String>) -> Value {
-    let moved: Vec<Value> = run
+/// placed, and what libvirt says is still here (running, paused or
+/// migrating: a paused VM is still here).
+pub fn verdict(run: &Run, host: &str, here: Result<Vec<DomainInfo>, String>) -> Verdict {
+    let moved = run
         .jobs
         .iter()
         .filter(|j| j.phase == Phase::Done)
-        .map(|j| json!({"vm": j.vm, "dest": j.dest, "downtime_ms": j.downtime_ms, "seconds": j.seconds}))
+        .map(|j| Moved {
+            vm: j.vm.clone(),
+            dest: j.dest.clone(),
+            downtime_ms: j.downtime_ms,
+            seconds: j.seconds,
+        })
         .collect();
-    let failed: Vec<Value> = run
+    let failed = run
         .jobs
         .iter()
         .filter(|j| matches!(j.phase, Phase::Failed | Phase::Aborted))
-        .map(|j| json!({"vm": j.vm, "dest": j.dest, "phase": j.phase, "error": j.error, "tried": j.tried}))
+        .map(|j| NotMoved {
+            vm: j.vm.clone(),
+            dest: j.dest.clone(),
+            phase: j.phase,
+            error: j.error.clone(),
+            tried: j.tried.clone(),
+        })
         .collect();
-    let (remaining, safe, check_error) = match still_running {
-        Ok(r) => {
-            let safe = r.is_empty();
-            (r, safe, None)
+    let (still_here, check_error) = match here {
+        Ok(vms) => {
+            let mut still: Vec<StillHere> = vms
+                .into_iter()
+                .filter(|v| v.state.is_here())
+                .map(|v| StillHere {
+                    vm: v.name,
+                    state: state_word(v.state).into(),
+                })
+                .collect();
+            still.sort_by(|a, b| a.vm.cmp(&b.vm));
+            (still, None)
         }
-        Err(e) => (Vec::new(), false, Some(e)),
+        Err(e) => (Vec::new(), Some(e)),
     };
-    json!({
-        "evacuation": run.id,
-        "host": host,
-        "moved": moved,
-        "failed": failed,
-        "unplaceable": run.unplaceable,
-        "remaining": remaining,
-        "safe_to_power_off": safe,
-        "check_error": check_error,
-    })
-}
-
-/// The verdict as people at the rack read it. SAFE carries a BEL.
-pub fn verdict_text(v: &Value) -> String {
-    let mut s = String::new();
-    let list = |k: &str| v[k].as_array().cloned().unwrap_or_default();
-    let moved = list("moved");
-    if v["safe_to_power_off"] == json!(true) {
-        s.push_str(&format!(
-            "*** SAFE TO POWER OFF {}: no VM left running; {} moved ***\x07",
-            v["host"].as_str().unwrap_or(""),
-            moved.len()
-        ));
-        return s;
+    Verdict {
+        evacuation: run.id,
+        host: host.to_owned(),
+        moved,
+        failed,
+        unplaceable: run.unplaceable.clone(),
+        remaining: still_here.iter().map(|s| s.vm.clone()).collect(),
+        safe_to_power_off: check_error.is_none() && still_here.is_empty(),
+        still_here,
+        check_error,
     }
-    s.push_str(&format!(
-        "*** NOT SAFE TO POWER OFF {}: {} moved ***",
-        v["host"].as_str().unwrap_or(""),
-        moved.len()
-    ));
-    for r in list("remaining") {
-        let name = r.as_str().unwrap_or("?");
-        let why = list("failed")
-            .into_iter()
-            .find(|f| f["vm"] == json!(name))
-            .and_then(|f| f["error"].as_str().map(str::to_owned))
-            .or_else(|| {
-                list("unplaceable")
-                    .into_iter()
-                    .find(|u| u["vm"] == json!(name))
-                    .and_then(|u| {
-                        u["reason"]
-                            .as_str()
-                            .map(|r| format!("cannot be placed: {r}"))
-                    })
-            })
-            .unwrap_or_else(|| "not part of this evacuation".into());
-        s.push_str(&format!("\r\n  still running here: {name}: {why}"));
-    }
-    if let Some(e) = v["check_error"].as_str() {
-        s.push_str(&format!("\r\n  cannot verify what still runs here: {e}"));
-    }
-    s
 }
 
 /// Moves from placement into jobs, numbering from `next_id`.
@@ -341,37 +321,73 @@ mod tests {
         assert_eq!(startable(&jobs, 8, 1), vec![3]);
     }
 
+    fn here(vms: &[(&str, DomState)]) -> Result<Vec<DomainInfo>, String> {
+        Ok(vms
+            .iter()
+            .map(|(n, s)| DomainInfo {
+                name: (*n).into(),
+                state: *s,
+            })
+            .collect())
+    }
+
     #[test]
-    fn verdicts_say_safe_only_when_libvirt_shows_nothing_running() {
-        let mut run = Run {
-            id: 7,
-            kind: Kind::Evacuate,
-            poweroff: false,
-            jobs: vec![job(1, "hb", Phase::Done), job(2, "hc", Phase::Failed)],
-            unplaceable: vec![Unplaceable {
+    fn verdicts_say_safe_only_when_libvirt_shows_nothing_active() {
+        let mut run = Run::new(
+            7,
+            Kind::Evacuate,
+            false,
+            vec![job(1, "hb", Phase::Done), job(2, "hc", Phase::Failed)],
+            vec![Unplaceable {
                 vm: "big".into(),
                 reason: "needs 64 GiB".into(),
             }],
-            aborting: false,
-            finished: true,
-            verdict: None,
-        };
-        run.jobs[1].error = Some("refused by hc".into());
-        let v = verdict(&run, "ha", Ok(vec!["vm2".into(), "big".into()]));
-        assert_eq!(v["safe_to_power_off"], false);
-        let t = verdict_text(&v);
-        assert!(t.contains("NOT SAFE TO POWER OFF"));
-        assert!(t.contains("vm2: refused by hc"), "{t}");
-        assert!(t.contains("big: cannot be placed: needs 64 GiB"), "{t}");
-        assert!(!t.contains('\x07'));
-        let v = verdict(&run, "ha", Ok(vec![]));
-        assert_eq!(v["safe_to_power_off"], true);
-        assert!(
-            verdict_text(&v).contains("SAFE TO POWER OFF ha") && verdict_text(&v).ends_with('\x07')
         );
+        run.jobs[1].error = Some("refused by hc".into());
+        let v = verdict(
+            &run,
+            "ha",
+            here(&[("vm2", DomState::Running), ("big", DomState::Running)]),
+        );
+        assert!(!v.safe_to_power_off);
+        assert_eq!(v.remaining, vec!["big", "vm2"]);
+        assert_eq!(v.failed[0].error.as_deref(), Some("refused by hc"));
+        assert_eq!(v.moved[0].vm, "vm1");
+        // Shut-off definitions do not count; nothing active is SAFE.
+        let v = verdict(&run, "ha", here(&[("old", DomState::ShutOff)]));
+        assert!(v.safe_to_power_off && v.remaining.is_empty());
+        // A paused VM is still here, and the verdict says it is paused.
+        let v = verdict(&run, "ha", here(&[("vm2", DomState::Paused)]));
+        assert!(!v.safe_to_power_off);
+        assert_eq!(v.still_here[0].state, "paused");
         // Unable to check is never safe.
         let v = verdict(&run, "ha", Err("libvirt down".into()));
-        assert_eq!(v["safe_to_power_off"], false);
-        assert!(verdict_text(&v).contains("cannot verify"));
+        assert!(!v.safe_to_power_off);
+        assert_eq!(v.check_error.as_deref(), Some("libvirt down"));
+    }
+
+    #[test]
+    fn a_verdict_reads_back_from_the_journal_format() {
+        let run = Run::new(3, Kind::Evacuate, false, vec![], vec![]);
+        let v = verdict(&run, "ha", here(&[("p", DomState::Paused)]));
+        let json = serde_json::to_value(&v).unwrap();
+        assert_eq!(json["remaining"], serde_json::json!(["p"]));
+        assert_eq!(json["still_here"][0]["state"], "paused");
+        let back: Verdict = serde_json::from_value(json).unwrap();
+        assert_eq!(back, v);
+    }
+
+    #[test]
+    fn a_run_journalled_before_still_here_and_named_reads_back() {
+        let old = r#"{"id":3,"kind":"evacuate","poweroff":false,"jobs":[],"unplaceable":[],
+            "aborting":false,"finished":true,"verdict":{"evacuation":3,"host":"ha",
+            "moved":[{"vm":"a","dest":"hb","downtime_ms":null,"seconds":1.5}],
+            "failed":[{"vm":"b","dest":"hc","phase":"failed","error":"no","tried":["hc"]}],
+            "unplaceable":[],"remaining":["b"],"safe_to_power_off":false,"check_error":null}}"#;
+        let run: Run = serde_json::from_str(old).unwrap();
+        let v = run.verdict.unwrap();
+        assert_eq!(v.remaining, vec!["b"]);
+        assert!(v.still_here.is_empty());
+        assert_eq!(run.named, None);
     }
 }

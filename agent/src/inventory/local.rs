@@ -7,13 +7,12 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use virt::connect::Connect;
 
 use super::model::{self, VmState};
 use super::procfs;
 use super::{Inventory, Link};
-use crate::events::{lifecycle_word, Bus};
+use crate::events::{lifecycle_word, Bus, Payload, VmStateChange};
 use crate::libvirt_ffi::{self, Lifecycle};
 
 /// The second look after a lifecycle event.
@@ -30,8 +29,10 @@ pub struct LocalPoller {
     pub inventory: Arc<Inventory>,
     pub bus: Bus,
     pub stop: Arc<AtomicBool>,
-    /// Told once, after the first poll attempt (success or not).
-    pub first_poll: Option<mpsc::Sender<()>>,
+    /// Told the outcome of each poll attempt (the error of a failed one)
+    /// until the first that succeeds: the daemon sends READY on that, and
+    /// says why it waits meanwhile.
+    pub first_poll: Option<mpsc::Sender<Result<(), String>>>,
 }
 
 struct CpuState {
@@ -65,7 +66,7 @@ impl LocalPoller {
                 Err(e) => {
                     self.refresh_host(&mut cpu);
                     self.mark_down(e.message());
-                    self.first_poll_done();
+                    self.tell_first_poll(Err(e.message().to_owned()));
                     let wait = backoff(attempt);
                     attempt += 1;
                     tracing::warn!(uri = %self.uri, cause = %e.message(), retry_in_ms = wait.as_millis() as u64, "libvirt unavailable");
@@ -112,10 +113,11 @@ impl LocalPoller {
                         s.local.vms_at = Some(now);
                         s.local.link = Link::Up;
                     });
-                    self.first_poll_done();
+                    self.tell_first_poll(Ok(()));
                 }
                 Err(e) => {
                     self.mark_down(&e.to_string());
+                    self.tell_first_poll(Err(e.to_string()));
                     return;
                 }
             }
@@ -192,9 +194,12 @@ impl LocalPoller {
         });
     }
 
-    fn first_poll_done(&mut self) {
-        if let Some(tx) = self.first_poll.take() {
-            let _ = tx.send(());
+    fn tell_first_poll(&mut self, outcome: Result<(), String>) {
+        let done = outcome.is_ok();
+        if let Some(tx) = &self.first_poll {
+            if tx.send(outcome).is_err() || done {
+                self.first_poll = None;
+            }
         }
     }
 }
@@ -236,15 +241,12 @@ pub fn apply_lifecycle(inv: &Inventory, bus: &Bus, ev: &Lifecycle) {
         // Where did it go? Ask the peers now rather than at their next poll.
         inv.nudge_peers();
     }
-    bus.publish(
-        "vm.state",
-        json!({
-            "vm": ev.name,
-            "uuid": ev.uuid,
-            "what": what,
-            "state": new_state.map(VmState::as_str),
-        }),
-    );
+    bus.publish(Payload::VmState(VmStateChange {
+        vm: ev.name.clone(),
+        uuid: ev.uuid.clone(),
+        what,
+        state: new_state.map(VmState::as_str),
+    }));
 }
 
 #[cfg(test)]

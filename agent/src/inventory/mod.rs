@@ -96,6 +96,113 @@ pub struct State {
     pub peers: Vec<Peer>,
 }
 
+/// The local libvirt is not answering: nothing the agent knows about this
+/// host's VMs is live, and no decision may be taken from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blind {
+    /// For a person: "libvirt unreachable for 12 s: <error>".
+    pub reason: String,
+    /// When libvirt stopped answering; None when it never has.
+    pub since: Option<Instant>,
+}
+
+/// How healthy this host is; the worst finding decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthLevel {
+    Ok,
+    Degraded,
+    Faulty,
+}
+
+impl HealthLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthLevel::Ok => "ok",
+            HealthLevel::Degraded => "degraded",
+            HealthLevel::Faulty => "faulty",
+        }
+    }
+}
+
+/// This host's health with every reason that is not ok.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    pub level: HealthLevel,
+    pub reasons: Vec<String>,
+}
+
+impl Health {
+    fn add(&mut self, level: HealthLevel, reason: String) {
+        self.level = self.level.max(level);
+        self.reasons.push(reason);
+    }
+}
+
+impl State {
+    /// Why the local libvirt's view is not live, or None when its last
+    /// poll answered. Everything that decides from this host's VMs (plan,
+    /// migrate, evacuate, "empty") must refuse while this is Some.
+    pub fn local_blind(&self, now: Instant) -> Option<Blind> {
+        match &self.local.link {
+            Link::Up => None,
+            Link::Connecting => Some(Blind {
+                reason: "libvirt has not answered yet".into(),
+                since: None,
+            }),
+            Link::Down { since, error } => Some(Blind {
+                reason: format!(
+                    "libvirt unreachable for {} s: {error}",
+                    now.saturating_duration_since(*since).as_secs()
+                ),
+                since: Some(*since),
+            }),
+        }
+    }
+
+    /// Seconds since the VM list was last refreshed from libvirt, when one
+    /// exists but is not live: what a stale answer carries.
+    pub fn vms_stale_age(&self, now: Instant) -> Option<u64> {
+        match (&self.local.link, self.local.vms_at) {
+            (Link::Up, _) | (_, None) => None,
+            (_, Some(t)) => Some(now.saturating_duration_since(t).as_secs()),
+        }
+    }
+
+    /// Active VMs on this host as libvirt's last poll counted them; None
+    /// while blind, so a stale list never makes the host read "empty".
+    pub fn live_vms_running(&self, now: Instant) -> Option<u32> {
+        match (self.local_blind(now), self.local.vms_at) {
+            (None, Some(_)) => Some(model::allocation(&self.local.vms).running),
+            _ => None,
+        }
+    }
+
+    /// This host's health: the hardware's (EDAC) and the agent's own
+    /// sight of libvirt. A blind agent is never `ok`.
+    pub fn health(&self, now: Instant) -> Health {
+        let mut h = Health {
+            level: HealthLevel::Ok,
+            reasons: Vec::new(),
+        };
+        match self.local.figures.health {
+            "faulty" => h.add(
+                HealthLevel::Faulty,
+                "uncorrectable memory errors (EDAC)".into(),
+            ),
+            "degraded" => h.add(
+                HealthLevel::Degraded,
+                "corrected memory errors (EDAC)".into(),
+            ),
+            _ => {}
+        }
+        if let Some(b) = self.local_blind(now) {
+            h.add(HealthLevel::Degraded, b.reason);
+        }
+        h
+    }
+}
+
 impl Inventory {
     pub fn new(peers: &[crate::config::PeerSection], poll_interval: Duration) -> Arc<Self> {
         Arc::new(Self {
@@ -156,5 +263,63 @@ impl Inventory {
     /// How old a peer's figures may be and still count as reachable.
     pub fn peer_stale_after(&self) -> Duration {
         (self.poll_interval * 3).max(Duration::from_secs(15))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(link: Link, vms_at: Option<Instant>) -> State {
+        State {
+            local: Local {
+                link,
+                vms: Vec::new(),
+                vms_at,
+                figures: HostFigures {
+                    health: "ok",
+                    ..Default::default()
+                },
+                departed: BTreeMap::new(),
+            },
+            peers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn blind_until_libvirt_answers_and_again_when_it_stops() {
+        let now = Instant::now();
+        let since = now - Duration::from_secs(7);
+        let down = Link::Down {
+            since,
+            error: "connection refused".into(),
+        };
+        let connecting = state(Link::Connecting, None);
+        assert_eq!(
+            connecting.local_blind(now),
+            Some(Blind {
+                reason: "libvirt has not answered yet".into(),
+                since: None
+            })
+        );
+        assert_eq!(connecting.live_vms_running(now), None);
+        let up = state(Link::Up, Some(now));
+        assert_eq!(up.local_blind(now), None);
+        assert_eq!(up.live_vms_running(now), Some(0));
+        assert_eq!(up.vms_stale_age(now), None);
+        assert_eq!(up.health(now).level, HealthLevel::Ok);
+        // A host whose libvirt went away with an empty last list is not
+        // "empty": it is unknown.
+        let stale = state(down, Some(now - Duration::from_secs(9)));
+        let b = stale.local_blind(now).unwrap();
+        assert_eq!(b.reason, "libvirt unreachable for 7 s: connection refused");
+        assert_eq!(b.since, Some(since));
+        assert_eq!(stale.live_vms_running(now), None);
+        assert_eq!(stale.vms_stale_age(now), Some(9));
+        let h = stale.health(now);
+        assert_eq!(
+            (h.level, h.reasons),
+            (HealthLevel::Degraded, vec![b.reason])
+        );
     }
 }

@@ -1,22 +1,24 @@
-//! One peer-to-peer live migration, end to end.
+//! One peer-to-peer live migration, end to end, over any hypervisor.
 //!
-//! libvirt's migrate call blocks until the migration ends, so it runs on a
-//! thread of its own with its own connection; this thread watches it on a
-//! second connection, once a second: progress for people, convergence
-//! (raise the allowed downtime), give-up rules and abort requests
-//! (virDomainAbortJob). With ABORT_ON_ERROR an aborted or failed migration
-//! leaves the VM running on the source.
+//! [`drive`] is the loop: it prepares the destination (nwfilters, under a
+//! deadline), starts the job, then samples it every [`Pace::poll`]:
+//! progress for people, convergence (raise the allowed downtime), give-up
+//! rules and abort requests. The hypervisor comes in as [`MigrationOps`],
+//! so the same loop runs against libvirt
+//! ([`crate::hypervisor::libvirt`]) and against the simulator
+//! ([`crate::hypervisor::sim`]), whose clock is virtual.
+//!
+//! Nothing here blocks past a rule: a hung destination ends at its
+//! deadline, a job that moves nothing ends at the policy's limits, and a
+//! job that ignores an abort is given up on after [`Pace::abort_grace`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
-
-use virt::connect::Connect;
-use virt::domain::{Domain, MigrateParameters};
-use virt::sys;
+use std::time::Duration;
 
 use super::policy::{Decision, Limits, Progress, Sample, Tracker};
-use crate::libvirt_ffi;
+use crate::hypervisor::deadline::{self, Waited};
+use crate::hypervisor::{human, HvError};
+use crate::libvirt_ffi::JobStats;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Spec {
@@ -49,171 +51,191 @@ pub enum Outcome {
     },
 }
 
-fn flags(spec: &Spec) -> u32 {
-    let mut f = sys::VIR_MIGRATE_PEER2PEER
-        | sys::VIR_MIGRATE_PERSIST_DEST
-        | sys::VIR_MIGRATE_UNDEFINE_SOURCE;
-    if spec.offline {
-        f |= sys::VIR_MIGRATE_OFFLINE;
-    } else {
-        f |= sys::VIR_MIGRATE_LIVE | sys::VIR_MIGRATE_ABORT_ON_ERROR;
-        if spec.auto_converge {
-            f |= sys::VIR_MIGRATE_AUTO_CONVERGE;
+/// The loop's timing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pace {
+    /// How often the job is sampled and `abort` looked at.
+    pub poll: Duration,
+    /// How long one call to the destination may take (nwfilters, the
+    /// completed job's figures).
+    pub peer_deadline: Duration,
+    /// How long the job may take to end after we asked libvirt to abort it,
+    /// before we stop waiting and report it failed.
+    pub abort_grace: Duration,
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        Pace {
+            poll: Duration::from_secs(1),
+            peer_deadline: Duration::from_secs(20),
+            abort_grace: Duration::from_secs(30),
         }
     }
-    f
 }
 
-/// Calls into the bindings that may panic on unexpected data (typed
-/// parameter parsing) must not take the agent down.
-fn guarded<T>(f: impl FnOnce() -> Result<T, virt::error::Error>) -> Result<T, String> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(e.message().to_owned()),
-        Err(_) => Err("libvirt binding panicked".into()),
+/// What the loop asks the hypervisor. Cloned onto helper threads for the
+/// calls to the destination, so it holds only addresses or shared handles.
+pub trait MigrationOps: Clone + Send + 'static {
+    type Job: MigrationJob;
+    /// The loop's clock: time since some fixed point (virtual in the sim).
+    fn now(&self) -> Duration;
+    /// Defines on the destination every nwfilter the VM needs that it
+    /// lacks; returns the names defined. Run under the peer deadline.
+    fn ensure_nwfilters(&self, spec: &Spec) -> Result<Vec<String>, String>;
+    /// Starts the migration; returns once it is under way.
+    fn start(&self, spec: &Spec) -> Result<Self::Job, String>;
+    /// Downtime (ms) and data moved (MiB), from the destination's record of
+    /// the completed job. Run under the peer deadline.
+    fn completed_stats(&self, spec: &Spec) -> (Option<u64>, Option<f64>);
+}
+
+/// One migration under way.
+pub trait MigrationJob {
+    /// Waits up to `timeout` for the job to end: None while it runs, else
+    /// libvirt's answer (its message on failure).
+    fn wait(&mut self, timeout: Duration) -> Option<Result<(), String>>;
+    /// The job's statistics now; None when libvirt gives none.
+    fn stats(&self) -> Option<JobStats>;
+    /// Asks libvirt to abort the job (virDomainAbortJob).
+    fn abort(&self);
+    /// virDomainMigrateSetMaxDowntime.
+    fn set_max_downtime(&self, ms: u64);
+}
+
+const ABORTED_BY_REQUEST: &str = "aborted by request";
+
+fn failed(error: String) -> Outcome {
+    Outcome::Failed {
+        error,
+        aborted: false,
     }
 }
 
-fn abort_job(dom: &Domain) {
-    // SAFETY: dom is a live domain reference held by the caller.
-    let rc = unsafe { sys::virDomainAbortJob(dom.as_ptr()) };
-    if rc < 0 {
-        tracing::warn!(cause = %virt::error::Error::last_error().message(), "virDomainAbortJob failed");
+fn aborted(error: String) -> Outcome {
+    Outcome::Failed {
+        error,
+        aborted: true,
     }
 }
 
-/// Runs one migration to its end. `abort` is checked every second;
-/// `progress` is called with every sample.
-pub fn run(
-    local_uri: &str,
+/// Runs one migration to its end. `abort` is looked at every `pace.poll`,
+/// also while the destination is being prepared; `progress` is called with
+/// every sample of a live migration.
+pub fn drive<O: MigrationOps>(
+    ops: &O,
+    pace: &Pace,
     spec: &Spec,
-    limits: Limits,
+    limits: &Limits,
     abort: &AtomicBool,
     progress: &mut dyn FnMut(&Progress),
 ) -> Outcome {
-    let started = Instant::now();
-    let failed = |error: String| Outcome::Failed {
-        error,
-        aborted: false,
-    };
-    let conn = match Connect::open(Some(local_uri)) {
-        Ok(c) => c,
-        Err(e) => return failed(format!("cannot reach local libvirt: {}", e.message())),
-    };
-    let dom = match conn.lookup_domain_by_name(&spec.vm) {
-        Ok(d) => d,
-        Err(e) => {
-            libvirt_ffi::close(conn);
-            return failed(format!("no VM {} here: {}", spec.vm, e.message()));
-        }
-    };
+    let started = ops.now();
+    let elapsed = || ops.now().saturating_sub(started);
+    if abort.load(Ordering::Relaxed) {
+        return aborted(ABORTED_BY_REQUEST.into());
+    }
 
     // The destination must know every nwfilter the VM's interfaces use,
     // or libvirt refuses the migration.
-    if let Ok(xml) = dom.xml_desc(0) {
-        if !super::nwfilter::filter_refs(&xml).is_empty() {
-            let copied = Connect::open(Some(&spec.dest_uri))
-                .map_err(|e| e.message().to_owned())
-                .and_then(|dest| {
-                    let r = super::nwfilter::ensure(&conn, &dest, &xml);
-                    libvirt_ffi::close(dest);
-                    r
-                });
-            match copied {
-                Ok(names) if !names.is_empty() => {
-                    tracing::info!(vm = %spec.vm, dest = %spec.dest, filters = ?names, "nwfilters defined on the destination")
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    drop(dom);
-                    libvirt_ffi::close(conn);
-                    return failed(e);
-                }
+    let (o, s) = (ops.clone(), spec.clone());
+    match deadline::call(
+        "hv-nwfilter",
+        pace.peer_deadline,
+        Some(abort),
+        pace.poll,
+        move || o.ensure_nwfilters(&s),
+    ) {
+        Waited::Done(Ok(names)) => {
+            if !names.is_empty() {
+                tracing::info!(vm = %spec.vm, dest = %spec.dest, filters = ?names, "nwfilters defined on the destination");
             }
         }
-    }
-
-    let (tx, rx) = mpsc::channel();
-    let params = MigrateParameters {
-        uri: spec.migrate_uri.clone(),
-        bandwidth: (spec.bandwidth_mib_s > 0).then_some(spec.bandwidth_mib_s),
-        ..Default::default()
-    };
-    let mig_uri = local_uri.to_owned();
-    let (vm, dest_uri, fl) = (spec.vm.clone(), spec.dest_uri.clone(), flags(spec));
-    let worker = std::thread::Builder::new()
-        .name(format!("mig-{}", spec.vm).chars().take(15).collect())
-        .spawn(move || {
-            // Its own connection: the call blocks for the whole migration.
-            let r = match Connect::open(Some(&mig_uri)) {
-                Ok(c) => {
-                    let r = c
-                        .lookup_domain_by_name(&vm)
-                        .and_then(|d| d.migrate_to_uri3(Some(&dest_uri), params, fl))
-                        .map_err(|e| e.message().to_owned());
-                    libvirt_ffi::close(c);
-                    r
-                }
-                Err(e) => Err(e.message().to_owned()),
+        Waited::Done(Err(e)) => return failed(e),
+        Waited::Aborted => return aborted(ABORTED_BY_REQUEST.into()),
+        Waited::TimedOut => {
+            let e = HvError::TimedOut {
+                what: format!("libvirt on {} (defining nwfilters)", spec.dest),
+                after: pace.peer_deadline,
             };
-            let _ = tx.send(r);
-        });
-    if let Err(e) = worker {
-        libvirt_ffi::close(conn);
-        return failed(format!("cannot start the migration thread: {e}"));
+            return failed(e.to_string());
+        }
+        Waited::Lost(why) => return failed(format!("defining nwfilters on {}: {why}", spec.dest)),
+    }
+    if abort.load(Ordering::Relaxed) {
+        return aborted(ABORTED_BY_REQUEST.into());
     }
 
-    let mut tracker = Tracker::new(spec.mem_mib, limits);
+    let mut job = match ops.start(spec) {
+        Ok(j) => j,
+        Err(e) => return failed(e),
+    };
+    let mut tracker = Tracker::new(spec.mem_mib, limits.clone());
     let mut abort_reason: Option<String> = None;
+    // When we asked libvirt to abort (loop clock).
+    let mut abort_sent: Option<Duration> = None;
     let mut downtime_set = false;
     let result = loop {
-        match rx.recv_timeout(Duration::from_secs(1)) {
-            Ok(r) => break r,
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                break Err("migration thread vanished".into())
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        if let Some(r) = job.wait(pace.poll) {
+            break r;
         }
+        let now = elapsed();
         if abort_reason.is_none() && abort.load(Ordering::Relaxed) {
-            abort_reason = Some("aborted by request".into());
-            abort_job(&dom);
+            abort_reason = Some(ABORTED_BY_REQUEST.into());
+            abort_sent = Some(now);
+            job.abort();
         }
-        if spec.offline || abort_reason.is_some() {
+        if let (Some(reason), Some(at)) = (&abort_reason, abort_sent) {
+            if now.saturating_sub(at) > pace.abort_grace {
+                tracing::error!(vm = %spec.vm, reason = %reason, "libvirt did not end the migration after an abort");
+                return aborted(format!(
+                    "{reason}; libvirt had not ended the migration {} after the abort \
+                     (the VM may still move)",
+                    human(pace.abort_grace)
+                ));
+            }
             continue;
         }
-        let Ok(js) = libvirt_ffi::job_stats(&dom, 0) else {
-            continue;
-        };
-        let sample = Sample {
-            elapsed: started.elapsed(),
-            data_total: js.data_total.unwrap_or(0),
-            data_processed: js.data_processed.unwrap_or(0),
-            data_remaining: js.data_remaining.unwrap_or(0),
-            iteration: js.mem_iteration,
-            bandwidth_bps: js.mem_bps,
+        // A reading without figures (none yet, an offline migration, or
+        // libvirt busy) still carries the time: the budget keeps counting.
+        let sample = match (spec.offline, job.stats()) {
+            (false, Some(js)) => Sample {
+                elapsed: now,
+                data_total: js.data_total.unwrap_or(0),
+                data_processed: js.data_processed.unwrap_or(0),
+                data_remaining: js.data_remaining.unwrap_or(0),
+                iteration: js.mem_iteration,
+                bandwidth_bps: js.mem_bps,
+            },
+            _ => Sample {
+                elapsed: now,
+                ..Sample::default()
+            },
         };
         if !downtime_set && sample.data_total > 0 {
             downtime_set = true;
             if let Some(ms) = tracker.initial_downtime_ms() {
-                let _ = guarded(|| dom.migrate_set_max_downtime(ms, 0));
+                job.set_max_downtime(ms);
             }
         }
         match tracker.observe(&sample) {
             Decision::Continue => {}
             Decision::RaiseDowntime(ms) => {
                 tracing::info!(vm = %spec.vm, downtime_ms = ms, "migration not converging: raising allowed downtime");
-                let _ = guarded(|| dom.migrate_set_max_downtime(ms, 0));
+                job.set_max_downtime(ms);
             }
             Decision::Abort(reason) => {
                 tracing::warn!(vm = %spec.vm, reason = %reason, "giving up on migration");
                 abort_reason = Some(reason);
-                abort_job(&dom);
+                abort_sent = Some(now);
+                job.abort();
             }
         }
-        progress(&tracker.progress());
+        if !spec.offline {
+            progress(&tracker.progress());
+        }
     };
-    drop(dom);
-    libvirt_ffi::close(conn);
+    drop(job);
 
     match result {
         Ok(()) => {
@@ -223,84 +245,485 @@ pub fn run(
             let (downtime_ms, data_mib) = if spec.offline {
                 (None, None)
             } else {
-                completed_stats(&spec.dest_uri, &spec.vm)
+                let (o, s) = (ops.clone(), spec.clone());
+                match deadline::call(
+                    "hv-completed",
+                    pace.peer_deadline,
+                    None,
+                    pace.poll,
+                    move || o.completed_stats(&s),
+                ) {
+                    Waited::Done(figures) => figures,
+                    _ => (None, None),
+                }
             };
             Outcome::Done {
-                seconds: started.elapsed().as_secs_f64(),
+                seconds: elapsed().as_secs_f64(),
                 downtime_ms,
                 data_mib,
             }
         }
         Err(msg) => match abort_reason {
-            Some(reason) => Outcome::Failed {
-                error: reason,
-                aborted: true,
-            },
+            Some(reason) => aborted(reason),
             None => failed(msg),
         },
     }
 }
 
-/// Downtime and data moved, from the destination's record of the
-/// completed incoming job (the source's domain is gone by then).
-fn completed_stats(dest_uri: &str, vm: &str) -> (Option<u64>, Option<f64>) {
-    let Ok(c) = Connect::open(Some(dest_uri)) else {
-        return (None, None);
-    };
-    let r = c
-        .lookup_domain_by_name(vm)
-        .ok()
-        // KEEP_COMPLETED: reading must not discard the record an
-        // administrator (or `virsh domjobinfo --completed`) may want too.
-        .and_then(|d| {
-            libvirt_ffi::job_stats(
-                &d,
-                sys::VIR_DOMAIN_JOB_STATS_COMPLETED | sys::VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED,
-            )
-            .ok()
-        })
-        .map(|js| {
-            (
-                js.downtime_ms,
-                js.data_processed.map(|b| b as f64 / 1_048_576.0),
-            )
-        })
-        .unwrap_or((None, None));
-    libvirt_ffi::close(c);
-    r
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
 
-    fn spec(offline: bool) -> Spec {
+    use super::*;
+    use crate::hypervisor::sim::{Reach, Script, Sim, ABORTED_MSG};
+    use crate::hypervisor::{
+        ensure_running_after_failure, AfterFailure, DomState, HvError, Hypervisor,
+    };
+
+    fn spec(vm: &str) -> Spec {
         Spec {
-            vm: "a".into(),
+            vm: vm.into(),
             dest: "hb".into(),
-            dest_uri: "qemu+tcp://hb/system".into(),
+            dest_uri: "sim://hb/system".into(),
             migrate_uri: None,
             bandwidth_mib_s: 0,
-            offline,
+            offline: false,
             auto_converge: false,
-            mem_mib: 256,
+            mem_mib: 1024,
         }
     }
 
+    /// ha (local) with VM `a` running, hb a peer that answers.
+    fn world() -> Sim {
+        let sim = Sim::new("ha");
+        sim.add_domain("ha", "a", DomState::Running);
+        sim.add_host("hb");
+        sim
+    }
+
+    fn migrate(sim: &Sim, spec: &Spec, abort: &AtomicBool) -> (Outcome, Vec<Progress>) {
+        let mut seen = Vec::new();
+        let out = sim.migrate(spec, &Limits::default(), abort, &mut |p| {
+            seen.push(p.clone())
+        });
+        (out, seen)
+    }
+
     #[test]
-    fn flags_are_the_field_tested_set() {
-        let live = flags(&spec(false));
-        for f in [
-            sys::VIR_MIGRATE_LIVE,
-            sys::VIR_MIGRATE_PEER2PEER,
-            sys::VIR_MIGRATE_PERSIST_DEST,
-            sys::VIR_MIGRATE_UNDEFINE_SOURCE,
-            sys::VIR_MIGRATE_ABORT_ON_ERROR,
-        ] {
-            assert_ne!(live & f, 0);
-        }
-        let off = flags(&spec(true));
-        assert_ne!(off & sys::VIR_MIGRATE_OFFLINE, 0);
-        assert_eq!(off & sys::VIR_MIGRATE_LIVE, 0);
+    fn a_migration_succeeds_with_monotone_progress() {
+        let sim = world();
+        sim.script("a", Script::Succeed { samples: 5 });
+        let (out, seen) = migrate(&sim, &spec("a"), &AtomicBool::new(false));
+        assert!(
+            matches!(
+                out,
+                Outcome::Done {
+                    downtime_ms: Some(42),
+                    ..
+                }
+            ),
+            "{out:?}"
+        );
+        assert_eq!(seen.len(), 6, "five samples and the finish");
+        assert!(seen.windows(2).all(|w| w[1].percent >= w[0].percent));
+        assert!(seen[0].percent > 0.0 && seen[4].percent < 100.0);
+        assert_eq!(seen.last().map(|p| p.percent), Some(100.0));
+        assert_eq!(sim.state_of("ha", "a"), None);
+        assert_eq!(sim.state_of("hb", "a"), Some(DomState::Running));
+        // The first step of the schedule is set once the transfer starts.
+        assert_eq!(sim.counters().downtimes, vec![("a".to_string(), 100)]);
+    }
+
+    #[test]
+    fn a_stall_raises_the_downtime_then_gives_up_with_the_policys_reason() {
+        let sim = world();
+        sim.script("a", Script::Stall);
+        let (out, _) = migrate(&sim, &spec("a"), &AtomicBool::new(false));
+        let Outcome::Failed { error, aborted } = out else {
+            panic!("{out:?}")
+        };
+        assert!(aborted);
+        assert!(error.starts_with("does not converge"), "{error}");
+        let steps: Vec<u64> = sim.counters().downtimes.iter().map(|d| d.1).collect();
+        assert_eq!(steps, vec![100, 200, 300, 500]);
+        assert_eq!(sim.counters().aborts, 1);
+        assert_eq!(sim.state_of("ha", "a"), Some(DomState::Running));
+        assert_eq!(sim.state_of("hb", "a"), None);
+    }
+
+    #[test]
+    fn a_libvirt_error_fails_with_libvirts_message() {
+        let sim = world();
+        let msg = "internal error: unable to execute QEMU command 'migrate': boom";
+        sim.script(
+            "a",
+            Script::Fail {
+                after: 2,
+                message: msg.into(),
+            },
+        );
+        let (out, _) = migrate(&sim, &spec("a"), &AtomicBool::new(false));
+        assert_eq!(
+            out,
+            Outcome::Failed {
+                error: msg.into(),
+                aborted: false
+            }
+        );
+        assert_eq!(sim.counters().aborts, 0);
+    }
+
+    #[test]
+    fn the_abort_flag_stops_a_running_migration() {
+        let sim = world();
+        sim.script(
+            "a",
+            Script::Hang {
+                honours_abort: true,
+            },
+        );
+        let abort = AtomicBool::new(false);
+        let mut n = 0;
+        let out = sim.migrate(&spec("a"), &Limits::default(), &abort, &mut |_| {
+            n += 1;
+            if n == 3 {
+                abort.store(true, Ordering::Relaxed);
+            }
+        });
+        assert_eq!(
+            out,
+            Outcome::Failed {
+                error: "aborted by request".into(),
+                aborted: true
+            }
+        );
+        assert_eq!(sim.counters().aborts, 1);
+        assert_eq!(sim.state_of("ha", "a"), Some(DomState::Running));
+    }
+
+    #[test]
+    fn an_abort_before_the_start_starts_nothing() {
+        let sim = world();
+        let (out, _) = migrate(&sim, &spec("a"), &AtomicBool::new(true));
+        assert!(matches!(out, Outcome::Failed { aborted: true, .. }));
+        assert_eq!(sim.counters().migrations_started, 0);
+    }
+
+    #[test]
+    fn a_job_that_ignores_the_abort_is_given_up_after_the_grace() {
+        let sim = world();
+        sim.script(
+            "a",
+            Script::Hang {
+                honours_abort: false,
+            },
+        );
+        let (out, _) = migrate(&sim, &spec("a"), &AtomicBool::new(false));
+        let Outcome::Failed { error, aborted } = out else {
+            panic!("{out:?}")
+        };
+        assert!(aborted);
+        assert!(error.starts_with("no progress for"), "{error}");
+        assert!(
+            error.contains("libvirt had not ended the migration 30 s after the abort"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_vanished_domain_fails_and_is_nowhere() {
+        let sim = world();
+        sim.script("a", Script::Vanish { after: 1 });
+        let (out, _) = migrate(&sim, &spec("a"), &AtomicBool::new(false));
+        assert!(
+            matches!(&out, Outcome::Failed { error, aborted: false } if error.starts_with("Domain not found")),
+            "{out:?}"
+        );
+        assert_eq!(sim.state_of("ha", "a"), None);
+        assert_eq!(sim.state_of("hb", "a"), None);
+    }
+
+    #[test]
+    fn nwfilters_are_defined_on_the_destination_first() {
+        let sim = world();
+        sim.filters("a", &["clean-traffic", "rs-web"]);
+        let (out, _) = migrate(&sim, &spec("a"), &AtomicBool::new(false));
+        assert!(matches!(out, Outcome::Done { .. }), "{out:?}");
+        assert_eq!(sim.counters().nwfilters_defined.len(), 2);
+        assert!(sim.nwfilters_on("hb").contains("rs-web"));
+    }
+
+    #[test]
+    fn a_destination_hung_on_nwfilter_define_fails_at_the_deadline() {
+        let sim = world();
+        sim.filters("a", &["clean-traffic"]);
+        sim.reach("hb", Reach::Hangs);
+        sim.set_peer_deadline(Duration::from_millis(20));
+        let (out, _) = migrate(&sim, &spec("a"), &AtomicBool::new(false));
+        assert_eq!(
+            out,
+            Outcome::Failed {
+                error: "libvirt on hb (defining nwfilters) did not answer within 20 ms".into(),
+                aborted: false
+            }
+        );
+        assert_eq!(sim.counters().migrations_started, 0);
+        assert_eq!(sim.state_of("ha", "a"), Some(DomState::Running));
+    }
+
+    #[test]
+    fn abort_is_honoured_while_the_destination_hangs() {
+        let sim = world();
+        sim.filters("a", &["clean-traffic"]);
+        sim.reach("hb", Reach::Hangs);
+        // Far longer than the test may take: only the abort can end it.
+        sim.set_peer_deadline(Duration::from_secs(3600));
+        let abort = Arc::new(AtomicBool::new(false));
+        let (s, a) = (sim.clone(), abort.clone());
+        let aborter = std::thread::spawn(move || {
+            s.wait_until_hanging(1);
+            a.store(true, Ordering::Relaxed);
+        });
+        let (out, _) = migrate(&sim, &spec("a"), &abort);
+        let _ = aborter.join();
+        assert_eq!(
+            out,
+            Outcome::Failed {
+                error: "aborted by request".into(),
+                aborted: true
+            }
+        );
+        assert_eq!(sim.counters().migrations_started, 0);
+    }
+
+    #[test]
+    fn a_destination_that_hangs_mid_migration_ends_by_the_policy() {
+        let sim = world();
+        sim.reach("hb", Reach::Hangs);
+        let (out, _) = migrate(&sim, &spec("a"), &AtomicBool::new(false));
+        assert!(
+            matches!(&out, Outcome::Failed { error, aborted: true } if error.starts_with("no progress")),
+            "{out:?}"
+        );
+        assert_eq!(sim.state_of("ha", "a"), Some(DomState::Running));
+    }
+
+    #[test]
+    fn an_unreachable_destination_fails_with_the_reason() {
+        let sim = world();
+        sim.reach("hb", Reach::Unreachable);
+        let (out, _) = migrate(&sim, &spec("a"), &AtomicBool::new(false));
+        assert!(
+            matches!(&out, Outcome::Failed { error, aborted: false } if error.contains("Connection refused")),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn local_libvirt_unreachable_fails_before_starting() {
+        let sim = world();
+        sim.set_local_up(false);
+        let (out, _) = migrate(&sim, &spec("a"), &AtomicBool::new(false));
+        assert!(
+            matches!(&out, Outcome::Failed { error, .. } if error.starts_with("cannot reach local libvirt")),
+            "{out:?}"
+        );
+        assert_eq!(sim.counters().migrations_started, 0);
+    }
+
+    #[test]
+    fn a_missing_vm_fails_with_libvirts_answer() {
+        let sim = world();
+        let (out, _) = migrate(&sim, &spec("nosuch"), &AtomicBool::new(false));
+        assert!(
+            matches!(&out, Outcome::Failed { error, .. } if error.starts_with("no VM nosuch here")),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn an_offline_migration_moves_the_definition_without_figures() {
+        let sim = Sim::new("ha");
+        sim.add_domain("ha", "off", DomState::ShutOff);
+        sim.add_host("hb");
+        let mut s = spec("off");
+        s.offline = true;
+        let (out, seen) = migrate(&sim, &s, &AtomicBool::new(false));
+        assert!(
+            matches!(
+                out,
+                Outcome::Done {
+                    downtime_ms: None,
+                    data_mib: None,
+                    ..
+                }
+            ),
+            "{out:?}"
+        );
+        assert_eq!(seen.len(), 1, "only the finish");
+        assert_eq!(sim.state_of("hb", "off"), Some(DomState::ShutOff));
+    }
+
+    #[test]
+    fn paused_after_failure_is_resumed_and_said() {
+        let sim = world();
+        sim.script(
+            "a",
+            Script::FailPaused {
+                after: 1,
+                message: "operation failed: migration out job: unexpectedly failed".into(),
+            },
+        );
+        let (out, _) = migrate(&sim, &spec("a"), &AtomicBool::new(false));
+        assert!(matches!(out, Outcome::Failed { aborted: false, .. }));
+        assert_eq!(sim.state_of("ha", "a"), Some(DomState::Paused));
+        let after = ensure_running_after_failure(&sim, "a");
+        assert_eq!(after, AfterFailure::Resumed);
+        assert_eq!(sim.state_of("ha", "a"), Some(DomState::Running));
+        assert_eq!(sim.counters().resumes, 1);
+    }
+
+    #[test]
+    fn paused_after_an_abort_is_resumed_too() {
+        let sim = world();
+        sim.script(
+            "a",
+            Script::FailPaused {
+                after: 1000,
+                message: String::new(),
+            },
+        );
+        let abort = AtomicBool::new(false);
+        let out = sim.migrate(&spec("a"), &Limits::default(), &abort, &mut |_| {
+            abort.store(true, Ordering::Relaxed)
+        });
+        assert!(matches!(out, Outcome::Failed { aborted: true, .. }));
+        assert!(sim.log().iter().any(|l| l.ends_with(ABORTED_MSG)));
+        assert_eq!(
+            ensure_running_after_failure(&sim, "a"),
+            AfterFailure::Resumed
+        );
+    }
+
+    #[test]
+    fn a_script_per_destination_overrides_the_vms() {
+        let sim = world();
+        sim.add_host("hc");
+        sim.script(
+            "a",
+            Script::Fail {
+                after: 0,
+                message: "no".into(),
+            },
+        );
+        sim.script_to("a", "hc", Script::Succeed { samples: 1 });
+        let (out, _) = migrate(&sim, &spec("a"), &AtomicBool::new(false));
+        assert_eq!(out, failed("no".into()));
+        let mut to_hc = spec("a");
+        to_hc.dest = "hc".into();
+        let (out, _) = migrate(&sim, &to_hc, &AtomicBool::new(false));
+        assert!(matches!(out, Outcome::Done { .. }), "{out:?}");
+        assert_eq!(sim.state_of("hc", "a"), Some(DomState::Running));
+    }
+
+    #[test]
+    fn a_hung_peer_lookup_times_out() {
+        let sim = world();
+        sim.reach("hb", Reach::Hangs);
+        sim.set_peer_deadline(Duration::from_millis(10));
+        assert_eq!(
+            sim.peer_domain(&sim.peer("hb"), "a"),
+            Err(HvError::TimedOut {
+                what: "libvirt on hb".into(),
+                after: Duration::from_millis(10)
+            })
+        );
+        // The call did reach the peer (and hangs there still).
+        sim.wait_until_hanging(1);
+    }
+
+    #[test]
+    fn peer_lookups_tell_absent_from_unreachable() {
+        let sim = world();
+        sim.add_domain("hb", "b", DomState::Paused);
+        assert_eq!(
+            sim.peer_domain(&sim.peer("hb"), "b"),
+            Ok(Some(DomState::Paused))
+        );
+        assert_eq!(sim.peer_domain(&sim.peer("hb"), "a"), Ok(None));
+        sim.reach("hb", Reach::Unreachable);
+        assert!(matches!(
+            sim.peer_domain(&sim.peer("hb"), "b"),
+            Err(HvError::Unreachable(_))
+        ));
+    }
+}
+
+#[cfg(test)]
+mod gated_tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::hypervisor::sim::{Script, Sim};
+    use crate::hypervisor::{DomState, Hypervisor};
+
+    fn setup() -> (Sim, Spec) {
+        let sim = Sim::new("ha");
+        sim.add_domain("ha", "g", DomState::Running);
+        sim.add_host("hb");
+        sim.script("g", Script::Gated);
+        let spec = Spec {
+            vm: "g".into(),
+            dest: "hb".into(),
+            dest_uri: "sim://hb/system".into(),
+            migrate_uri: None,
+            bandwidth_mib_s: 0,
+            offline: false,
+            auto_converge: false,
+            mem_mib: 512,
+        };
+        (sim, spec)
+    }
+
+    fn spawn(sim: &Sim, spec: Spec, abort: Arc<AtomicBool>) -> std::thread::JoinHandle<Outcome> {
+        let s = sim.clone();
+        std::thread::spawn(move || s.migrate(&spec, &Limits::default(), &abort, &mut |_| {}))
+    }
+
+    #[test]
+    fn a_gated_migration_runs_until_released() {
+        let (sim, spec) = setup();
+        let job = spawn(&sim, spec, Arc::new(AtomicBool::new(false)));
+        sim.wait_until(|c| c.migrations_started == 1);
+        assert_eq!(sim.local_job_active("g"), Ok(true));
+        sim.release("g", Ok(()));
+        let out = job.join().unwrap_or_else(|_| failed("panicked".into()));
+        assert!(matches!(out, Outcome::Done { .. }), "{out:?}");
+        assert_eq!(sim.state_of("hb", "g"), Some(DomState::Running));
+        assert_eq!(sim.counters().migrations_ended, 1);
+    }
+
+    #[test]
+    fn a_running_gated_migration_is_aborted_by_the_flag() {
+        let (sim, spec) = setup();
+        let abort = Arc::new(AtomicBool::new(false));
+        let job = spawn(&sim, spec, abort.clone());
+        sim.wait_until(|c| c.migrations_started == 1);
+        abort.store(true, Ordering::Relaxed);
+        let out = job.join().unwrap_or_else(|_| failed("panicked".into()));
+        assert_eq!(out, aborted(ABORTED_BY_REQUEST.into()));
+        assert_eq!(sim.state_of("ha", "g"), Some(DomState::Running));
+        assert_eq!(sim.local_job_active("g"), Ok(false));
+    }
+
+    #[test]
+    fn a_gated_migration_can_be_failed_by_the_test() {
+        let (sim, spec) = setup();
+        sim.release("g", Err("internal error: no".into()));
+        let out = spawn(&sim, spec, Arc::new(AtomicBool::new(false)))
+            .join()
+            .unwrap_or_else(|_| aborted("panicked".into()));
+        assert_eq!(out, failed("internal error: no".into()));
     }
 }
