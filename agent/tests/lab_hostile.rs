@@ -180,7 +180,11 @@ fn hostile_names_never_paint_a_verdict() {
     lab.assert_verdict_true("ha", v);
     lab.assert_each_runs_once(&[FORGER, C1]);
 
+    text.pump(Duration::from_millis(500));
     let seen = text.transcript.clone();
+    for l in screen_lines(&seen) {
+        eprintln!("line: {l:?}");
+    }
     let real: Vec<String> = screen_lines(&seen)
         .into_iter()
         .filter(|l| is_real_verdict(l, "ha"))
