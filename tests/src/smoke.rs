@@ -55,9 +55,15 @@ pub fn virsh_migrate(lab: &Lab, src: &str, dst: &str, guest: &str) -> Result<f64
 
 /// QEMU processes of `guest` inside host `host`.
 pub fn qemu_processes(lab: &Lab, host: &str, guest: &str) -> Result<usize, LabError> {
+    Ok(qemu_pids(lab, host, guest)?.len())
+}
+
+/// Pids of the QEMU processes running `guest` inside host `host`.
+pub fn qemu_pids(lab: &Lab, host: &str, guest: &str) -> Result<Vec<i32>, LabError> {
     let h = lab.host(host)?;
     let pids = net::netns_pids(&h.netns).map_err(LabError::Network)?;
-    let needle = format!("guest={guest},");
+    // QEMU doubles a comma in a name; the name ends at the next single one.
+    let needle = format!("guest={},", guest.replace(',', ",,"));
     Ok(pids
         .into_iter()
         .filter(|p| {
@@ -68,7 +74,16 @@ pub fn qemu_processes(lab: &Lab, host: &str, guest: &str) -> Result<usize, LabEr
                 })
                 .unwrap_or(false)
         })
-        .count())
+        .collect())
+}
+
+/// CPU time (user + system, clock ticks) a process has used, if it runs.
+pub fn cpu_ticks(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state is field 3 of stat, utime 14 and stime 15.
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
 /// Starts a guest holding `fill_mib` of random data on `src`, migrates it

@@ -154,12 +154,22 @@ impl Lab {
         // Just arrived, its log on this host may hold no tick yet: any
         // tick then proves it alive.
         let tick = latest().unwrap_or(0);
+        let qemu = smoke::qemu_pids(self, &host, guest)
+            .ok()
+            .and_then(|p| p.first().copied());
+        let cpu0 = qemu.and_then(smoke::cpu_ticks);
         let end = std::time::Instant::now() + TICK_LIMIT;
         while latest().is_none_or(|t| t <= tick) {
             if std::time::Instant::now() >= end {
+                let log = self.serial_log(&host, guest).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(5).collect();
                 panic!(
-                    "{guest:?} is running on {host} but not alive: tick stuck at {tick} for {} s",
-                    TICK_LIMIT.as_secs()
+                    "{guest:?} is running on {host} but not alive: tick stuck at {tick} for {} s \
+                     (QEMU {qemu:?} used {:?} CPU ticks meanwhile; serial log there: {} bytes, \
+                     last lines {tail:?})",
+                    TICK_LIMIT.as_secs(),
+                    cpu0.zip(qemu.and_then(smoke::cpu_ticks)).map(|(a, b)| b - a),
+                    log.len()
                 );
             }
             std::thread::sleep(Duration::from_millis(250));
