@@ -366,6 +366,10 @@ fn agent_killed_mid_migration_recovers_the_truth() {
         })
         .unwrap_or_else(|e| panic!("no progress: {e}\n{}", rig.agent.log_text()));
     rig.agent.kill();
+    // What the dead agent wrote (its last prompt) must not pass for the new
+    // one's: a request sent before the new agent opens the line is
+    // discarded, as stale input must be.
+    rig.line.clear();
     // libvirt carries on with a peer-to-peer migration whose client died.
     let d = dir(&rig.lab);
     let link = d.join("ttyRS0");

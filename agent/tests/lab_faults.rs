@@ -124,9 +124,11 @@ impl Node {
 
     /// The same agent, same config, started again (after a crash).
     fn restart(&mut self, lab: &Lab) {
+        // The dead agent's last prompt must not pass for the new one's: a
+        // request sent before the new agent opens the line is discarded.
+        self.line.clear();
         self.agent =
             AgentProcess::start(lab, &self.host, Path::new(AGENT), &self.dir, &self.cfg).unwrap();
-        self.line.clear();
         self.wait_ready();
     }
 

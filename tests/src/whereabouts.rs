@@ -168,7 +168,8 @@ impl Lab {
                      (QEMU {qemu:?} used {:?} CPU ticks meanwhile; serial log there: {} bytes, \
                      last lines {tail:?})",
                     TICK_LIMIT.as_secs(),
-                    cpu0.zip(qemu.and_then(smoke::cpu_ticks)).map(|(a, b)| b - a),
+                    cpu0.zip(qemu.and_then(smoke::cpu_ticks))
+                        .map(|(a, b)| b - a),
                     log.len()
                 );
             }
