@@ -12,7 +12,7 @@ DEB_PACKAGES := libvirt-daemon-system libvirt-clients libvirt-dev pkg-config \
 	qemu-system-x86 iproute2 nftables linux-image-cloud-amd64 busybox-static \
 	cpio socat procps util-linux coreutils iptables lintian rpm debootstrap
 
-.PHONY: help setup build test-fast test-lab test lab-up lab-down lab-smoke demo bench-console bench-evacuate install stage deb rpm test-packaging clean fmt lint
+.PHONY: help setup build test-fast fuzz test-lab test lab-up lab-down lab-smoke demo bench-console bench-evacuate install stage deb rpm test-packaging clean fmt lint
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -34,11 +34,15 @@ build: ## Build every crate
 test-fast: ## Unit and property tests: no root, no daemons
 	$(CARGO) test $(CARGO_FLAGS) --workspace
 
+# FUZZ_INPUTS, FUZZ_SECONDS, FUZZ_SEED, FUZZ_INPUT: see agent/tests/fuzz_console.rs.
+fuzz: ## A million generated inputs through the line reader, parser and session (a few minutes)
+	$(CARGO) test $(CARGO_FLAGS) --profile fuzz -p rackside-agent --test fuzz_console -- --ignored --nocapture
+
 test-lab: build ## Lab tests: real libvirtd, QEMU, namespaces (root)
 	@[ "$$(id -u)" = 0 ] || { echo "test-lab: needs root"; exit 1; }
-	$(CARGO) test $(CARGO_FLAGS) --workspace -- --ignored --test-threads=1
+	$(CARGO) test $(CARGO_FLAGS) --workspace -- --ignored --test-threads=1 --skip fuzz_
 
-test: setup test-fast test-lab test-packaging ## Everything: setup, fast tests, lab tests, packages under real systemd
+test: setup test-fast fuzz test-lab test-packaging ## Everything: setup, fast tests, fuzz, lab tests, packages under real systemd
 
 lab-up: setup build ## Bring up a 3-host lab and leave it running
 	$(LAB) up --hosts 3

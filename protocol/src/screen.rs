@@ -89,6 +89,17 @@ fn find_ignore_case(hay: &[u8], needle: &[u8]) -> Option<usize> {
         .position(|w| w.eq_ignore_ascii_case(needle))
 }
 
+/// A line that starts with '{' is a JSON answer to clients, and a VM may
+/// be named `{x` (the first column of a table, `locate`): such a line is
+/// shown one space in.
+fn not_json(line: String) -> String {
+    if line.starts_with('{') {
+        format!(" {line}")
+    } else {
+        line
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Line {
     Plain(String),
@@ -150,7 +161,7 @@ impl Text {
         self.lines
             .iter()
             .map(|l| match l {
-                Line::Plain(s) => escape(s),
+                Line::Plain(s) => not_json(escape(s)),
                 Line::Verdict(s) => escape_controls(s),
             })
             .collect()
@@ -242,6 +253,18 @@ mod tests {
             let once = escape(s);
             assert_eq!(escape(&once), once, "{s:?}");
         }
+    }
+
+    /// Found by the fuzz harness: a table whose first column is a VM
+    /// named `{...` wrote a line clients take for a JSON answer.
+    #[test]
+    fn no_plain_line_starts_with_a_brace() {
+        let mut t = Text::line("{\"ok\":true}");
+        t.push("{x: not found").push("a {b}");
+        assert_eq!(
+            t.to_string(),
+            " {\"ok\":true}\r\n {x: not found\r\na {b}\r\n"
+        );
     }
 
     #[test]

@@ -43,17 +43,19 @@ pub fn json_event(event: &str, ts: &str, data: &Value) -> String {
     ))
 }
 
-/// A compact JSON text with every non-ASCII character written as `\uXXXX`
-/// (a surrogate pair above U+FFFF). Outside strings compact JSON is ASCII,
-/// so this only ever rewrites string contents, into the same value.
+/// A compact JSON text with every non-ASCII character, and DEL (which
+/// serde_json leaves as it is), written as `\uXXXX` (a surrogate pair above
+/// U+FFFF). Outside strings compact JSON is printable ASCII, so this only
+/// ever rewrites string contents, into the same value.
 fn ascii(json: String) -> String {
-    if json.is_ascii() {
+    let plain = |c: char| c.is_ascii() && c != '\x7f';
+    if json.chars().all(plain) {
         return json;
     }
     let mut out = String::with_capacity(json.len() + 16);
     let mut units = [0u16; 2];
     for c in json.chars() {
-        if c.is_ascii() {
+        if plain(c) {
             out.push(c);
         } else {
             for u in c.encode_utf16(&mut units) {
@@ -145,6 +147,17 @@ mod tests {
         assert_eq!(v["data"]["vm"], name);
         assert!(json_error(None, ErrorCode::NotFound, name).is_ascii());
         assert!(json_event("vm.state", "t", &json!({ "vm": name })).is_ascii());
+    }
+
+    /// Found by the fuzz harness: serde_json writes DEL as it is, and a
+    /// JSON request's id comes back in the answer.
+    #[test]
+    fn json_lines_escape_del() {
+        let line = json_ok(Some(&json!("a\x7fb")), &json!({ "vm": "\x7f" }));
+        assert!(!line.contains('\x7f'), "{line:?}");
+        assert!(line.contains(r"a\u007fb"), "{line}");
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["id"], "a\x7fb");
     }
 
     #[test]

@@ -12,6 +12,15 @@ use rackside_protocol::{
 };
 use serde_json::{json, Value};
 
+// Cases per property: proptest's 256 where a case is a long byte string
+// (the line discipline), more where a case is cheap. The fast suite stays
+// within seconds; `make fuzz` runs a million inputs through all of it.
+const CASES_LINE: u32 = 256;
+const CASES_PARSE: u32 = 2048;
+const CASES_PARSE_LONG: u32 = 256;
+const CASES_WIRE: u32 = 1024;
+const CASES_ROUND_TRIP: u32 = 1024;
+
 // ---------------------------------------------------------------------------
 // Line discipline
 
@@ -56,6 +65,8 @@ fn chunked<'a>(bytes: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES_LINE))]
+
     /// (1) A read may end anywhere: how the bytes are cut never changes what
     /// comes out, events or echo.
     #[test]
@@ -308,6 +319,8 @@ fn check_parse(line: &str) -> Result<(), TestCaseError> {
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES_PARSE))]
+
     /// (4) Any string: no panic, one consistent answer.
     #[test]
     fn parse_line_never_panics_on_strings(line in any::<String>()) {
@@ -321,13 +334,18 @@ proptest! {
         check_parse(&line)?;
     }
 
-    #[test]
-    fn parse_line_never_panics_on_json_ish(line in json_ish()) {
-        check_parse(&line)?;
-    }
 
     #[test]
     fn parse_line_never_panics_on_json_requests(line in json_request()) {
+        check_parse(&line)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES_PARSE_LONG))]
+
+    #[test]
+    fn parse_line_never_panics_on_json_ish(line in json_ish()) {
         check_parse(&line)?;
     }
 
@@ -357,6 +375,12 @@ fn scalar_id() -> impl Strategy<Value = Option<Value>> {
 fn one_json_object(line: &str) -> Result<serde_json::Map<String, Value>, TestCaseError> {
     prop_assert!(line.starts_with('{'), "{:?}", line);
     prop_assert!(!line.contains(['\n', '\r']), "{:?}", line);
+    // Printable ASCII only: nothing in a JSON line can drive a terminal.
+    prop_assert!(
+        line.bytes().all(|b| (0x20..0x7f).contains(&b)),
+        "{:?}",
+        line
+    );
     // from_str rejects trailing characters, so this is exactly one value.
     match serde_json::from_str::<Value>(line) {
         Ok(Value::Object(map)) => Ok(map),
@@ -365,6 +389,8 @@ fn one_json_object(line: &str) -> Result<serde_json::Map<String, Value>, TestCas
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES_WIRE))]
+
     /// (5) Every JSON line is one object on one line, carrying what it was given.
     #[test]
     fn json_ok_is_one_object(id in scalar_id(), data in json_value()) {
@@ -540,6 +566,8 @@ fn json_form(cmd: &Command) -> Value {
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES_ROUND_TRIP))]
+
     /// (6) The text form round-trips, however it is spaced and capitalised.
     #[test]
     fn text_commands_round_trip(

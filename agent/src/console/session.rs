@@ -120,11 +120,15 @@ impl Session {
             let mut echo = Vec::new();
             let echo_on = self.cfg.echo && self.mode == Mode::Text;
             self.reader.feed(&[b], echo_on, &mut echo, &mut events);
-            if !self.json_line {
+            let was_json = self.json_line;
+            if events.is_empty() {
+                // A machine's line while its first non-blank byte is '{':
+                // erasing that brace (or the line) hands it back to the
+                // person typing, whose keys echo again.
                 let pending = self.reader.pending();
                 self.json_line = pending.iter().find(|c| !c.is_ascii_whitespace()) == Some(&b'{');
             }
-            if !self.json_line {
+            if !was_json && !self.json_line {
                 out.extend_from_slice(&echo);
             }
             for ev in events.drain(..) {
@@ -469,6 +473,24 @@ mod tests {
 
     fn lockout() -> Lockout {
         Lockout::new(5, Duration::from_secs(300))
+    }
+
+    /// A '{' typed by mistake and erased (or a line cleared with Ctrl-U)
+    /// no longer hides the rest of the line from the person typing it.
+    #[test]
+    fn an_erased_brace_gives_the_echo_back() {
+        let now = Instant::now();
+        for input in [&b"{\x7fvms\r"[..], b"{\"cmd\x15vms\r", b" {\x08vms\r"] {
+            let mut s = Session::new(cfg(None), now);
+            let out =
+                String::from_utf8_lossy(&s.feed(input, now, &Echo, &mut lockout())).into_owned();
+            let lead = if input[0] == b' ' { " " } else { "" };
+            assert_eq!(
+                out,
+                format!("{lead}vms\r\nanswer to vms\r\nha> "),
+                "{input:?}"
+            );
+        }
     }
 
     fn text(b: &[u8]) -> String {
