@@ -36,6 +36,9 @@ pub struct Limits {
     pub reconcile_timeout: Duration,
     /// Progress events at most this often per job.
     pub progress_every: Duration,
+    /// While libvirt does not answer the verdict's check, it is asked
+    /// again this often, until `check_timeout`.
+    pub check_retry_every: Duration,
 }
 
 impl Default for Limits {
@@ -48,6 +51,7 @@ impl Default for Limits {
             check_timeout: Duration::from_secs(30),
             reconcile_timeout: Duration::from_secs(600),
             progress_every: Duration::from_secs(2),
+            check_retry_every: Duration::from_secs(1),
         }
     }
 }
@@ -201,6 +205,10 @@ struct Live {
     last_published: Option<Instant>,
     /// Recovered after a restart: being reconciled, not migrated by us.
     reconciling: bool,
+    /// Being reconciled because its migration ended while libvirt could
+    /// not say where the VM is (libvirtd restarting): the error it ended
+    /// with. None for a reconciliation after an agent restart.
+    cause: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -214,6 +222,10 @@ pub struct Machine {
     /// Failed jobs whose VM is being looked at (and resumed if paused):
     /// the verdict waits for them, up to a deadline.
     checks: BTreeMap<u64, Instant>,
+    /// The verdict's check failed (libvirt down, say): why, and when to
+    /// ask again.
+    check_error: Option<String>,
+    check_retry: Option<Instant>,
     dirty: bool,
 }
 
@@ -227,6 +239,8 @@ impl Machine {
             recovered: false,
             live: BTreeMap::new(),
             checks: BTreeMap::new(),
+            check_error: None,
+            check_retry: None,
             dirty: false,
         }
     }
@@ -265,7 +279,7 @@ impl Machine {
             Input::NotStarted { job, error } => {
                 // The VM was not touched: it is still here, as it was.
                 let why = format!("cannot start the migration thread: {error}");
-                self.end_job(job, why, false, AfterFailure::Running, None, &mut out);
+                self.end_job(job, why, false, AfterFailure::Running, None, now, &mut out);
             }
             Input::Panicked { job, error } => {
                 if self.running(job) {
@@ -285,7 +299,7 @@ impl Machine {
                 error,
                 aborted,
                 where_now,
-            } => self.end_job(job, error, aborted, where_now, Some(placer), &mut out),
+            } => self.end_job(job, error, aborted, where_now, Some(placer), now, &mut out),
             Input::Whereabouts { job, where_now } => {
                 if self.checks.remove(&job).is_some() {
                     if let Some(j) = self.job_mut(job) {
@@ -300,10 +314,18 @@ impl Machine {
                 job,
                 moved,
                 where_now,
-            } => self.reconciled(job, moved, where_now),
+            } => self.reconciled(job, moved, where_now, &mut out),
             Input::Local(here) => {
                 if matches!(self.stage, Stage::Checking { .. }) {
-                    self.finish(here, &mut out);
+                    match here {
+                        // libvirt restarting is no verdict: ask again until
+                        // the check's deadline, then say it could not tell.
+                        Err(e) => {
+                            self.check_error = Some(e);
+                            self.check_retry = Some(now + self.limits.check_retry_every);
+                        }
+                        ok => self.finish(ok, &mut out),
+                    }
                 }
             }
             Input::Tick => self.deadlines(now, &mut out),
@@ -430,6 +452,7 @@ impl Machine {
                             abort_signalled: false,
                             last_published: None,
                             reconciling: true,
+                            cause: None,
                         },
                     );
                     out.push(Action::Reconcile(j.clone()));
@@ -521,6 +544,7 @@ impl Machine {
     /// A job that ended without moving its VM: retried once on the next
     /// host when the rules allow, else failed (or aborted) with the reason
     /// and where the VM is. `placer` None: no retry.
+    #[allow(clippy::too_many_arguments)]
     fn end_job(
         &mut self,
         id: u64,
@@ -528,6 +552,7 @@ impl Machine {
         _aborted: bool,
         where_now: Whereabouts,
         placer: Option<&dyn Placer>,
+        now: Instant,
         out: &mut Vec<Action>,
     ) {
         if !self.running(id) {
@@ -535,6 +560,31 @@ impl Machine {
         }
         let live = self.live.remove(&id);
         let by_user = live.as_ref().is_some_and(|l| l.abort_signalled) || self.run.aborting;
+        if let (AfterFailure::Unknown(why), false) = (&where_now, by_user) {
+            // libvirt could not say where the VM is (its daemon restarting,
+            // say): libvirt may still finish or undo the migration without
+            // us. Find out, as after an agent restart, before anyone is
+            // told it failed.
+            self.live.insert(
+                id,
+                Live {
+                    deadline: now + self.limits.reconcile_timeout,
+                    abort_signalled: false,
+                    last_published: None,
+                    reconciling: true,
+                    cause: Some(error.clone()),
+                },
+            );
+            if let Some(j) = self.job_mut(id) {
+                j.note = Some(format!(
+                    "{error}; libvirt cannot say where the VM is ({why}): waiting for it"
+                ));
+                let job = j.clone();
+                out.push(Action::Reconcile(job));
+            }
+            self.dirty = true;
+            return;
+        }
         let others: Vec<Job> = self
             .run
             .jobs
@@ -643,32 +693,53 @@ impl Machine {
         }
     }
 
-    fn reconciled(&mut self, id: u64, moved: bool, where_now: Whereabouts) {
-        if !self.running(id) || self.live.remove(&id).is_none() {
+    fn reconciled(&mut self, id: u64, moved: bool, where_now: Whereabouts, out: &mut Vec<Action>) {
+        if !self.running(id) {
             return;
         }
+        let Some(live) = self.live.remove(&id) else {
+            return;
+        };
         let aborting = self.run.aborting;
+        let host = self.host.clone();
         let Some(j) = self.job_mut(id) else {
             return;
+        };
+        let (what, cut) = match &live.cause {
+            None => (
+                "completed while the agent was restarting".to_string(),
+                "interrupted by an agent restart".to_string(),
+            ),
+            Some(c) => (format!("completed by libvirt after: {c}"), c.clone()),
         };
         if moved && !is_here(&where_now) {
             j.phase = Phase::Done;
             j.percent = 100.0;
-            j.note = Some("completed while the agent was restarting".into());
+            j.note = Some(what);
         } else {
             j.phase = if aborting {
                 Phase::Aborted
             } else {
                 Phase::Failed
             };
-            j.error = Some(match &where_now {
-                w if is_here(w) => "interrupted by an agent restart; the VM is still here".into(),
-                AfterFailure::Unknown(e) => {
-                    format!("interrupted by an agent restart; whereabouts unknown: {e}")
-                }
-                _ => "interrupted by an agent restart; the VM was not found here or on the destination".into(),
-            });
+            let error = match &where_now {
+                w if is_here(w) => format!("{cut}; the VM is still here"),
+                AfterFailure::Unknown(e) => format!("{cut}; whereabouts unknown: {e}"),
+                _ => format!("{cut}; the VM was not found here or on the destination"),
+            };
+            j.error = Some(error.clone());
             j.note = where_note(&where_now, &j.vm);
+            if live.cause.is_some() {
+                out.push(Action::Publish(Payload::MigrationFailed(MigrationFailed {
+                    job: j.id,
+                    vm: j.vm.clone(),
+                    dest: j.dest.clone(),
+                    error,
+                    now_on: is_here(&where_now).then_some(host),
+                    retrying_on: None,
+                    note: j.note.clone(),
+                })));
+            }
         }
         self.dirty = true;
     }
@@ -686,7 +757,10 @@ impl Machine {
             };
             let why = if l.reconciling {
                 format!(
-                    "interrupted by an agent restart; libvirt did not answer for {}",
+                    "{}; libvirt did not answer for {}",
+                    l.cause
+                        .as_deref()
+                        .unwrap_or("interrupted by an agent restart"),
                     human(self.limits.reconcile_timeout)
                 )
             } else if l.abort_signalled {
@@ -722,11 +796,18 @@ impl Machine {
         }
         if let Stage::Checking { deadline } = self.stage {
             if now >= deadline {
-                let why = format!(
+                let mut why = format!(
                     "libvirt did not answer for {}",
                     human(self.limits.check_timeout)
                 );
+                if let Some(e) = &self.check_error {
+                    why.push_str(": ");
+                    why.push_str(e);
+                }
                 self.finish(Err(why), out);
+            } else if self.check_retry.is_some_and(|t| now >= t) {
+                self.check_retry = None;
+                out.push(Action::CheckLocal);
             }
         }
     }
@@ -752,6 +833,7 @@ impl Machine {
                             abort_signalled: false,
                             last_published: None,
                             reconciling: false,
+                            cause: None,
                         },
                     );
                     out.push(Action::Start(j.clone()));
@@ -980,7 +1062,6 @@ mod tests {
     fn a_vm_whose_whereabouts_are_unknown_or_gone_is_never_retried() {
         let t = Instant::now();
         for w in [
-            AfterFailure::Unknown("libvirt down".into()),
             AfterFailure::NotHere,
             AfterFailure::StillPaused("resume failed".into()),
         ] {
@@ -990,6 +1071,104 @@ mod tests {
             assert!(started(&a).is_empty(), "{w:?}");
             assert_eq!(phase(&m, 1), Phase::Failed);
         }
+        // Unknown (libvirt not answering): not retried, not failed yet:
+        // reconciled, like after a restart, until libvirt can tell.
+        let mut m = machine(vec![job(1, "hb")]);
+        m.step(Input::Start, t, &to_hz);
+        let a = m.step(
+            failed(1, AfterFailure::Unknown("libvirt down".into())),
+            t,
+            &to_hz,
+        );
+        assert!(started(&a).is_empty());
+        assert!(a
+            .iter()
+            .any(|a| matches!(a, Action::Reconcile(j) if j.id == 1)));
+        assert!(!a.contains(&Action::CheckLocal));
+        assert_eq!(phase(&m, 1), Phase::Running);
+    }
+
+    #[test]
+    fn a_migration_cut_by_a_libvirtd_restart_ends_as_libvirt_says() {
+        let t = Instant::now();
+        // libvirt finished it: done, and said how.
+        let mut m = machine(vec![job(1, "hb")]);
+        m.step(Input::Start, t, &to_hz);
+        m.step(failed(1, AfterFailure::Unknown("down".into())), t, &to_hz);
+        let a = m.step(
+            Input::Reconciled {
+                job: 1,
+                moved: true,
+                where_now: AfterFailure::NotHere,
+            },
+            t + 5 * S,
+            &to_hz,
+        );
+        assert_eq!(phase(&m, 1), Phase::Done);
+        assert!(job_of(&m, 1)
+            .note
+            .as_deref()
+            .unwrap()
+            .starts_with("completed by libvirt after"));
+        assert!(a.contains(&Action::CheckLocal));
+        // It stayed here: failed with the cause, and the watchers are told.
+        let mut m = machine(vec![job(1, "hb")]);
+        m.step(Input::Start, t, &to_hz);
+        m.step(failed(1, AfterFailure::Unknown("down".into())), t, &to_hz);
+        let a = m.step(
+            Input::Reconciled {
+                job: 1,
+                moved: false,
+                where_now: AfterFailure::Running,
+            },
+            t + 5 * S,
+            &to_hz,
+        );
+        assert_eq!(phase(&m, 1), Phase::Failed);
+        assert!(job_of(&m, 1)
+            .error
+            .as_deref()
+            .unwrap()
+            .ends_with("the VM is still here"));
+        assert!(a.iter().any(|a| matches!(a, Action::Publish(Payload::MigrationFailed(f)) if f.now_on.as_deref() == Some("ha"))));
+        // libvirt never comes back: failed at the reconcile deadline.
+        let mut m = machine(vec![job(1, "hb")]);
+        m.step(Input::Start, t, &to_hz);
+        m.step(failed(1, AfterFailure::Unknown("down".into())), t, &to_hz);
+        m.step(Input::Tick, t + limits().reconcile_timeout, &to_hz);
+        assert_eq!(phase(&m, 1), Phase::Failed);
+    }
+
+    #[test]
+    fn a_verdict_check_libvirt_cannot_answer_is_asked_again_until_its_deadline() {
+        let t = Instant::now();
+        let mut m = machine(vec![job(1, "hb")]);
+        m.step(Input::Start, t, &to_hz);
+        let a = m.step(done(1), t, &to_hz);
+        assert!(a.contains(&Action::CheckLocal));
+        // libvirtd restarting: no verdict from that.
+        let a = m.step(Input::Local(Err("connection refused".into())), t, &to_hz);
+        assert!(verdict_of(&a).is_none());
+        let a = m.step(Input::Tick, t + S / 2, &to_hz);
+        assert!(!a.contains(&Action::CheckLocal));
+        let a = m.step(Input::Tick, t + S, &to_hz);
+        assert!(a.contains(&Action::CheckLocal));
+        // It answers: the verdict, from what it says.
+        let a = m.step(empty(), t + 2 * S, &to_hz);
+        assert!(verdict_of(&a).unwrap().safe_to_power_off);
+        // It never answers: NOT SAFE at the deadline, with its last error.
+        let mut m = machine(vec![job(1, "hb")]);
+        m.step(Input::Start, t, &to_hz);
+        m.step(done(1), t, &to_hz);
+        m.step(Input::Local(Err("connection refused".into())), t, &to_hz);
+        let a = m.step(Input::Tick, t + limits().check_timeout, &to_hz);
+        let v = verdict_of(&a).unwrap();
+        assert!(!v.safe_to_power_off);
+        assert!(v
+            .check_error
+            .as_deref()
+            .unwrap()
+            .ends_with(": connection refused"));
     }
 
     #[test]
@@ -1269,7 +1448,9 @@ mod tests {
             limits(),
         );
         m.step(Input::Start, t, &to_hz);
-        let a = m.step(Input::Local(Err("down".into())), t, &to_hz);
+        m.step(Input::Local(Err("down".into())), t, &to_hz);
+        let a = m.step(Input::Tick, t + limits().check_timeout, &to_hz);
+        assert!(verdict_of(&a).is_some());
         assert!(!a.contains(&Action::PowerOff));
     }
 

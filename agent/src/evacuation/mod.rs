@@ -26,7 +26,7 @@ use rackside_protocol::{Dest, ErrorCode, Identify};
 use crate::config::{Config, MigrationSection, PowerSection};
 use crate::events::{Bus, HostName, Payload};
 use crate::hypervisor::{
-    deadline, ensure_running_after_failure, AfterFailure, Hypervisor, PeerAddr,
+    deadline, ensure_running_after_failure, AfterFailure, HvError, Hypervisor, PeerAddr,
 };
 use crate::inventory::Inventory;
 use crate::migration::policy::Limits;
@@ -82,6 +82,7 @@ impl Ctx {
                 // followed to its end, up to its budget.
                 reconcile_timeout: Duration::from_secs(m.budget_s_per_gib.max(120) * 4),
                 progress_every: Duration::from_secs(2),
+                check_retry_every: Duration::from_secs(1),
             },
             tick: Duration::from_millis(200),
             follow_every: Duration::from_secs(1),
@@ -917,7 +918,15 @@ impl Controller {
         let id = job.id;
         let body = move || {
             let end = Instant::now() + limit;
-            while Instant::now() < end && matches!(me.hv.local_job_active(&job.vm), Ok(true)) {
+            // Follow a job libvirt still runs, and wait while libvirt does
+            // not answer (its daemon restarting): only libvirt can say
+            // where the VM ended up.
+            while Instant::now() < end
+                && matches!(
+                    me.hv.local_job_active(&job.vm),
+                    Ok(true) | Err(HvError::Unreachable(_) | HvError::TimedOut { .. })
+                )
+            {
                 std::thread::sleep(every);
             }
             let where_now = ensure_running_after_failure(me.hv.as_ref(), &job.vm);
