@@ -193,7 +193,24 @@ fn spawn_publisher(
     let reserve = cfg.placement.mem_reserve_mib;
     std::thread::Builder::new().name("publish".into()).spawn(move || {
         let mut warned = false;
+        let mut last: Option<(std::time::Instant, &'static str, bool)> = None;
         while !stop.load(Ordering::Relaxed) {
+            // Maintenance and the host's state reach the hook within a
+            // glance (an evacuation that just started must refuse incoming
+            // migrations at once: two hosts evacuating onto each other
+            // otherwise swap their VMs); the rest once a period.
+            // (Without the VM count, which changes once a period at most:
+            // no inventory snapshot every glance.)
+            let word = controller.host_state(None);
+            let maint = controller.maintenance_on();
+            let due = last.is_none_or(|(at, w, m)| {
+                w != word || m != maint || at.elapsed() >= rackside_contract::PUBLISH_PERIOD
+            });
+            if !due {
+                std::thread::sleep(PUBLISH_GLANCE);
+                continue;
+            }
+            last = Some((std::time::Instant::now(), word, maint));
             let s = inventory.snapshot();
             let alloc = crate::inventory::model::allocation(&s.local.vms);
             // A blind host is never published as "empty" from a stale list.
@@ -201,7 +218,7 @@ fn spawn_publisher(
             let p = crate::hookio::Published {
                 host: Some(host.clone()),
                 state: controller.host_state(known).to_owned(),
-                maintenance: controller.maintenance_on(),
+                maintenance: maint,
                 mem_total_mib: s.local.figures.mem_total_mib,
                 mem_committed_mib: alloc.mem_mib,
                 mem_reserve_mib: reserve,
@@ -215,10 +232,13 @@ fn spawn_publisher(
                     warned = true;
                 }
             }
-            std::thread::sleep(rackside_contract::PUBLISH_PERIOD);
+            std::thread::sleep(PUBLISH_GLANCE);
         }
     })
 }
+
+/// How often the publisher looks for a change of maintenance or state.
+const PUBLISH_GLANCE: Duration = Duration::from_millis(50);
 
 /// Watchdog pings and status lines until SIGTERM or SIGINT.
 async fn supervise(inventory: Arc<Inventory>) -> Result<(), DaemonError> {
