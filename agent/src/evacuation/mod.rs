@@ -830,6 +830,7 @@ impl Controller {
             offline: job.offline,
             auto_converge: self.ctx.migration.auto_converge,
             mem_mib: job.mem_mib,
+            copy_local_disks: self.ctx.migration.copy_local_disks,
         };
         let flag = Arc::new(AtomicBool::new(false));
         c.aborts.insert(job.id, flag.clone());
