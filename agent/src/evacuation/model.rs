@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::hypervisor::{DomState, DomainInfo};
 use crate::inventory::{Peer, State};
-use crate::placement::{Candidate, Move, Unplaceable, VmDemand};
+use crate::placement::{Candidate, DiskNeed, Move, PoolRoom, Unplaceable, VmDemand};
 use crate::report::{JobRow, Moved, NotMoved, StillHere, Verdict};
 
 pub use crate::report::{Kind, Phase};
@@ -36,6 +36,9 @@ pub struct Job {
     pub vcpus: u32,
     /// A shut-off definition, moved offline.
     pub offline: bool,
+    /// Room its copied local disks take on the destination.
+    #[serde(default)]
+    pub disks: Vec<DiskNeed>,
 }
 
 impl Job {
@@ -58,6 +61,7 @@ impl Job {
             mem_mib: vm.mem_mib,
             vcpus: vm.vcpus,
             offline,
+            disks: vm.disks.clone(),
         }
     }
 
@@ -168,10 +172,33 @@ pub fn candidates(
         .peers
         .iter()
         .map(|p: &Peer| {
-            let (mem, vcpus) = jobs
+            let coming: Vec<&Job> = jobs
                 .iter()
                 .filter(|j| j.dest == p.name && matches!(j.phase, Phase::Queued | Phase::Running))
+                .collect();
+            let (mem, vcpus) = coming
+                .iter()
                 .fold((0u64, 0u32), |(m, c), j| (m + j.mem_mib, c + j.vcpus));
+            // A volume created for a copy holds next to nothing until the
+            // copy fills it: what is coming is deducted in full.
+            let pools = p
+                .pools
+                .iter()
+                .map(|room| {
+                    let held: u64 = coming
+                        .iter()
+                        .flat_map(|j| j.disks.iter())
+                        .filter(|n| {
+                            std::path::Path::new(&n.dir) == std::path::Path::new(&room.target)
+                        })
+                        .map(|n| n.bytes)
+                        .fold(0u64, u64::saturating_add);
+                    PoolRoom {
+                        target: room.target.clone(),
+                        available: room.available.saturating_sub(held),
+                    }
+                })
+                .collect();
             Candidate {
                 name: p.name.clone(),
                 reachable: p.reachable(now, stale_after),
@@ -183,27 +210,41 @@ pub fn candidates(
                 vcpus_committed: p.vcpus_allocated,
                 mem_inflight_mib: mem,
                 vcpus_inflight: vcpus,
+                pools,
             }
         })
         .collect()
 }
 
 /// The VMs an evacuation moves: every active VM, and shut-off persistent
-/// definitions when configured.
-pub fn to_move(state: &State, move_shutoff: bool) -> Vec<(VmDemand, bool)> {
+/// definitions when configured; with what their disks need and why one
+/// cannot move at all. A VM whose storage the inventory could not read is
+/// not held back here: its migration reads the disks again and refuses
+/// what cannot move.
+pub fn to_move(state: &State, move_shutoff: bool, copy_local_disks: bool) -> Vec<(VmDemand, bool)> {
     state
         .local
         .vms
         .iter()
         .filter(|v| v.state.is_active() || move_shutoff)
         .map(|v| {
+            let offline = !v.state.is_active();
+            let (disks, unmovable) = match &v.storage {
+                Some(st) => (
+                    st.needs(),
+                    crate::storage::why_unmovable(st, copy_local_disks, offline),
+                ),
+                None => (Vec::new(), None),
+            };
             (
                 VmDemand {
                     name: v.name.clone(),
                     vcpus: v.vcpus,
                     mem_mib: v.mem_mib,
+                    disks,
+                    unmovable,
                 },
-                !v.state.is_active(),
+                offline,
             )
         })
         .collect()
@@ -297,6 +338,7 @@ mod tests {
                 name: format!("vm{id}"),
                 vcpus: 1,
                 mem_mib: 256,
+                ..Default::default()
             },
             dest,
             false,

@@ -184,6 +184,7 @@ fn inventory(vms: &[&str]) -> Arc<Inventory> {
                 mem_mib: 1024,
                 cpu_pct: None,
                 cpu_time_ns: None,
+                storage: None,
             })
             .collect();
         for p in &mut s.peers {
@@ -707,6 +708,7 @@ fn job(id: u64, vm: &str, dest: &str, phase: Phase) -> Job {
             name: vm.into(),
             vcpus: 1,
             mem_mib: 1024,
+            ..Default::default()
         },
         dest,
         false,

@@ -13,7 +13,7 @@ use virt::storage_vol::StorageVol;
 use virt::sys;
 
 use crate::libvirt_ffi;
-use crate::storage::{domxml, Format};
+use crate::storage::{domxml, Format, PoolRoom};
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
 pub enum VolError {
@@ -27,13 +27,6 @@ pub enum VolError {
     Create { path: String, message: String },
     #[error("deleting volume {path}: {message}")]
     Delete { path: String, message: String },
-}
-
-/// One active pool with a target path, and its free bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PoolRoom {
-    pub target: String,
-    pub available: u64,
 }
 
 fn same_dir(a: &str, b: &str) -> bool {

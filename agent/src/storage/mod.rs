@@ -71,6 +71,41 @@ pub struct Storage {
     pub blockers: Vec<String>,
 }
 
+/// Room for copied disks in one storage pool of a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolRoom {
+    /// The pool's target path: a disk whose image sits in the same
+    /// directory on the source is copied into this pool.
+    pub target: String,
+    /// Free bytes, as libvirt counted them.
+    pub available: u64,
+}
+
+/// Bytes a VM's copied disks need in one directory of its destination.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DiskNeed {
+    pub dir: String,
+    pub bytes: u64,
+}
+
+impl Storage {
+    /// What the local disks need on a destination, per directory.
+    pub fn needs(&self) -> Vec<DiskNeed> {
+        let mut out: Vec<DiskNeed> = Vec::new();
+        for d in &self.local {
+            let dir = d.dir();
+            match out.iter_mut().find(|n| n.dir == dir) {
+                Some(n) => n.bytes = n.bytes.saturating_add(d.bytes_needed()),
+                None => out.push(DiskNeed {
+                    dir,
+                    bytes: d.bytes_needed(),
+                }),
+            }
+        }
+        out
+    }
+}
+
 /// What [`probe`] learns about one disk file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileFacts {
