@@ -348,6 +348,128 @@ mod tests {
     }
 
     #[test]
+    fn storage_reaches_placement_and_disks_in_flight_are_deducted() {
+        use crate::inventory::model::{Vm, VmState};
+        use crate::inventory::Inventory;
+        use crate::storage::{Format, LocalDisk, Storage};
+
+        let peers = vec![crate::config::PeerSection {
+            name: "hb".into(),
+            uri: "qemu+tcp://hb/system".into(),
+            migrate_uri: None,
+            location: String::new(),
+        }];
+        let inv = Inventory::new(&peers, std::time::Duration::from_secs(5));
+        let disk = LocalDisk {
+            dev: "vda".into(),
+            path: "/img/a.qcow2".into(),
+            format: Format::Qcow2,
+            capacity: 10 << 30,
+            allocation: 1 << 30,
+        };
+        let vm = |name: &str, state, storage| Vm {
+            name: name.into(),
+            uuid: format!("u-{name}"),
+            state,
+            vcpus: 1,
+            mem_mib: 512,
+            cpu_pct: None,
+            cpu_time_ns: None,
+            storage,
+        };
+        inv.update(|s| {
+            s.local.vms = vec![
+                vm(
+                    "a",
+                    VmState::Running,
+                    Some(Storage {
+                        local: vec![disk.clone()],
+                        blockers: vec![],
+                    }),
+                ),
+                vm(
+                    "b",
+                    VmState::Shutoff,
+                    Some(Storage {
+                        local: vec![disk.clone()],
+                        blockers: vec![],
+                    }),
+                ),
+                vm(
+                    "c",
+                    VmState::Running,
+                    Some(Storage {
+                        local: vec![],
+                        blockers: vec!["a host device is passed through to it (<hostdev>)".into()],
+                    }),
+                ),
+                vm("d", VmState::Running, None),
+            ];
+            s.peers[0].pools = vec![PoolRoom {
+                target: "/img".into(),
+                available: 25 << 30,
+            }];
+        });
+        let state = inv.snapshot();
+        let moves = to_move(&state, true, true);
+        let by = |n: &str| moves.iter().find(|(d, _)| d.name == n).cloned().unwrap();
+        assert_eq!(
+            by("a").0.disks,
+            vec![DiskNeed {
+                dir: "/img".into(),
+                bytes: 10 << 30
+            }]
+        );
+        assert_eq!(by("a").0.unmovable, None);
+        assert!(by("b")
+            .0
+            .unmovable
+            .as_deref()
+            .is_some_and(|r| r.contains("offline migration")));
+        assert!(by("c")
+            .0
+            .unmovable
+            .as_deref()
+            .is_some_and(|r| r.contains("<hostdev>")));
+        assert_eq!(
+            by("d").0,
+            VmDemand {
+                name: "d".into(),
+                vcpus: 1,
+                mem_mib: 512,
+                ..Default::default()
+            }
+        );
+        let off = to_move(&state, true, false);
+        assert!(off[0]
+            .0
+            .unmovable
+            .as_deref()
+            .is_some_and(|r| r.contains("copy_local_disks is off")));
+
+        // A job queued towards hb takes its disks' room there already.
+        let mut queued = Job::new(1, &by("a").0, "hb", false);
+        queued.phase = Phase::Queued;
+        let now = std::time::Instant::now();
+        let c = candidates(
+            &state,
+            std::slice::from_ref(&queued),
+            now,
+            std::time::Duration::from_secs(15),
+        );
+        assert_eq!(
+            c[0].pools,
+            vec![PoolRoom {
+                target: "/img".into(),
+                available: 15 << 30
+            }]
+        );
+        queued.phase = Phase::Done;
+        let c = candidates(&state, &[queued], now, std::time::Duration::from_secs(15));
+        assert_eq!(c[0].pools[0].available, 25 << 30);
+    }
+
+    #[test]
     fn scheduling_respects_both_limits() {
         let jobs = vec![
             job(1, "hb", Phase::Running),

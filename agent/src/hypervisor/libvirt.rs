@@ -135,6 +135,19 @@ fn state(dom: &Domain) -> Result<DomState, HvError> {
         .map_err(|e| HvError::Call(e.to_string()))
 }
 
+/// A domain's state on `conn`; None when it has no such domain.
+fn state_of(conn: &Connect, vm: &str) -> Result<Option<DomState>, HvError> {
+    match lookup(conn, vm) {
+        Ok(d) => {
+            let s = state(&d);
+            libvirt_ffi::free_domain(d);
+            s.map(Some)
+        }
+        Err(HvError::NoSuchDomain(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 impl Hypervisor for Libvirt {
     fn local_domains(&self) -> Result<Vec<DomainInfo>, HvError> {
         with_conn(&self.local_uri, |c| {
@@ -166,15 +179,7 @@ impl Hypervisor for Libvirt {
             self.pace.peer_deadline,
             move || {
                 let _ticket = ticket;
-                with_conn(&uri, |c| match lookup(c, &vm) {
-                    Ok(d) => {
-                        let s = state(&d);
-                        libvirt_ffi::free_domain(d);
-                        s.map(Some)
-                    }
-                    Err(HvError::NoSuchDomain(_)) => Ok(None),
-                    Err(e) => Err(e),
-                })
+                with_conn(&uri, |c| state_of(c, &vm))
             },
         )
     }
@@ -370,16 +375,7 @@ impl MigrationOps for LibvirtOps {
         })
         .map_err(message);
         with_peer(&self.peers, &spec.dest, &spec.dest_uri, |dest| {
-            let there = match lookup(dest, &spec.vm) {
-                Ok(d) => {
-                    let s = state(&d);
-                    libvirt_ffi::free_domain(d);
-                    s.map(Some)
-                }
-                Err(HvError::NoSuchDomain(_)) => Ok(None),
-                Err(e) => Err(e),
-            }
-            .map_err(message);
+            let there = state_of(dest, &spec.vm).map_err(message);
             may_discard(here, there, &spec.dest).map_err(HvError::Call)?;
             let failures: Vec<String> = created
                 .iter()

@@ -481,6 +481,25 @@ mod tests {
         (out, seen)
     }
 
+    /// Migrates `a` with a job that hangs until aborted, raising the abort
+    /// flag at the `after`th progress report.
+    fn hang_then_abort(sim: &Sim, after: u32) -> Outcome {
+        sim.script(
+            "a",
+            Script::Hang {
+                honours_abort: true,
+            },
+        );
+        let abort = AtomicBool::new(false);
+        let mut n = 0;
+        sim.migrate(&spec("a"), &Limits::default(), &abort, &mut |_| {
+            n += 1;
+            if n == after {
+                abort.store(true, Ordering::Relaxed);
+            }
+        })
+    }
+
     const IMG: &str = "/var/lib/libvirt/images/a.qcow2";
 
     fn world_with_disk() -> Sim {
@@ -529,20 +548,7 @@ mod tests {
     #[test]
     fn an_aborted_copy_deletes_its_volumes_too() {
         let sim = world_with_disk();
-        sim.script(
-            "a",
-            Script::Hang {
-                honours_abort: true,
-            },
-        );
-        let abort = AtomicBool::new(false);
-        let mut n = 0;
-        let out = sim.migrate(&spec("a"), &Limits::default(), &abort, &mut |_| {
-            n += 1;
-            if n == 2 {
-                abort.store(true, Ordering::Relaxed);
-            }
-        });
+        let out = hang_then_abort(&sim, 2);
         assert!(
             matches!(out, Outcome::Failed { aborted: true, ref error } if error.contains("were deleted")),
             "{out:?}"
@@ -771,20 +777,7 @@ mod tests {
     #[test]
     fn the_abort_flag_stops_a_running_migration() {
         let sim = world();
-        sim.script(
-            "a",
-            Script::Hang {
-                honours_abort: true,
-            },
-        );
-        let abort = AtomicBool::new(false);
-        let mut n = 0;
-        let out = sim.migrate(&spec("a"), &Limits::default(), &abort, &mut |_| {
-            n += 1;
-            if n == 3 {
-                abort.store(true, Ordering::Relaxed);
-            }
-        });
+        let out = hang_then_abort(&sim, 3);
         assert_eq!(
             out,
             Outcome::Failed {
