@@ -325,6 +325,21 @@ pub fn sample_of(js: &JobStats, elapsed: Duration) -> Sample {
     }
 }
 
+/// `s` measured against at least `total` bytes: a job that has not yet
+/// counted everything it will copy (libvirt's disk phase comes before
+/// the memory) is not shown nearly done. Remaining grows to match;
+/// nothing changes once libvirt's own total reaches `total`.
+pub fn at_least(s: Sample, total: u64) -> Sample {
+    if s.data_total == 0 || s.data_total >= total {
+        return s;
+    }
+    Sample {
+        data_total: total,
+        data_remaining: s.data_remaining.max(total.saturating_sub(s.data_processed)),
+        ..s
+    }
+}
+
 /// The job itself, once its storage is ready.
 #[allow(clippy::too_many_arguments)]
 fn run_job<O: MigrationOps>(
@@ -347,6 +362,15 @@ fn run_job<O: MigrationOps>(
     };
     // The disks' copy counts in the time budget as memory does.
     let disk_mib = prepared.bytes.div_ceil(1024 * 1024);
+    // libvirt copies the disks first and counts memory only once its copy
+    // starts: without a floor the disk phase alone would read ~100 %.
+    let expected_bytes = if prepared.bytes > 0 {
+        spec.mem_mib
+            .saturating_mul(1024 * 1024)
+            .saturating_add(prepared.bytes)
+    } else {
+        0
+    };
     let mut tracker = Tracker::new(spec.mem_mib.saturating_add(disk_mib), limits.clone());
     let mut abort_reason: Option<String> = None;
     // When we asked libvirt to abort (loop clock).
@@ -376,7 +400,7 @@ fn run_job<O: MigrationOps>(
         // A reading without figures (none yet, an offline migration, or
         // libvirt busy) still carries the time: the budget keeps counting.
         let sample = match (spec.offline, job.stats()) {
-            (false, Some(js)) => sample_of(&js, now),
+            (false, Some(js)) => at_least(sample_of(&js, now), expected_bytes),
             _ => Sample {
                 elapsed: now,
                 ..Sample::default()
@@ -639,6 +663,34 @@ mod tests {
             ),
             Err("cannot check hb: timeout".into())
         );
+    }
+
+    #[test]
+    fn the_disk_phase_is_not_shown_nearly_done() {
+        let disk_done = Sample {
+            elapsed: Duration::from_secs(2),
+            data_total: 8 << 20,
+            data_processed: 8 << 20,
+            data_remaining: 0,
+            iteration: None,
+            bandwidth_bps: Some(1 << 20),
+        };
+        let s = at_least(disk_done, 120 << 20);
+        assert_eq!(
+            (s.data_total, s.data_processed, s.data_remaining),
+            (120 << 20, 8 << 20, 112 << 20)
+        );
+        // Once libvirt counts the memory too, its figures stand.
+        let later = Sample {
+            data_total: 130 << 20,
+            data_processed: 40 << 20,
+            data_remaining: 90 << 20,
+            ..disk_done
+        };
+        assert_eq!(at_least(later, 120 << 20), later);
+        // No reading yet stays no reading; no floor changes nothing.
+        assert_eq!(at_least(Sample::default(), 120 << 20), Sample::default());
+        assert_eq!(at_least(disk_done, 0), disk_done);
     }
 
     #[test]
