@@ -9,8 +9,10 @@ use super::{FileFacts, Format};
 
 /// Filesystem magic numbers (statfs f_type) of the filesystems libvirt's
 /// virFileIsSharedFS counts as shared: NFS, GFS2, OCFS2, AFS, SMB/CIFS,
-/// CephFS, GPFS, Quobyte-style FUSE is not counted (libvirt looks at the
-/// FUSE subtype, which statfs does not give).
+/// CephFS, GPFS. FUSE ones (GlusterFS, Quobyte) are not recognised:
+/// libvirt tells them by the FUSE subtype, which statfs does not give. An
+/// image there is taken for local; the destination then already has its
+/// file, and the agent refuses the migration rather than copy over it.
 const SHARED_FS_MAGICS: [i64; 8] = [
     0x6969,      // NFS
     0x0116_1970, // GFS2
