@@ -187,6 +187,11 @@ pub struct MigrationSection {
     /// Give up on a migration taking longer than this per GiB of guest memory.
     #[serde(default = "default_budget")]
     pub budget_s_per_gib: u64,
+    /// Copy a VM's local disks to the destination during a live migration
+    /// (libvirt's non-shared-disk migration). Off: VMs with a local disk
+    /// are unplaceable.
+    #[serde(default = "default_true")]
+    pub copy_local_disks: bool,
 }
 
 impl Default for MigrationSection {
@@ -200,6 +205,7 @@ impl Default for MigrationSection {
             downtime_steps_ms: default_downtime_steps(),
             no_progress_timeout_s: default_no_progress(),
             budget_s_per_gib: default_budget(),
+            copy_local_disks: true,
         }
     }
 }

@@ -24,3 +24,4 @@ pub mod libvirt_ffi;
 pub mod migration;
 pub mod placement;
 pub mod report;
+pub mod storage;

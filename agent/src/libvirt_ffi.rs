@@ -225,6 +225,15 @@ pub struct JobStats {
     pub mem_iteration: Option<u64>,
     pub mem_bps: Option<u64>,
     pub downtime_ms: Option<u64>,
+    /// Memory and disk parts of the data_* figures (libvirt counts a
+    /// non-shared-disk copy in disk_*).
+    pub mem_total: Option<u64>,
+    pub mem_processed: Option<u64>,
+    pub mem_remaining: Option<u64>,
+    pub disk_total: Option<u64>,
+    pub disk_processed: Option<u64>,
+    pub disk_remaining: Option<u64>,
+    pub disk_bps: Option<u64>,
 }
 
 /// virDomainGetJobStats, done here rather than through the bindings: their
@@ -259,6 +268,13 @@ pub fn job_stats(dom: &virt::domain::Domain, flags: u32) -> Result<JobStats, Ffi
                 b"memory_iteration" => js.mem_iteration = v,
                 b"memory_bps" => js.mem_bps = v,
                 b"downtime" => js.downtime_ms = v,
+                b"memory_total" => js.mem_total = v,
+                b"memory_processed" => js.mem_processed = v,
+                b"memory_remaining" => js.mem_remaining = v,
+                b"disk_total" => js.disk_total = v,
+                b"disk_processed" => js.disk_processed = v,
+                b"disk_remaining" => js.disk_remaining = v,
+                b"disk_bps" => js.disk_bps = v,
                 _ => {}
             }
         }
@@ -429,4 +445,10 @@ pub fn abort_job(dom: &virt::domain::Domain) -> Result<(), FfiError> {
 /// Whether a libvirt error says the domain does not exist.
 pub fn is_no_domain(e: &virt::error::Error) -> bool {
     e.code() == virt::enumutil::Enum::Known(virt::error::ErrorNumber::NoDomain)
+}
+
+/// Drops a binding object (pool, volume) without risking its
+/// panic-on-free.
+pub fn release<T>(obj: T) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(obj)));
 }

@@ -19,18 +19,32 @@
 //! 4. If the strategy leaves a VM behind, try plain first-fit-decreasing
 //!    (hosts in name order) and keep it if it places every VM (see
 //!    [`plan`]).
+//!
+//! A VM that cannot move at all ([`VmDemand::unmovable`]) is unplaceable
+//! with its reason before any of this. A VM with local disks to copy also
+//! needs, on its destination, a storage pool at each of its images'
+//! directories with the disks' capacity available (after what this plan
+//! and migrations in flight put there).
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use crate::config::Strategy;
+pub use crate::storage::{DiskNeed, PoolRoom};
 
 /// One VM to move: what it needs on its destination.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct VmDemand {
     pub name: String,
     pub vcpus: u32,
     pub mem_mib: u64,
+    /// Room its copied local disks need, per directory: the destination
+    /// needs a storage pool there with that much available.
+    pub disks: Vec<DiskNeed>,
+    /// Why it cannot move at all (a passthrough device, a disk neither
+    /// shared nor copyable): it is unplaceable with this reason, never
+    /// tried.
+    pub unmovable: Option<String>,
 }
 
 /// One peer as the inventory last saw it.
@@ -50,6 +64,9 @@ pub struct Candidate {
     /// memory and vCPUs promised to migrations already in flight to this host
     pub mem_inflight_mib: u64,
     pub vcpus_inflight: u32,
+    /// its storage pools, with what disks in flight there will take
+    /// already deducted
+    pub pools: Vec<PoolRoom>,
 }
 
 /// The `[placement]` settings that decide where VMs go.
@@ -168,8 +185,15 @@ pub fn plan(
     target: &Target,
     exclude: &BTreeMap<String, Vec<String>>,
 ) -> Plan {
-    let mut order: Vec<&VmDemand> = vms.iter().collect();
-    order.sort_by(|a, b| largest_first(a, b));
+    let mut all: Vec<&VmDemand> = vms.iter().collect();
+    all.sort_by(|a, b| largest_first(a, b));
+    // Unmovable VMs never reach the strategies: they would only make the
+    // first-fit fallback look like it strands a VM.
+    let order: Vec<&VmDemand> = all
+        .iter()
+        .copied()
+        .filter(|v| v.unmovable.is_none())
+        .collect();
 
     let mut by_name: BTreeMap<&str, Vec<&Candidate>> = BTreeMap::new();
     for c in candidates {
@@ -180,11 +204,11 @@ pub fn plan(
             let reason = format!("no such peer '{name}'");
             return Plan {
                 moves: Vec::new(),
-                unplaceable: order
+                unplaceable: all
                     .iter()
                     .map(|vm| Unplaceable {
                         vm: vm.name.clone(),
-                        reason: reason.clone(),
+                        reason: vm.unmovable.clone().unwrap_or_else(|| reason.clone()),
                     })
                     .collect(),
             };
@@ -205,6 +229,7 @@ pub fn plan(
                     host: only,
                     planned_mem: 0,
                     planned_vcpus: 0,
+                    planned_disk: BTreeMap::new(),
                 }),
             },
             _ => screened_out.push(format!("{name} is listed more than once")),
@@ -238,7 +263,19 @@ pub fn plan(
     }
 
     let mut out = Plan::default();
-    for (vm, result) in order.iter().zip(outcome) {
+    let mut placed: BTreeMap<&str, Result<usize, String>> = order
+        .iter()
+        .map(|vm| vm.name.as_str())
+        .zip(outcome)
+        .collect();
+    for vm in all {
+        let result = match &vm.unmovable {
+            Some(why) => Err(why.clone()),
+            None => match placed.remove(vm.name.as_str()) {
+                Some(r) => r,
+                None => continue,
+            },
+        };
         match result {
             Ok(i) => out.moves.push(Move {
                 vm: vm.name.clone(),
@@ -435,12 +472,75 @@ struct Dest<'a> {
     host: &'a Candidate,
     planned_mem: u128,
     planned_vcpus: u128,
+    /// Disk bytes planned per pool target path.
+    planned_disk: BTreeMap<String, u128>,
 }
 
 impl Dest<'_> {
     fn room<'s>(&'s self, policy: &Policy) -> Room<'s> {
         Room::new(self.host, self.planned_mem, self.planned_vcpus, policy)
     }
+
+    /// Why `vm`'s disks do not fit here, or None.
+    fn disk_shortfall(&self, vm: &VmDemand) -> Option<String> {
+        disk_shortfall(vm, self.host, &self.planned_disk)
+    }
+
+    fn take(&mut self, vm: &VmDemand) {
+        self.planned_mem += u128::from(vm.mem_mib);
+        self.planned_vcpus += u128::from(vm.vcpus);
+        for n in &vm.disks {
+            *self.planned_disk.entry(n.dir.clone()).or_default() += u128::from(n.bytes);
+        }
+    }
+}
+
+/// "2048 MiB": bytes for people, rounded up.
+fn mib_of(bytes: u128) -> String {
+    format!("{} MiB", bytes.div_ceil(1 << 20))
+}
+
+/// Why `host` has no room for `vm`'s copied disks (given what is planned
+/// there per pool already), or None. Two directories in one pool are
+/// counted together.
+pub fn disk_shortfall(
+    vm: &VmDemand,
+    host: &Candidate,
+    planned: &BTreeMap<String, u128>,
+) -> Option<String> {
+    let mut need: BTreeMap<&str, u128> = BTreeMap::new();
+    for n in &vm.disks {
+        let Some(pool) = host
+            .pools
+            .iter()
+            .find(|p| std::path::Path::new(&p.target) == std::path::Path::new(&n.dir))
+        else {
+            return Some(format!("{} has no storage pool at {}", host.name, n.dir));
+        };
+        *need.entry(pool.target.as_str()).or_default() += u128::from(n.bytes);
+    }
+    for (target, bytes) in need {
+        let available = host
+            .pools
+            .iter()
+            .find(|p| p.target == target)
+            .map_or(0, |p| u128::from(p.available));
+        let used = planned
+            .iter()
+            .filter(|(dir, _)| std::path::Path::new(dir.as_str()) == std::path::Path::new(target))
+            .map(|(_, b)| *b)
+            .sum::<u128>();
+        let free = available.saturating_sub(used);
+        if bytes > free {
+            return Some(format!(
+                "{} has {} free in {target} for {} of disks",
+                host.name,
+                mib_of(free),
+                mib_of(bytes)
+            ));
+        }
+    }
+    None
 }
 
 /// How to pick among the hosts a VM fits.
@@ -481,7 +581,9 @@ fn place(
     let mut outcome = Vec::with_capacity(order.len());
     for &vm in order {
         let takes = |i: usize, dests: &[Dest<'_>]| {
-            !ctx.excluded(vm, dests[i].host) && dests[i].room(ctx.policy).fits(vm)
+            !ctx.excluded(vm, dests[i].host)
+                && dests[i].room(ctx.policy).fits(vm)
+                && dests[i].disk_shortfall(vm).is_none()
         };
         let chosen = match choice {
             Choice::FirstFit(hosts) => hosts.iter().copied().find(|&i| takes(i, &dests)),
@@ -491,8 +593,7 @@ fn place(
         };
         match chosen {
             Some(i) => {
-                dests[i].planned_mem += u128::from(vm.mem_mib);
-                dests[i].planned_vcpus += u128::from(vm.vcpus);
+                dests[i].take(vm);
                 outcome.push(Ok(i));
             }
             None => outcome.push(Err(explain(vm, &dests, ctx))),
@@ -528,11 +629,17 @@ fn balance_order(vm: &VmDemand, a: &Dest<'_>, b: &Dest<'_>, policy: &Policy) -> 
 fn explain(vm: &VmDemand, dests: &[Dest<'_>], ctx: &Ctx<'_>) -> String {
     let mut not_considered: Vec<String> = Vec::new();
     let mut rooms = Vec::new();
+    // Hosts with the memory and vCPUs but not the storage.
+    let mut no_storage = Vec::new();
     for d in dests {
         if ctx.excluded(vm, d.host) {
             not_considered.push(format!("{} is excluded for this VM", d.host.name));
         } else {
-            rooms.push(d.room(ctx.policy));
+            let room = d.room(ctx.policy);
+            if room.fits(vm) {
+                no_storage.extend(d.disk_shortfall(vm));
+            }
+            rooms.push(room);
         }
     }
     not_considered.extend(ctx.screened_out.iter().cloned());
@@ -543,7 +650,15 @@ fn explain(vm: &VmDemand, dests: &[Dest<'_>], ctx: &Ctx<'_>) -> String {
         return format!("no candidate: {}", not_considered.join(", "));
     }
 
-    let mut reason = if rooms.iter().all(|r| !r.mem_fits(vm)) {
+    let disk_bytes: u128 = vm.disks.iter().map(|n| u128::from(n.bytes)).sum();
+    let mut reason = if !no_storage.is_empty() {
+        // Some host had the memory and vCPUs: storage is what is short.
+        format!(
+            "its local disks need {} on the destination; {}",
+            mib_of(disk_bytes),
+            no_storage.join("; ")
+        )
+    } else if rooms.iter().all(|r| !r.mem_fits(vm)) {
         let needs = format!("needs {} MiB", vm.mem_mib);
         match rooms.as_slice() {
             [only] => format!("{needs}; {} has {}", only.host.name, only.mem_detail()),
@@ -619,6 +734,7 @@ mod tests {
             vcpus_committed: 0,
             mem_inflight_mib: 0,
             vcpus_inflight: 0,
+            pools: Vec::new(),
         }
     }
 
@@ -627,6 +743,7 @@ mod tests {
             name: name.to_owned(),
             vcpus,
             mem_mib,
+            ..Default::default()
         }
     }
 
@@ -662,6 +779,121 @@ mod tests {
             .reason
     }
 
+    const GIB: u64 = 1 << 30;
+    const IMAGES: &str = "/var/lib/libvirt/images";
+
+    fn with_pool(mut h: Candidate, target: &str, available: u64) -> Candidate {
+        h.pools.push(PoolRoom {
+            target: target.into(),
+            available,
+        });
+        h
+    }
+
+    fn disky(name: &str, mem_mib: u64, bytes: u64) -> VmDemand {
+        VmDemand {
+            disks: vec![DiskNeed {
+                dir: IMAGES.into(),
+                bytes,
+            }],
+            ..vm(name, 1, mem_mib)
+        }
+    }
+
+    #[test]
+    fn local_disks_go_where_a_pool_has_room_for_them() {
+        let hb = with_pool(host("hb", 8, 65536), IMAGES, 5 * GIB);
+        let hc = with_pool(host("hc", 8, 65536), "/var/lib/libvirt/images/", 30 * GIB);
+        // Balance alone would pick hb (same memory use, name first).
+        let p = auto(
+            &[disky("a", 1024, 20 * GIB)],
+            &[hb, hc],
+            &policy(Strategy::Balance),
+        );
+        assert_eq!(dests(&p), vec![("a", "hc")]);
+    }
+
+    #[test]
+    fn disks_placed_earlier_in_the_plan_count() {
+        let hb = with_pool(host("hb", 8, 65536), IMAGES, 30 * GIB);
+        let hc = with_pool(host("hc", 8, 65536), IMAGES, 25 * GIB);
+        let vms = [disky("a", 2048, 20 * GIB), disky("b", 1024, 20 * GIB)];
+        let p = auto(&vms, &[hb, hc], &policy(Strategy::Pack));
+        assert_eq!(dests(&p), vec![("a", "hb"), ("b", "hc")]);
+    }
+
+    #[test]
+    fn local_disks_that_fit_nowhere_are_unplaceable_with_the_storage_reason() {
+        let hb = with_pool(host("hb", 8, 65536), IMAGES, 5 * GIB);
+        let hc = with_pool(host("hc", 8, 65536), "/srv/images", 100 * GIB);
+        let p = auto(
+            &[disky("a", 1024, 8 * GIB)],
+            &[hb, hc],
+            &policy(Strategy::Balance),
+        );
+        assert!(p.moves.is_empty());
+        assert_eq!(
+            reason(&p, "a"),
+            "its local disks need 8192 MiB on the destination; hb has 5120 MiB free in \
+             /var/lib/libvirt/images for 8192 MiB of disks; hc has no storage pool at \
+             /var/lib/libvirt/images"
+        );
+        // Memory short as well on one host: that host is not blamed on storage.
+        let small = with_pool(host("hd", 8, 512), IMAGES, 100 * GIB);
+        let hb = with_pool(host("hb", 8, 65536), IMAGES, 5 * GIB);
+        let p = auto(
+            &[disky("a", 1024, 8 * GIB)],
+            &[hb, small],
+            &policy(Strategy::Balance),
+        );
+        assert!(
+            reason(&p, "a").starts_with("its local disks need 8192 MiB"),
+            "{p:?}"
+        );
+        assert!(!reason(&p, "a").contains("hd"), "{p:?}");
+    }
+
+    #[test]
+    fn an_unmovable_vm_is_unplaceable_and_never_strands_the_others() {
+        let stuck = VmDemand {
+            unmovable: Some(
+                "cannot move: a host device is passed through to it (<hostdev>)".into(),
+            ),
+            ..vm("gpu", 1, 60000)
+        };
+        // The Pack plan strands a VM here and first-fit-decreasing places
+        // all (see plan's docs): an unmovable VM must not hide that.
+        let mut full = host("hb", 8, 10);
+        full.mem_committed_mib = 2;
+        let free = host("hc", 8, 10);
+        let vms = [
+            stuck,
+            vm("a", 1, 5),
+            vm("b", 1, 4),
+            vm("c", 1, 4),
+            vm("d", 1, 3),
+            vm("e", 1, 2),
+        ];
+        let p = auto(&vms, &[full, free], &policy(Strategy::Pack));
+        assert_eq!(p.moves.len(), 5, "{p:?}");
+        assert_eq!(
+            p.unplaceable,
+            vec![Unplaceable {
+                vm: "gpu".into(),
+                reason: "cannot move: a host device is passed through to it (<hostdev>)".into()
+            }]
+        );
+        // Named destinations too, even an unknown one.
+        let p = plan(
+            &vms[..1],
+            &[],
+            &policy(Strategy::Pack),
+            &Target::Host("hx".into()),
+            &none(),
+        );
+        assert!(p.unplaceable[0].reason.contains("<hostdev>"), "{p:?}");
+    }
+
     #[test]
     fn a_threshold_of_one_turns_the_load_filter_off() {
         let mut h = host("hb", 4, 8192);
@@ -672,6 +904,7 @@ mod tests {
             name: "a".into(),
             vcpus: 1,
             mem_mib: 256,
+            ..Default::default()
         };
         let got = plan(
             std::slice::from_ref(&vm),
@@ -1219,6 +1452,7 @@ mod tests {
                     vcpus_committed: used.1,
                     mem_inflight_mib: used.2,
                     vcpus_inflight: used.3,
+                    pools: Vec::new(),
                 },
             )
     }
@@ -1236,6 +1470,7 @@ mod tests {
                     name: format!("vm{i}"),
                     vcpus,
                     mem_mib,
+                    ..Default::default()
                 })
                 .collect()
         })
@@ -1448,6 +1683,7 @@ mod tests {
                     vcpus_committed: used.1,
                     mem_inflight_mib: used.2,
                     vcpus_inflight: used.3,
+                    pools: Vec::new(),
                 },
             )
     }
@@ -1463,6 +1699,7 @@ mod tests {
                     name: format!("vm{i}"),
                     vcpus,
                     mem_mib,
+                    ..Default::default()
                 })
                 .collect::<Vec<_>>()
         });

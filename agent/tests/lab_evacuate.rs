@@ -570,3 +570,232 @@ fn poweroff_only_when_empty_and_allowed() {
     rig.agent.stop();
     rig.lab.teardown().expect("teardown");
 }
+
+/// 64 KiB no image starts with by chance, written 1 MiB into a disk.
+fn disk_pattern() -> Vec<u8> {
+    (0..65_536u32)
+        .map(|i| (i.wrapping_mul(7) % 251) as u8 ^ 0x5a)
+        .collect()
+}
+
+const PATTERN_AT: u64 = 1 << 20;
+
+fn read_at(path: &Path, at: u64, len: usize) -> Vec<u8> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    f.seek(SeekFrom::Start(at)).unwrap();
+    let mut buf = vec![0u8; len];
+    f.read_exact(&mut buf).unwrap();
+    buf
+}
+
+/// A 2-host rig whose `hb` has a storage pool at the images directory,
+/// and `disky` running on `ha` with a raw local disk holding
+/// [`disk_pattern`]. Returns the image inside a host, its file on `ha`
+/// and on `hb` (seen from outside), and disky's last tick.
+fn disky_rig(name: &str, extra: &str) -> (Rig, String, PathBuf, PathBuf, u64) {
+    let rig = Rig::with_guests(name, LabSpec::new(name, 2), &[], extra);
+    let images = "/var/lib/libvirt/images";
+    // The destination's storage pool at the images directory: where the
+    // agent creates the copy's volume. (A lab that already has one there
+    // keeps its own.)
+    let has_pool = |lab: &Lab| {
+        lab.virsh("hb", &["pool-list", "--name"])
+            .map(|l| !l.trim().is_empty())
+            .unwrap_or(false)
+    };
+    if !has_pool(&rig.lab) {
+        for args in [
+            &["pool-define-as", "rs-images", "dir", "--target", images][..],
+            &["pool-build", "rs-images"][..],
+            &["pool-start", "rs-images"][..],
+        ] {
+            rig.lab.virsh("hb", args).expect("pool on hb");
+        }
+    }
+    assert!(has_pool(&rig.lab));
+
+    // `disky`: a raw local disk holding a known pattern, then started.
+    let mut disky = GuestSpec::new("disky", 16);
+    disky.local_disk_mib = Some(8);
+    rig.lab.define_guest("ha", &disky).expect("define disky");
+    let inside = disky.local_disk_in_host().unwrap();
+    let src_img = rig.lab.host("ha").unwrap().outside_path(&inside);
+    let dst_img = rig.lab.host("hb").unwrap().outside_path(&inside);
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&src_img)
+            .unwrap();
+        f.seek(SeekFrom::Start(PATTERN_AT)).unwrap();
+        f.write_all(&disk_pattern()).unwrap();
+    }
+    rig.lab
+        .virsh("ha", &["start", "disky"])
+        .expect("start disky");
+    let tick = rig
+        .lab
+        .wait_tick("ha", "disky", 0, Duration::from_secs(120))
+        .expect("disky ticks");
+    // The agent has read disky's disks (its poll is 1 s).
+    let mut rig = rig;
+    for _ in 0..40 {
+        let plan = rig.req("plan", json!({}));
+        if plan["data"]["moves"].to_string().contains("disky") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    (rig, inside, src_img, dst_img, tick)
+}
+
+#[test]
+#[ignore = "lab: needs root, libvirtd and QEMU (make test-lab)"]
+fn a_local_disk_is_copied_and_an_unmovable_vm_is_not_tried() {
+    let (mut rig, inside, src_img, dst_img, tick) = disky_rig("evstor", "");
+    // `pinned`: a host block device disk, defined (shut off): neither
+    // shared nor copyable. Without the check an offline migration would
+    // happily move its definition away from the device.
+    let pinned = GuestSpec::new("pinned", 8);
+    let xml = pinned
+        .domain_xml(&rig.lab.desc().kernel, &rig.lab.desc().initrd)
+        .replacen(
+            "</devices>",
+            "<disk type='block' device='disk'><driver name='qemu' type='raw'/>\
+             <source dev='/dev/rackside-lab-nodisk'/><target dev='vdb' bus='virtio'/></disk></devices>",
+            1,
+        );
+    let xml_path = rig.lab.desc().dir.join("pinned.xml");
+    std::fs::write(&xml_path, xml).unwrap();
+    rig.lab
+        .virsh("ha", &["define", &xml_path.to_string_lossy()])
+        .expect("define pinned");
+
+    // The agent sees both (its poll is 1 s) and plans accordingly.
+    let mut plan = Value::Null;
+    for _ in 0..40 {
+        plan = rig.req("plan", json!({}));
+        let n = |k: &str| plan["data"][k].as_array().map_or(0, Vec::len);
+        if n("moves") + n("unplaceable") == 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(
+        plan["data"]["moves"],
+        json!([{"vm": "disky", "dest": "hb"}]),
+        "{plan}"
+    );
+    let why = plan["data"]["unplaceable"][0]["reason"]
+        .as_str()
+        .unwrap_or("");
+    assert_eq!(plan["data"]["unplaceable"][0]["vm"], "pinned", "{plan}");
+    assert!(why.contains("host block device"), "{plan}");
+
+    assert_eq!(rig.req("subscribe", json!({}))["ok"], true);
+    let started = rig.req("evacuate", json!({}));
+    assert_eq!(started["ok"], true, "{started}");
+    let events = rig.until_done();
+    let v = verdict(&events);
+    eprintln!("verdict: {v}");
+    assert_eq!(
+        v["moved"][0]["vm"],
+        "disky",
+        "{v}\n{}",
+        rig.agent.log_text()
+    );
+    assert_eq!(v["unplaceable"][0]["vm"], "pinned", "{v}");
+    assert_progress_monotone(&events);
+    // The copy showed in the progress: more than the guest's memory moved.
+    let jobs = rig.req("jobs", json!({}));
+    let job = &jobs["data"]["jobs"][0];
+    eprintln!("job: {job}");
+    assert_eq!(
+        jobs["data"]["jobs"].as_array().map(Vec::len),
+        Some(1),
+        "{jobs}"
+    );
+    assert_eq!(job["vm"], "disky");
+    assert_eq!(job["phase"], "done", "{job}");
+
+    // Running exactly once, on hb, and alive.
+    let at = rig.assert_each_runs_once(&["disky"]);
+    assert_eq!(at["disky"], "hb");
+    rig.lab
+        .wait_tick("hb", "disky", tick, Duration::from_secs(60))
+        .expect("disky ticks on hb");
+    // The destination's image: the same size, the pattern where it was.
+    assert_eq!(std::fs::metadata(&dst_img).unwrap().len(), 8 << 20);
+    assert_eq!(read_at(&dst_img, PATTERN_AT, 65_536), disk_pattern());
+    let vol = rig
+        .lab
+        .virsh("hb", &["vol-info", "--bytes", &inside])
+        .expect("the volume is libvirt's on hb");
+    eprintln!("destination volume: {}", vol.trim());
+    assert!(vol.contains(&(8u64 << 20).to_string()), "{vol}");
+    // The source image is left as it was.
+    assert_eq!(std::fs::metadata(&src_img).unwrap().len(), 8 << 20);
+    assert_eq!(read_at(&src_img, PATTERN_AT, 65_536), disk_pattern());
+
+    // `pinned` was never tried: still defined here, unknown on hb.
+    let here = rig.lab.virsh("ha", &["list", "--all", "--name"]).unwrap();
+    let there = rig.lab.virsh("hb", &["list", "--all", "--name"]).unwrap();
+    assert!(here.lines().any(|l| l.trim() == "pinned"), "{here}");
+    assert!(!there.lines().any(|l| l.trim() == "pinned"), "{there}");
+    let log = rig.agent.log_text();
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("migration starting") && l.contains("pinned")),
+        "pinned was tried:\n{log}"
+    );
+    rig.agent.stop();
+    rig.lab.teardown().expect("teardown");
+}
+
+#[test]
+#[ignore = "lab: needs root, libvirtd and QEMU (make test-lab)"]
+fn an_aborted_disk_copy_deletes_the_volume_it_created() {
+    // 2 MiB/s: the guest's memory alone takes most of a minute.
+    let (mut rig, inside, src_img, dst_img, _) =
+        disky_rig("evabort", "[migration]\nbandwidth_mib_s = 2\n");
+    rig.req("subscribe", json!({}));
+    let started = rig.req("evacuate", json!({}));
+    assert_eq!(started["ok"], true, "{started}");
+    let p = rig
+        .line
+        .expect_event("migration.progress", T, |e| {
+            e["data"]["percent"].as_f64().unwrap_or(0.0) > 5.0
+        })
+        .unwrap_or_else(|e| panic!("no progress: {e}\n{}", rig.agent.log_text()));
+    eprintln!("progress before the abort: {p}");
+    // libvirt copies the disk first; that alone is not "nearly done"
+    // while the memory (most of a minute at 2 MiB/s) is still to come.
+    assert!(p["data"]["percent"].as_f64().unwrap_or(100.0) < 90.0, "{p}");
+    // The agent made the volume before the copy started.
+    assert!(dst_img.exists(), "no volume on hb at {}", dst_img.display());
+    assert_eq!(rig.req("abort", json!({}))["ok"], true);
+    let events = rig.until_done();
+    let v = verdict(&events);
+    eprintln!("verdict: {v}");
+    assert_eq!(v["safe_to_power_off"], false, "{v}");
+    let jobs = rig.req("jobs", json!({}));
+    let job = &jobs["data"]["jobs"][0];
+    eprintln!("job: {job}");
+    assert_eq!(job["phase"], "aborted", "{job}");
+    let error = job["error"].as_str().unwrap_or("");
+    assert!(
+        error.contains("were deleted"),
+        "{job}\n{}",
+        rig.agent.log_text()
+    );
+    // disky runs here only; hb has neither the VM nor the volume; the
+    // source image is as it was.
+    let at = rig.assert_each_runs_once(&["disky"]);
+    assert_eq!(at["disky"], "ha");
+    assert!(!dst_img.exists(), "{} left on hb", dst_img.display());
+    assert!(rig.lab.virsh("hb", &["vol-info", &inside]).is_err());
+    assert_eq!(read_at(&src_img, PATTERN_AT, 65_536), disk_pattern());
+    rig.agent.stop();
+    rig.lab.teardown().expect("teardown");
+}

@@ -102,8 +102,8 @@ fn hostile_names_never_paint_a_verdict() {
     let lab = Lab::up(&LabSpec::new("fhostile", 2)).expect("lab up");
     let dir = lab.desc().dir.join("agent-ha");
     std::fs::create_dir_all(&dir).unwrap();
-    // The forger cannot move (a local disk): it stays and is named in the
-    // NOT SAFE list. The C1 one moves: its name goes through progress and
+    // The forger cannot move (a local disk, and copying local disks is
+    // off): it stays and is named in the NOT SAFE list. The C1 one moves: its name goes through progress and
     // done events.
     let mut forger = GuestSpec::new(FORGER, 16);
     forger.local_disk_mib = Some(8);
@@ -128,7 +128,8 @@ fn hostile_names_never_paint_a_verdict() {
         "[host]\nname = \"ha\"\n[libvirt]\npoll_interval_s = 1\n\
          [[console]]\npath = \"{}\"\n[[console]]\npath = \"{}\"\n[state]\ndir = \"{}\"\n\
          [[peer]]\nname = \"hb\"\nuri = \"{}\"\nmigrate_uri = \"{}\"\n\
-         [migration]\nbandwidth_mib_s = 16\n[placement]\nload_threshold = 1.0\n",
+         [migration]\nbandwidth_mib_s = 16\ncopy_local_disks = false\n\
+         [placement]\nload_threshold = 1.0\n",
         text_link.display(),
         json_link.display(),
         dir.join("state").display(),

@@ -32,6 +32,7 @@ fn vm(name: &str, state: VmState) -> Vm {
         mem_mib: 1024,
         cpu_pct: None,
         cpu_time_ns: None,
+        storage: None,
     }
 }
 
@@ -57,6 +58,7 @@ fn peer(name: &str, now: Instant, reachable: bool, domains: &[(&str, VmState)]) 
                 state: *s,
             })
             .collect(),
+        pools: Vec::new(),
     }
 }
 

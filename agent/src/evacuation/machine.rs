@@ -909,6 +909,7 @@ mod tests {
                 name: format!("vm{id}"),
                 vcpus: 1,
                 mem_mib: 512,
+                ..Default::default()
             },
             dest,
             false,

@@ -266,7 +266,11 @@ impl Controller {
     }
 
     fn demands(&self) -> Vec<(VmDemand, bool)> {
-        model::to_move(&self.inventory.snapshot(), self.ctx.migration.move_shutoff)
+        model::to_move(
+            &self.inventory.snapshot(),
+            self.ctx.migration.move_shutoff,
+            self.ctx.migration.copy_local_disks,
+        )
     }
 
     fn make_plan(
@@ -289,6 +293,8 @@ impl Controller {
             name: job.vm.clone(),
             vcpus: job.vcpus,
             mem_mib: job.mem_mib,
+            disks: job.disks.clone(),
+            unmovable: None,
         };
         let p = self.make_plan(&[demand], &Target::Auto, &exclude, others);
         match (p.moves.first(), p.unplaceable.first()) {
@@ -830,6 +836,7 @@ impl Controller {
             offline: job.offline,
             auto_converge: self.ctx.migration.auto_converge,
             mem_mib: job.mem_mib,
+            copy_local_disks: self.ctx.migration.copy_local_disks,
         };
         let flag = Arc::new(AtomicBool::new(false));
         c.aborts.insert(job.id, flag.clone());

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::hypervisor::{DomState, DomainInfo};
 use crate::inventory::{Peer, State};
-use crate::placement::{Candidate, Move, Unplaceable, VmDemand};
+use crate::placement::{Candidate, DiskNeed, Move, PoolRoom, Unplaceable, VmDemand};
 use crate::report::{JobRow, Moved, NotMoved, StillHere, Verdict};
 
 pub use crate::report::{Kind, Phase};
@@ -36,6 +36,9 @@ pub struct Job {
     pub vcpus: u32,
     /// A shut-off definition, moved offline.
     pub offline: bool,
+    /// Room its copied local disks take on the destination.
+    #[serde(default)]
+    pub disks: Vec<DiskNeed>,
 }
 
 impl Job {
@@ -58,6 +61,7 @@ impl Job {
             mem_mib: vm.mem_mib,
             vcpus: vm.vcpus,
             offline,
+            disks: vm.disks.clone(),
         }
     }
 
@@ -168,10 +172,33 @@ pub fn candidates(
         .peers
         .iter()
         .map(|p: &Peer| {
-            let (mem, vcpus) = jobs
+            let coming: Vec<&Job> = jobs
                 .iter()
                 .filter(|j| j.dest == p.name && matches!(j.phase, Phase::Queued | Phase::Running))
+                .collect();
+            let (mem, vcpus) = coming
+                .iter()
                 .fold((0u64, 0u32), |(m, c), j| (m + j.mem_mib, c + j.vcpus));
+            // A volume created for a copy holds next to nothing until the
+            // copy fills it: what is coming is deducted in full.
+            let pools = p
+                .pools
+                .iter()
+                .map(|room| {
+                    let held: u64 = coming
+                        .iter()
+                        .flat_map(|j| j.disks.iter())
+                        .filter(|n| {
+                            std::path::Path::new(&n.dir) == std::path::Path::new(&room.target)
+                        })
+                        .map(|n| n.bytes)
+                        .fold(0u64, u64::saturating_add);
+                    PoolRoom {
+                        target: room.target.clone(),
+                        available: room.available.saturating_sub(held),
+                    }
+                })
+                .collect();
             Candidate {
                 name: p.name.clone(),
                 reachable: p.reachable(now, stale_after),
@@ -183,27 +210,41 @@ pub fn candidates(
                 vcpus_committed: p.vcpus_allocated,
                 mem_inflight_mib: mem,
                 vcpus_inflight: vcpus,
+                pools,
             }
         })
         .collect()
 }
 
 /// The VMs an evacuation moves: every active VM, and shut-off persistent
-/// definitions when configured.
-pub fn to_move(state: &State, move_shutoff: bool) -> Vec<(VmDemand, bool)> {
+/// definitions when configured; with what their disks need and why one
+/// cannot move at all. A VM whose storage the inventory could not read is
+/// not held back here: its migration reads the disks again and refuses
+/// what cannot move.
+pub fn to_move(state: &State, move_shutoff: bool, copy_local_disks: bool) -> Vec<(VmDemand, bool)> {
     state
         .local
         .vms
         .iter()
         .filter(|v| v.state.is_active() || move_shutoff)
         .map(|v| {
+            let offline = !v.state.is_active();
+            let (disks, unmovable) = match &v.storage {
+                Some(st) => (
+                    st.needs(),
+                    crate::storage::why_unmovable(st, copy_local_disks, offline),
+                ),
+                None => (Vec::new(), None),
+            };
             (
                 VmDemand {
                     name: v.name.clone(),
                     vcpus: v.vcpus,
                     mem_mib: v.mem_mib,
+                    disks,
+                    unmovable,
                 },
-                !v.state.is_active(),
+                offline,
             )
         })
         .collect()
@@ -297,12 +338,135 @@ mod tests {
                 name: format!("vm{id}"),
                 vcpus: 1,
                 mem_mib: 256,
+                ..Default::default()
             },
             dest,
             false,
         );
         j.phase = phase;
         j
+    }
+
+    #[test]
+    fn storage_reaches_placement_and_disks_in_flight_are_deducted() {
+        use crate::inventory::model::{Vm, VmState};
+        use crate::inventory::Inventory;
+        use crate::storage::{Format, LocalDisk, Storage};
+
+        let peers = vec![crate::config::PeerSection {
+            name: "hb".into(),
+            uri: "qemu+tcp://hb/system".into(),
+            migrate_uri: None,
+            location: String::new(),
+        }];
+        let inv = Inventory::new(&peers, std::time::Duration::from_secs(5));
+        let disk = LocalDisk {
+            dev: "vda".into(),
+            path: "/img/a.qcow2".into(),
+            format: Format::Qcow2,
+            capacity: 10 << 30,
+            allocation: 1 << 30,
+        };
+        let vm = |name: &str, state, storage| Vm {
+            name: name.into(),
+            uuid: format!("u-{name}"),
+            state,
+            vcpus: 1,
+            mem_mib: 512,
+            cpu_pct: None,
+            cpu_time_ns: None,
+            storage,
+        };
+        inv.update(|s| {
+            s.local.vms = vec![
+                vm(
+                    "a",
+                    VmState::Running,
+                    Some(Storage {
+                        local: vec![disk.clone()],
+                        blockers: vec![],
+                    }),
+                ),
+                vm(
+                    "b",
+                    VmState::Shutoff,
+                    Some(Storage {
+                        local: vec![disk.clone()],
+                        blockers: vec![],
+                    }),
+                ),
+                vm(
+                    "c",
+                    VmState::Running,
+                    Some(Storage {
+                        local: vec![],
+                        blockers: vec!["a host device is passed through to it (<hostdev>)".into()],
+                    }),
+                ),
+                vm("d", VmState::Running, None),
+            ];
+            s.peers[0].pools = vec![PoolRoom {
+                target: "/img".into(),
+                available: 25 << 30,
+            }];
+        });
+        let state = inv.snapshot();
+        let moves = to_move(&state, true, true);
+        let by = |n: &str| moves.iter().find(|(d, _)| d.name == n).cloned().unwrap();
+        assert_eq!(
+            by("a").0.disks,
+            vec![DiskNeed {
+                dir: "/img".into(),
+                bytes: 10 << 30
+            }]
+        );
+        assert_eq!(by("a").0.unmovable, None);
+        assert!(by("b")
+            .0
+            .unmovable
+            .as_deref()
+            .is_some_and(|r| r.contains("offline migration")));
+        assert!(by("c")
+            .0
+            .unmovable
+            .as_deref()
+            .is_some_and(|r| r.contains("<hostdev>")));
+        assert_eq!(
+            by("d").0,
+            VmDemand {
+                name: "d".into(),
+                vcpus: 1,
+                mem_mib: 512,
+                ..Default::default()
+            }
+        );
+        let off = to_move(&state, true, false);
+        assert!(off[0]
+            .0
+            .unmovable
+            .as_deref()
+            .is_some_and(|r| r.contains("copy_local_disks is off")));
+
+        // A job queued towards hb takes its disks' room there already.
+        let mut queued = Job::new(1, &by("a").0, "hb", false);
+        queued.phase = Phase::Queued;
+        let now = std::time::Instant::now();
+        let c = candidates(
+            &state,
+            std::slice::from_ref(&queued),
+            now,
+            std::time::Duration::from_secs(15),
+        );
+        assert_eq!(
+            c[0].pools,
+            vec![PoolRoom {
+                target: "/img".into(),
+                available: 15 << 30
+            }]
+        );
+        queued.phase = Phase::Done;
+        let c = candidates(&state, &[queued], now, std::time::Duration::from_secs(15));
+        assert_eq!(c[0].pools[0].available, 25 << 30);
     }
 
     #[test]

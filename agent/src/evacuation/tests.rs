@@ -184,6 +184,7 @@ fn inventory(vms: &[&str]) -> Arc<Inventory> {
                 mem_mib: 1024,
                 cpu_pct: None,
                 cpu_time_ns: None,
+                storage: None,
             })
             .collect();
         for p in &mut s.peers {
@@ -707,6 +708,7 @@ fn job(id: u64, vm: &str, dest: &str, phase: Phase) -> Job {
             name: vm.into(),
             vcpus: 1,
             mem_mib: 1024,
+            ..Default::default()
         },
         dest,
         false,
@@ -911,4 +913,57 @@ fn checks_whose_threads_cannot_start_still_end_the_run_not_safe() {
     assert_eq!(j.phase, Phase::Failed);
     assert!(j.error.unwrap().contains("whereabouts unknown"));
     assert_eq!(v.remaining, vec!["a"]);
+}
+
+#[test]
+fn an_unmovable_vm_is_never_tried_and_local_disks_go_where_they_fit() {
+    use crate::storage::{Format, LocalDisk, PoolRoom, Storage};
+    let mut w = world("storage", &["a", "disky", "gpu"], vec![], |s| {
+        s.local_disks("disky", &[("vda", "/img/disky.img", 4 << 30)])
+    });
+    w.ctl.inventory.update(|s| {
+        for vm in &mut s.local.vms {
+            vm.storage = Some(match vm.name.as_str() {
+                "disky" => Storage {
+                    local: vec![LocalDisk {
+                        dev: "vda".into(),
+                        path: "/img/disky.img".into(),
+                        format: Format::Raw,
+                        capacity: 4 << 30,
+                        allocation: 1 << 30,
+                    }],
+                    blockers: Vec::new(),
+                },
+                "gpu" => Storage {
+                    local: Vec::new(),
+                    blockers: vec!["a host device is passed through to it (<hostdev>)".into()],
+                },
+                _ => Storage::default(),
+            });
+        }
+        // hb, balance's first choice, has too little room for the disk.
+        for (p, gib) in s.peers.iter_mut().zip([2u64, 10]) {
+            p.pools = vec![PoolRoom {
+                target: "/img".into(),
+                available: gib << 30,
+            }];
+        }
+    });
+    let started = w.ctl.evacuate(&auto(), false, "t").unwrap();
+    assert_eq!(started.unplaceable.len(), 1, "{started:?}");
+    assert_eq!(started.unplaceable[0].vm, "gpu");
+    assert!(started.unplaceable[0].reason.contains("<hostdev>"));
+    let (v, _) = w.verdict();
+    assert!(!v.safe_to_power_off, "{v:?}");
+    assert_eq!(v.remaining, vec!["gpu"]);
+    assert_eq!(w.job("disky").dest, "hc");
+    assert_eq!(w.sim.state_of("hc", "disky"), Some(DomState::Running));
+    assert!(w.sim.volumes_on("hc").contains("/img/disky.img"));
+    assert_eq!(w.sim.counters().migrations_started, 2);
+    assert!(
+        !w.sim.log().iter().any(|l| l.contains("gpu")),
+        "{:?}",
+        w.sim.log()
+    );
+    assert_eq!(w.sim.state_of("ha", "gpu"), Some(DomState::Running));
 }

@@ -21,10 +21,14 @@ use virt::domain::{Domain, MigrateParameters};
 use virt::sys;
 
 use super::deadline::{self, InFlight};
+use super::volumes;
 use super::{DomState, DomainInfo, HvError, Hypervisor, Limits, PeerAddr, Progress};
 use crate::libvirt_ffi::{self, JobStats};
 use crate::migration::nwfilter;
-use crate::migration::run::{drive, MigrationJob, MigrationOps, Outcome, Pace, Spec};
+use crate::migration::run::{
+    drive, may_discard, MigrationJob, MigrationOps, Outcome, Pace, Prepared, Spec,
+};
+use crate::storage;
 
 /// libvirt on this host, and its peers through their URIs.
 #[derive(Debug, Clone)]
@@ -131,6 +135,19 @@ fn state(dom: &Domain) -> Result<DomState, HvError> {
         .map_err(|e| HvError::Call(e.to_string()))
 }
 
+/// A domain's state on `conn`; None when it has no such domain.
+fn state_of(conn: &Connect, vm: &str) -> Result<Option<DomState>, HvError> {
+    match lookup(conn, vm) {
+        Ok(d) => {
+            let s = state(&d);
+            libvirt_ffi::free_domain(d);
+            s.map(Some)
+        }
+        Err(HvError::NoSuchDomain(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 impl Hypervisor for Libvirt {
     fn local_domains(&self) -> Result<Vec<DomainInfo>, HvError> {
         with_conn(&self.local_uri, |c| {
@@ -162,15 +179,7 @@ impl Hypervisor for Libvirt {
             self.pace.peer_deadline,
             move || {
                 let _ticket = ticket;
-                with_conn(&uri, |c| match lookup(c, &vm) {
-                    Ok(d) => {
-                        let s = state(&d);
-                        libvirt_ffi::free_domain(d);
-                        s.map(Some)
-                    }
-                    Err(HvError::NoSuchDomain(_)) => Ok(None),
-                    Err(e) => Err(e),
-                })
+                with_conn(&uri, |c| state_of(c, &vm))
             },
         )
     }
@@ -204,7 +213,9 @@ impl Hypervisor for Libvirt {
     }
 }
 
-pub(crate) fn flags(spec: &Spec) -> u32 {
+/// The migrate call's flags; `copy`: the target devs of local disks to
+/// copy (NON_SHARED_DISK, a full copy; the list goes in migrate_disks).
+pub(crate) fn flags(spec: &Spec, copy: &[String]) -> u32 {
     let mut f = sys::VIR_MIGRATE_PEER2PEER
         | sys::VIR_MIGRATE_PERSIST_DEST
         | sys::VIR_MIGRATE_UNDEFINE_SOURCE;
@@ -215,8 +226,40 @@ pub(crate) fn flags(spec: &Spec) -> u32 {
         if spec.auto_converge {
             f |= sys::VIR_MIGRATE_AUTO_CONVERGE;
         }
+        if !copy.is_empty() {
+            f |= sys::VIR_MIGRATE_NON_SHARED_DISK;
+        }
     }
     f
+}
+
+/// The migrate call's typed parameters: only the local disks are listed in
+/// migrate_disks, so libvirt never copies a shared one.
+pub(crate) fn params(spec: &Spec, copy: &[String]) -> MigrateParameters {
+    MigrateParameters {
+        uri: spec.migrate_uri.clone(),
+        bandwidth: (spec.bandwidth_mib_s > 0).then_some(spec.bandwidth_mib_s),
+        migrate_disks: if spec.offline {
+            Vec::new()
+        } else {
+            copy.to_vec()
+        },
+        ..Default::default()
+    }
+}
+
+/// The VM's storage, read from its live definition and its image files.
+fn storage_of(dom: &Domain) -> Result<storage::Storage, String> {
+    let xml = dom.xml_desc(0).map_err(|e| e.message().to_owned())?;
+    let devs = storage::domxml::devices(&xml).map_err(|e| e.to_string())?;
+    let mut s = storage::assess(&devs, &mut storage::probe::file_facts);
+    // libvirt's own figure, when it gives one, sizes the new volume.
+    for d in &mut s.local {
+        if let Ok(b) = dom.block_info(&d.dev, 0) {
+            d.capacity = b.capacity;
+        }
+    }
+    Ok(s)
 }
 
 /// The migration loop's view of libvirt.
@@ -273,7 +316,81 @@ impl MigrationOps for LibvirtOps {
         })
     }
 
-    fn start(&self, spec: &Spec) -> Result<LibvirtJob, String> {
+    fn prepare_storage(&self, spec: &Spec) -> Result<Prepared, String> {
+        if spec.offline {
+            return Ok(Prepared::default());
+        }
+        let st = with_domain(&self.local_uri, &spec.vm, |d| {
+            storage_of(d).map_err(HvError::Call)
+        })
+        .map_err(|e| match e {
+            HvError::NoSuchDomain(vm) => format!("no VM {vm} here"),
+            HvError::Unreachable(m) => format!("cannot reach local libvirt: {m}"),
+            e => format!("reading the disks of {}: {e}", spec.vm),
+        })?;
+        if let Some(why) = storage::why_unmovable(&st, spec.copy_local_disks, spec.offline) {
+            return Err(why);
+        }
+        if st.local.is_empty() {
+            return Ok(Prepared::default());
+        }
+        with_peer(&self.peers, &spec.dest, &spec.dest_uri, |dest| {
+            let mut out = Prepared::default();
+            for d in &st.local {
+                if let Err(e) = volumes::create(dest, &d.path, d.capacity, &d.format) {
+                    // Nothing half-made is left behind.
+                    for p in &out.created {
+                        if let Err(e) = volumes::delete(dest, p) {
+                            tracing::warn!(cause = %e, "a volume just created could not be deleted");
+                        }
+                    }
+                    return Err(HvError::Call(format!("on {}: {e}", spec.dest)));
+                }
+                out.copy.push(d.dev.clone());
+                out.created.push(d.path.clone());
+                out.bytes = out.bytes.saturating_add(d.bytes_needed());
+            }
+            Ok(out)
+        })
+        .map_err(|e| match e {
+            HvError::Unreachable(m) => format!("cannot reach libvirt on {}: {m}", spec.dest),
+            e => message(e),
+        })
+    }
+
+    fn discard_storage(&self, spec: &Spec, created: &[String]) -> Result<(), String> {
+        let here = with_conn(&self.local_uri, |c| match lookup(c, &spec.vm) {
+            Ok(d) => {
+                let r = state(&d).map(|s| {
+                    let job = libvirt_ffi::job_stats(&d, 0)
+                        .map(|js| js.kind != sys::VIR_DOMAIN_JOB_NONE as i32)
+                        .unwrap_or(false);
+                    Some((s, job))
+                });
+                libvirt_ffi::free_domain(d);
+                r
+            }
+            Err(HvError::NoSuchDomain(_)) => Ok(None),
+            Err(e) => Err(e),
+        })
+        .map_err(message);
+        with_peer(&self.peers, &spec.dest, &spec.dest_uri, |dest| {
+            let there = state_of(dest, &spec.vm).map_err(message);
+            may_discard(here, there, &spec.dest).map_err(HvError::Call)?;
+            let failures: Vec<String> = created
+                .iter()
+                .filter_map(|p| volumes::delete(dest, p).err().map(|e| e.to_string()))
+                .collect();
+            if failures.is_empty() {
+                Ok(())
+            } else {
+                Err(HvError::Call(failures.join("; ")))
+            }
+        })
+        .map_err(message)
+    }
+
+    fn start(&self, spec: &Spec, copy: &[String]) -> Result<LibvirtJob, String> {
         let conn = Connect::open(Some(&self.local_uri))
             .map_err(|e| format!("cannot reach local libvirt: {}", e.message()))?;
         let dom = match conn.lookup_domain_by_name(&spec.vm) {
@@ -284,13 +401,9 @@ impl MigrationOps for LibvirtOps {
             }
         };
         let (tx, rx) = mpsc::channel();
-        let params = MigrateParameters {
-            uri: spec.migrate_uri.clone(),
-            bandwidth: (spec.bandwidth_mib_s > 0).then_some(spec.bandwidth_mib_s),
-            ..Default::default()
-        };
+        let params = params(spec, copy);
         let mig_uri = self.local_uri.clone();
-        let (vm, dest_uri, fl) = (spec.vm.clone(), spec.dest_uri.clone(), flags(spec));
+        let (vm, dest_uri, fl) = (spec.vm.clone(), spec.dest_uri.clone(), flags(spec, copy));
         let worker = std::thread::Builder::new()
             .name(format!("mig-{}", spec.vm).chars().take(15).collect())
             .spawn(move || {
@@ -408,12 +521,13 @@ mod tests {
             offline,
             auto_converge: false,
             mem_mib: 256,
+            copy_local_disks: true,
         }
     }
 
     #[test]
     fn flags_are_the_field_tested_set() {
-        let live = flags(&spec(false));
+        let live = flags(&spec(false), &[]);
         for f in [
             sys::VIR_MIGRATE_LIVE,
             sys::VIR_MIGRATE_PEER2PEER,
@@ -423,9 +537,33 @@ mod tests {
         ] {
             assert_ne!(live & f, 0);
         }
-        let off = flags(&spec(true));
+        assert_eq!(live & sys::VIR_MIGRATE_NON_SHARED_DISK, 0);
+        let off = flags(&spec(true), &[]);
         assert_ne!(off & sys::VIR_MIGRATE_OFFLINE, 0);
         assert_eq!(off & sys::VIR_MIGRATE_LIVE, 0);
+    }
+
+    #[test]
+    fn local_disks_are_copied_and_only_they_are_listed() {
+        let copy = vec!["vda".to_string(), "vdc".to_string()];
+        let f = flags(&spec(false), &copy);
+        assert_ne!(f & sys::VIR_MIGRATE_NON_SHARED_DISK, 0);
+        assert_ne!(f & sys::VIR_MIGRATE_LIVE, 0);
+        // A full copy, never an incremental one onto a backing image the
+        // destination may not have.
+        assert_eq!(f & sys::VIR_MIGRATE_NON_SHARED_INC, 0);
+        let p = params(&spec(false), &copy);
+        assert_eq!(p.migrate_disks, copy);
+        assert_eq!(
+            params(&spec(false), &[]).migrate_disks,
+            Vec::<String>::new()
+        );
+        // An offline migration copies nothing.
+        assert_eq!(
+            flags(&spec(true), &copy) & sys::VIR_MIGRATE_NON_SHARED_DISK,
+            0
+        );
+        assert!(params(&spec(true), &copy).migrate_disks.is_empty());
     }
 
     // The test driver is real libvirt without a network: the local calls
@@ -520,6 +658,7 @@ mod hung_peer_tests {
             offline: false,
             auto_converge: false,
             mem_mib: 256,
+            copy_local_disks: true,
         }
     }
 

@@ -15,6 +15,7 @@
 pub mod deadline;
 pub mod libvirt;
 pub mod sim;
+pub mod volumes;
 
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;

@@ -18,7 +18,9 @@ use std::time::Duration;
 use super::deadline;
 use super::{DomState, DomainInfo, HvError, Hypervisor, Limits, PeerAddr, Progress};
 use crate::libvirt_ffi::JobStats;
-use crate::migration::run::{drive, MigrationJob, MigrationOps, Outcome, Pace, Spec};
+use crate::migration::run::{
+    drive, may_discard, MigrationJob, MigrationOps, Outcome, Pace, Prepared, Spec,
+};
 
 const MIB: u64 = 1024 * 1024;
 /// What libvirt says when a job is aborted.
@@ -95,6 +97,8 @@ struct Host {
     reach: Reach,
     domains: BTreeMap<String, DomState>,
     nwfilters: BTreeSet<String>,
+    /// Storage volumes (image paths).
+    volumes: BTreeSet<String>,
 }
 
 impl Host {
@@ -103,6 +107,7 @@ impl Host {
             reach: Reach::Answers,
             domains: BTreeMap::new(),
             nwfilters: BTreeSet::new(),
+            volumes: BTreeSet::new(),
         }
     }
 }
@@ -116,6 +121,8 @@ struct World {
     scripts: BTreeMap<(String, Option<String>), Script>,
     /// nwfilters each VM's interfaces reference.
     filters: BTreeMap<String, Vec<String>>,
+    /// Local disks of each VM: (target dev, image path, bytes).
+    disks: BTreeMap<String, Vec<(String, String, u64)>>,
     /// Local VMs with a libvirt job under way.
     jobs: BTreeSet<String>,
     resume: ResumeMode,
@@ -202,6 +209,7 @@ impl Sim {
                 hosts,
                 scripts: BTreeMap::new(),
                 filters: BTreeMap::new(),
+                disks: BTreeMap::new(),
                 jobs: BTreeSet::new(),
                 resume: ResumeMode::Works,
                 released_jobs: BTreeMap::new(),
@@ -292,6 +300,33 @@ impl Sim {
             vm.to_owned(),
             names.iter().map(|n| (*n).to_owned()).collect(),
         );
+    }
+
+    /// Gives local `vm` local disks (target dev, image path, bytes): its
+    /// migrations create a volume for each on the destination first.
+    pub fn local_disks(&self, vm: &str, disks: &[(&str, &str, u64)]) {
+        self.lock().disks.insert(
+            vm.to_owned(),
+            disks
+                .iter()
+                .map(|(d, p, b)| ((*d).to_owned(), (*p).to_owned(), *b))
+                .collect(),
+        );
+    }
+
+    /// Volumes on `host` (image paths), e.g. to plant one in the way.
+    pub fn volumes_on(&self, host: &str) -> BTreeSet<String> {
+        self.lock()
+            .hosts
+            .get(host)
+            .map(|h| h.volumes.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn add_volume(&self, host: &str, path: &str) {
+        if let Some(h) = self.lock().hosts.get_mut(host) {
+            h.volumes.insert(path.to_owned());
+        }
     }
 
     pub fn nwfilters_on(&self, host: &str) -> BTreeSet<String> {
@@ -534,7 +569,73 @@ impl MigrationOps for SimOps {
         Ok(copied)
     }
 
-    fn start(&self, spec: &Spec) -> Result<SimJob, String> {
+    fn prepare_storage(&self, spec: &Spec) -> Result<Prepared, String> {
+        let disks = self.inner.lock().disks.get(&spec.vm).cloned();
+        let Some(disks) = disks.filter(|d| !d.is_empty() && !spec.offline) else {
+            return Ok(Prepared::default());
+        };
+        if !spec.copy_local_disks {
+            return Err("cannot move: local disks and [migration] copy_local_disks is off".into());
+        }
+        let mut w = self
+            .inner
+            .reach(&spec.dest, "volume create")
+            .map_err(|e| e.to_string())?;
+        let Some(h) = w.hosts.get_mut(&spec.dest) else {
+            return Err(format!("no host {}", spec.dest));
+        };
+        if let Some((_, p, _)) = disks.iter().find(|(_, p, _)| h.volumes.contains(p)) {
+            return Err(format!(
+                "{} already has a volume {p}: not overwritten",
+                spec.dest
+            ));
+        }
+        let mut out = Prepared::default();
+        for (dev, path, bytes) in disks {
+            h.volumes.insert(path.clone());
+            out.copy.push(dev);
+            out.created.push(path);
+            out.bytes += bytes;
+        }
+        w.log.push(format!(
+            "volumes {} on {}",
+            out.created.join(","),
+            spec.dest
+        ));
+        Ok(out)
+    }
+
+    fn discard_storage(&self, spec: &Spec, created: &[String]) -> Result<(), String> {
+        let here = {
+            let w = self.inner.lock();
+            if w.local_up {
+                Ok(w.hosts
+                    .get(&w.local)
+                    .and_then(|h| h.domains.get(&spec.vm))
+                    .map(|s| (*s, w.jobs.contains(&spec.vm))))
+            } else {
+                Err(local_unreachable(&w).to_string())
+            }
+        };
+        let mut w = self
+            .inner
+            .reach(&spec.dest, "volume delete")
+            .map_err(|e| e.to_string())?;
+        let there = Ok(w
+            .hosts
+            .get(&spec.dest)
+            .and_then(|h| h.domains.get(&spec.vm).copied()));
+        may_discard(here, there, &spec.dest)?;
+        if let Some(h) = w.hosts.get_mut(&spec.dest) {
+            for p in created {
+                h.volumes.remove(p);
+            }
+        }
+        w.log.push(format!("volumes deleted on {}", spec.dest));
+        Ok(())
+    }
+
+    fn start(&self, spec: &Spec, _copy: &[String]) -> Result<SimJob, String> {
         let mut w = self.inner.lock();
         if !w.local_up {
             return Err(format!(
@@ -781,6 +882,7 @@ impl MigrationJob for SimJob {
                 mem_iteration: Some(1),
                 mem_bps: Some(total / parts),
                 downtime_ms: None,
+                ..JobStats::default()
             }
         };
         Some(match &self.script {
@@ -796,6 +898,7 @@ impl MigrationJob for SimJob {
                 mem_iteration: Some(step),
                 mem_bps: Some(total / 4),
                 downtime_ms: None,
+                ..JobStats::default()
             },
             Script::Hang { .. } | Script::Gated => JobStats {
                 kind: 1,
@@ -805,6 +908,7 @@ impl MigrationJob for SimJob {
                 mem_iteration: Some(1),
                 mem_bps: Some(0),
                 downtime_ms: None,
+                ..JobStats::default()
             },
         })
     }

@@ -7,6 +7,8 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeMap;
+
 use virt::connect::Connect;
 
 use super::model::{self, VmState};
@@ -14,6 +16,7 @@ use super::procfs;
 use super::{Inventory, Link};
 use crate::events::{lifecycle_word, Bus, Payload, VmStateChange};
 use crate::libvirt_ffi::{self, Lifecycle};
+use crate::storage::{self, domxml, probe, Storage};
 
 /// The second look after a lifecycle event.
 const FOLLOW_UP: Duration = Duration::from_secs(1);
@@ -103,6 +106,7 @@ impl LocalPoller {
         while !self.stop.load(Ordering::Relaxed) {
             let now = Instant::now();
             let stats = libvirt_ffi::all_domain_stats(conn);
+            let storage = domain_storage(conn);
             self.refresh_host(cpu);
             match stats {
                 Ok(records) => {
@@ -110,6 +114,11 @@ impl LocalPoller {
                     last_poll = Some(now);
                     self.inventory.update(|s| {
                         s.local.vms = model::vms_from_records(&records, &s.local.vms, elapsed);
+                        for vm in &mut s.local.vms {
+                            if let Some(st) = storage.get(&vm.uuid) {
+                                vm.storage = Some(st.clone());
+                            }
+                        }
                         s.local.vms_at = Some(now);
                         s.local.link = Link::Up;
                     });
@@ -202,6 +211,33 @@ impl LocalPoller {
             }
         }
     }
+}
+
+/// Each domain's storage by UUID, from its definition (libvirt answers
+/// that without QEMU's monitor or a job, so a migrating domain does not
+/// hold the poll) and a look at its image files on this host. A domain
+/// whose definition cannot be read is left out (its last reading stands).
+fn domain_storage(conn: &Connect) -> BTreeMap<String, Storage> {
+    let mut out = BTreeMap::new();
+    let doms = match conn.list_all_domains(0) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::debug!(cause = %e, "cannot list domains for their disks");
+            return out;
+        }
+    };
+    for d in doms {
+        if let (Ok(uuid), Ok(xml)) = (d.uuid_string(), d.xml_desc(0)) {
+            match domxml::devices(&xml) {
+                Ok(devs) => {
+                    out.insert(uuid, storage::assess(&devs, &mut probe::file_facts));
+                }
+                Err(e) => tracing::warn!(cause = %e, uuid = %uuid, "unreadable domain XML"),
+            }
+        }
+        libvirt_ffi::free_domain(d);
+    }
+    out
 }
 
 /// Applies one lifecycle event to the inventory at once and tells

@@ -70,6 +70,8 @@ pub struct Peer {
     pub vcpus_allocated: u32,
     pub vms_running: u32,
     pub domains: Vec<PeerDomain>,
+    /// Its storage pools with a target path, and their free bytes.
+    pub pools: Vec<crate::storage::PoolRoom>,
 }
 
 impl Peer {
@@ -234,6 +236,7 @@ impl Inventory {
                         vcpus_allocated: 0,
                         vms_running: 0,
                         domains: Vec::new(),
+                        pools: Vec::new(),
                     })
                     .collect(),
             }),

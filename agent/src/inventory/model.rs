@@ -74,6 +74,9 @@ pub struct Vm {
     pub cpu_pct: Option<f64>,
     #[serde(skip)]
     pub cpu_time_ns: Option<u64>,
+    /// Its disks and passthrough devices as last read; None until read.
+    #[serde(skip)]
+    pub storage: Option<crate::storage::Storage>,
 }
 
 /// Builds VMs from a fresh poll, computing CPU use against the previous.
@@ -105,6 +108,7 @@ pub fn vms_from_records(records: &[DomainRecord], previous: &[Vm], elapsed_s: f6
                     .unwrap_or(0),
                 cpu_pct,
                 cpu_time_ns: r.cpu_time_ns,
+                storage: prev.and_then(|p| p.storage.clone()),
             }
         })
         .collect();

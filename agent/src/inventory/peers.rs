@@ -22,6 +22,7 @@ pub struct PeerPoll {
     pub mem_free_mib: u64,
     pub cpu: Option<CpuTimes>,
     pub domains: Vec<model::DomainRecord>,
+    pub pools: Vec<crate::storage::PoolRoom>,
 }
 
 fn poll(conn: &Connect) -> Result<PeerPoll, String> {
@@ -34,6 +35,12 @@ fn poll(conn: &Connect) -> Result<PeerPoll, String> {
         mem_free_mib: free / (1024 * 1024),
         cpu: libvirt_ffi::node_cpu_times(conn).ok(),
         domains,
+        // Pool metadata only (no refresh): cheap, and never waits on a
+        // domain. A peer without a storage driver has no room for copies.
+        pools: crate::hypervisor::volumes::pools(conn).unwrap_or_else(|e| {
+            tracing::debug!(cause = %e, "peer storage pools unknown");
+            Vec::new()
+        }),
     })
 }
 
@@ -130,6 +137,7 @@ fn record(inv: &Inventory, index: usize, p: &PeerPoll, cpu_pct: Option<f64>) {
         peer.mem_allocated_mib = alloc.mem_mib;
         peer.vcpus_allocated = alloc.vcpus;
         peer.vms_running = alloc.running;
+        peer.pools = p.pools.clone();
         peer.domains = vms
             .iter()
             .map(|v| PeerDomain {

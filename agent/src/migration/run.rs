@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use super::policy::{Decision, Limits, Progress, Sample, Tracker};
 use crate::hypervisor::deadline::{self, Waited};
-use crate::hypervisor::{human, HvError};
+use crate::hypervisor::{human, DomState, HvError};
 use crate::libvirt_ffi::JobStats;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +35,20 @@ pub struct Spec {
     pub offline: bool,
     pub auto_converge: bool,
     pub mem_mib: u64,
+    /// Copy local disks to the destination ([migration] copy_local_disks).
+    pub copy_local_disks: bool,
+}
+
+/// The destination made ready for a live migration's storage copy.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Prepared {
+    /// Target devs libvirt copies (its migrate_disks); empty: no copy.
+    pub copy: Vec<String>,
+    /// Paths of the volumes created for them on the destination: deleted
+    /// again if the migration fails and the VM is still here.
+    pub created: Vec<String>,
+    /// Bytes to copy (the disks' capacity): they count in the time budget.
+    pub bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -83,8 +97,18 @@ pub trait MigrationOps: Clone + Send + 'static {
     /// Defines on the destination every nwfilter the VM needs that it
     /// lacks; returns the names defined. Run under the peer deadline.
     fn ensure_nwfilters(&self, spec: &Spec) -> Result<Vec<String>, String>;
-    /// Starts the migration; returns once it is under way.
-    fn start(&self, spec: &Spec) -> Result<Self::Job, String>;
+    /// Reads the VM's disks; refuses one that cannot move; creates on the
+    /// destination a volume for each local disk to copy. Run under the
+    /// peer deadline. On error, nothing it created is left behind.
+    fn prepare_storage(&self, spec: &Spec) -> Result<Prepared, String>;
+    /// Deletes the volumes `created` on the destination, only if the VM is
+    /// still defined here without a job and the destination does not have
+    /// it ([`may_discard`]); Err says why they were left. Run under the
+    /// peer deadline.
+    fn discard_storage(&self, spec: &Spec, created: &[String]) -> Result<(), String>;
+    /// Starts the migration, copying the disks `copy` names; returns once
+    /// it is under way.
+    fn start(&self, spec: &Spec, copy: &[String]) -> Result<Self::Job, String>;
     /// Downtime (ms) and data moved (MiB), from the destination's record of
     /// the completed job. Run under the peer deadline.
     fn completed_stats(&self, spec: &Spec) -> (Option<u64>, Option<f64>);
@@ -131,7 +155,6 @@ pub fn drive<O: MigrationOps>(
     progress: &mut dyn FnMut(&Progress),
 ) -> Outcome {
     let started = ops.now();
-    let elapsed = || ops.now().saturating_sub(started);
     if abort.load(Ordering::Relaxed) {
         return aborted(ABORTED_BY_REQUEST.into());
     }
@@ -166,11 +189,189 @@ pub fn drive<O: MigrationOps>(
         return aborted(ABORTED_BY_REQUEST.into());
     }
 
-    let mut job = match ops.start(spec) {
+    // Local disks get their volumes on the destination before libvirt
+    // starts: it copies into them.
+    let (o, s) = (ops.clone(), spec.clone());
+    let prepared = match deadline::call(
+        "hv-storage",
+        pace.peer_deadline,
+        Some(abort),
+        pace.poll,
+        move || o.prepare_storage(&s),
+    ) {
+        Waited::Done(Ok(p)) => p,
+        Waited::Done(Err(e)) => return failed(e),
+        Waited::Aborted => return aborted(ABORTED_BY_REQUEST.into()),
+        Waited::TimedOut => {
+            let e = HvError::TimedOut {
+                what: format!("libvirt on {} (creating volumes)", spec.dest),
+                after: pace.peer_deadline,
+            };
+            return failed(e.to_string());
+        }
+        Waited::Lost(why) => return failed(format!("creating volumes on {}: {why}", spec.dest)),
+    };
+    if !prepared.copy.is_empty() {
+        tracing::info!(vm = %spec.vm, dest = %spec.dest, disks = ?prepared.copy, created = ?prepared.created, "copying local disks");
+    }
+    let out = run_job(ops, pace, spec, limits, abort, progress, &prepared, started);
+    match out {
+        Outcome::Failed { error, aborted } if !prepared.created.is_empty() => {
+            let note = discard(ops, pace, spec, &prepared.created);
+            Outcome::Failed {
+                error: format!("{error}; {note}"),
+                aborted,
+            }
+        }
+        out => out,
+    }
+}
+
+/// Deletes what [`MigrationOps::prepare_storage`] created, when safe;
+/// words for the failed job's error either way.
+fn discard<O: MigrationOps>(ops: &O, pace: &Pace, spec: &Spec, created: &[String]) -> String {
+    let (o, s, c) = (ops.clone(), spec.clone(), created.to_vec());
+    let what = created.join(", ");
+    let r = match deadline::call(
+        "hv-discard",
+        pace.peer_deadline,
+        None,
+        pace.poll,
+        move || o.discard_storage(&s, &c),
+    ) {
+        Waited::Done(r) => r,
+        Waited::TimedOut => Err(format!(
+            "libvirt on {} did not answer within {}",
+            spec.dest,
+            human(pace.peer_deadline)
+        )),
+        Waited::Aborted => Err("interrupted".into()),
+        Waited::Lost(why) => Err(why),
+    };
+    match r {
+        Ok(()) => {
+            tracing::info!(vm = %spec.vm, dest = %spec.dest, volumes = %what, "volumes created for the migration deleted");
+            format!("the volumes created on {} were deleted ({what})", spec.dest)
+        }
+        Err(why) => {
+            tracing::warn!(vm = %spec.vm, dest = %spec.dest, volumes = %what, cause = %why, "volumes created for the migration left in place");
+            format!(
+                "the volumes created on {} were left ({what}): {why}",
+                spec.dest
+            )
+        }
+    }
+}
+
+/// Whether volumes created on the destination for a failed migration may
+/// be deleted: only when the VM is still defined here with no libvirt job
+/// (so the copy is not its disk anywhere) and the destination does not
+/// have it. `here`: the VM's state here and whether a job runs on it.
+pub fn may_discard(
+    here: Result<Option<(DomState, bool)>, String>,
+    there: Result<Option<DomState>, String>,
+    dest: &str,
+) -> Result<(), String> {
+    match here {
+        Err(e) => return Err(format!("cannot check the VM here: {e}")),
+        Ok(None) => return Err("the VM is no longer defined here".into()),
+        Ok(Some((_, true))) => return Err("libvirt still runs a job on the VM here".into()),
+        Ok(Some((_, false))) => {}
+    }
+    match there {
+        Ok(None) => Ok(()),
+        Ok(Some(s)) => Err(format!("{dest} has the VM ({s})")),
+        Err(e) => Err(format!("cannot check {dest}: {e}")),
+    }
+}
+
+/// The tracker's reading of libvirt's job stats: memory and the disk copy
+/// together. libvirt's data_* figures include the disk copy; when it also
+/// gives the parts, their sum is taken if larger, so a libvirt that leaves
+/// the disks out of data_* still has them counted.
+pub fn sample_of(js: &JobStats, elapsed: Duration) -> Sample {
+    let data = (
+        js.data_total.unwrap_or(0),
+        js.data_processed.unwrap_or(0),
+        js.data_remaining.unwrap_or(0),
+    );
+    let parts = match (js.mem_total, js.disk_total) {
+        (Some(mt), Some(dt)) => Some((
+            mt.saturating_add(dt),
+            js.mem_processed
+                .unwrap_or(0)
+                .saturating_add(js.disk_processed.unwrap_or(0)),
+            js.mem_remaining
+                .unwrap_or(0)
+                .saturating_add(js.disk_remaining.unwrap_or(0)),
+        )),
+        _ => None,
+    };
+    let (total, processed, remaining) = match parts {
+        Some(p) if p.0 > data.0 => p,
+        _ => data,
+    };
+    let bandwidth_bps = match (js.mem_bps, js.disk_bps) {
+        (None, None) => None,
+        (m, d) => Some(m.unwrap_or(0).saturating_add(d.unwrap_or(0))),
+    };
+    Sample {
+        elapsed,
+        data_total: total,
+        data_processed: processed,
+        data_remaining: remaining,
+        iteration: js.mem_iteration,
+        bandwidth_bps,
+    }
+}
+
+/// `s` measured against at least `total` bytes: a job that has not yet
+/// counted everything it will copy (libvirt's disk phase comes before
+/// the memory) is not shown nearly done. Remaining grows to match;
+/// nothing changes once libvirt's own total reaches `total`.
+pub fn at_least(s: Sample, total: u64) -> Sample {
+    if s.data_total == 0 || s.data_total >= total {
+        return s;
+    }
+    Sample {
+        data_total: total,
+        data_remaining: s.data_remaining.max(total.saturating_sub(s.data_processed)),
+        ..s
+    }
+}
+
+/// The job itself, once its storage is ready.
+#[allow(clippy::too_many_arguments)]
+fn run_job<O: MigrationOps>(
+    ops: &O,
+    pace: &Pace,
+    spec: &Spec,
+    limits: &Limits,
+    abort: &AtomicBool,
+    progress: &mut dyn FnMut(&Progress),
+    prepared: &Prepared,
+    started: Duration,
+) -> Outcome {
+    let elapsed = || ops.now().saturating_sub(started);
+    if abort.load(Ordering::Relaxed) {
+        return aborted(ABORTED_BY_REQUEST.into());
+    }
+    let mut job = match ops.start(spec, &prepared.copy) {
         Ok(j) => j,
         Err(e) => return failed(e),
     };
-    let mut tracker = Tracker::new(spec.mem_mib, limits.clone());
+    // The disks' copy counts in the time budget as memory does.
+    let disk_mib = prepared.bytes.div_ceil(1024 * 1024);
+    // libvirt copies the disks first and counts memory only once its copy
+    // starts: without a floor the disk phase alone would read ~100 %.
+    let expected_bytes = if prepared.bytes > 0 {
+        spec.mem_mib
+            .saturating_mul(1024 * 1024)
+            .saturating_add(prepared.bytes)
+    } else {
+        0
+    };
+    let mut tracker = Tracker::new(spec.mem_mib.saturating_add(disk_mib), limits.clone());
     let mut abort_reason: Option<String> = None;
     // When we asked libvirt to abort (loop clock).
     let mut abort_sent: Option<Duration> = None;
@@ -199,14 +400,7 @@ pub fn drive<O: MigrationOps>(
         // A reading without figures (none yet, an offline migration, or
         // libvirt busy) still carries the time: the budget keeps counting.
         let sample = match (spec.offline, job.stats()) {
-            (false, Some(js)) => Sample {
-                elapsed: now,
-                data_total: js.data_total.unwrap_or(0),
-                data_processed: js.data_processed.unwrap_or(0),
-                data_remaining: js.data_remaining.unwrap_or(0),
-                iteration: js.mem_iteration,
-                bandwidth_bps: js.mem_bps,
-            },
+            (false, Some(js)) => at_least(sample_of(&js, now), expected_bytes),
             _ => Sample {
                 elapsed: now,
                 ..Sample::default()
@@ -291,6 +485,7 @@ mod tests {
             offline: false,
             auto_converge: false,
             mem_mib: 1024,
+            copy_local_disks: true,
         }
     }
 
@@ -308,6 +503,263 @@ mod tests {
             seen.push(p.clone())
         });
         (out, seen)
+    }
+
+    /// Migrates `a` with a job that hangs until aborted, raising the abort
+    /// flag at the `after`th progress report.
+    fn hang_then_abort(sim: &Sim, after: u32) -> Outcome {
+        sim.script(
+            "a",
+            Script::Hang {
+                honours_abort: true,
+            },
+        );
+        let abort = AtomicBool::new(false);
+        let mut n = 0;
+        sim.migrate(&spec("a"), &Limits::default(), &abort, &mut |_| {
+            n += 1;
+            if n == after {
+                abort.store(true, Ordering::Relaxed);
+            }
+        })
+    }
+
+    const IMG: &str = "/var/lib/libvirt/images/a.qcow2";
+
+    fn world_with_disk() -> Sim {
+        let sim = world();
+        sim.local_disks("a", &[("vda", IMG, 4 << 30)]);
+        sim
+    }
+
+    #[test]
+    fn a_local_disk_gets_its_volume_first_and_keeps_it_when_moved() {
+        let sim = world_with_disk();
+        let (out, _) = migrate(&sim, &spec("a"), &AtomicBool::new(false));
+        assert!(matches!(out, Outcome::Done { .. }), "{out:?}");
+        assert_eq!(
+            sim.volumes_on("hb").into_iter().collect::<Vec<_>>(),
+            vec![IMG]
+        );
+        assert_eq!(sim.state_of("hb", "a"), Some(DomState::Running));
+    }
+
+    #[test]
+    fn a_failed_copy_deletes_the_volumes_it_created_and_says_so() {
+        let sim = world_with_disk();
+        sim.script(
+            "a",
+            Script::Fail {
+                after: 2,
+                message: "internal error: mirror failed".into(),
+            },
+        );
+        let (out, _) = migrate(&sim, &spec("a"), &AtomicBool::new(false));
+        let Outcome::Failed { error, aborted } = out else {
+            panic!("{out:?}")
+        };
+        assert!(!aborted);
+        assert_eq!(
+            error,
+            format!(
+                "internal error: mirror failed; the volumes created on hb were deleted ({IMG})"
+            )
+        );
+        assert!(sim.volumes_on("hb").is_empty());
+        assert_eq!(sim.state_of("ha", "a"), Some(DomState::Running));
+    }
+
+    #[test]
+    fn an_aborted_copy_deletes_its_volumes_too() {
+        let sim = world_with_disk();
+        let out = hang_then_abort(&sim, 2);
+        assert!(
+            matches!(out, Outcome::Failed { aborted: true, ref error } if error.contains("were deleted")),
+            "{out:?}"
+        );
+        assert!(sim.volumes_on("hb").is_empty());
+    }
+
+    #[test]
+    fn volumes_stay_when_the_vm_may_be_on_the_destination() {
+        let sim = world_with_disk();
+        sim.script("a", Script::Vanish { after: 1 });
+        let (out, _) = migrate(&sim, &spec("a"), &AtomicBool::new(false));
+        let Outcome::Failed { error, .. } = out else {
+            panic!("{out:?}")
+        };
+        assert!(
+            error.ends_with(&format!(
+                "the volumes created on hb were left ({IMG}): the VM is no longer defined here"
+            )),
+            "{error}"
+        );
+        assert_eq!(sim.volumes_on("hb").len(), 1);
+    }
+
+    #[test]
+    fn a_volume_in_the_way_is_never_overwritten_nor_deleted() {
+        let sim = world_with_disk();
+        sim.add_volume("hb", IMG);
+        let (out, _) = migrate(&sim, &spec("a"), &AtomicBool::new(false));
+        assert_eq!(
+            out,
+            Outcome::Failed {
+                error: format!("hb already has a volume {IMG}: not overwritten"),
+                aborted: false
+            }
+        );
+        assert_eq!(sim.counters().migrations_started, 0);
+        assert_eq!(sim.volumes_on("hb").len(), 1);
+    }
+
+    #[test]
+    fn copying_turned_off_refuses_before_anything_is_made() {
+        let sim = world_with_disk();
+        let mut sp = spec("a");
+        sp.copy_local_disks = false;
+        let (out, _) = migrate(&sim, &sp, &AtomicBool::new(false));
+        assert!(
+            matches!(out, Outcome::Failed { ref error, .. } if error.contains("copy_local_disks is off")),
+            "{out:?}"
+        );
+        assert!(sim.volumes_on("hb").is_empty());
+        assert_eq!(sim.counters().migrations_started, 0);
+    }
+
+    #[test]
+    fn discarding_needs_the_vm_here_idle_and_absent_there() {
+        let ok: Result<Option<DomState>, String> = Ok(None);
+        assert_eq!(
+            may_discard(Ok(Some((DomState::Running, false))), ok.clone(), "hb"),
+            Ok(())
+        );
+        assert_eq!(
+            may_discard(Ok(Some((DomState::Paused, false))), ok.clone(), "hb"),
+            Ok(())
+        );
+        assert_eq!(
+            may_discard(Ok(Some((DomState::Paused, true))), ok.clone(), "hb"),
+            Err("libvirt still runs a job on the VM here".into())
+        );
+        assert_eq!(
+            may_discard(Ok(None), ok.clone(), "hb"),
+            Err("the VM is no longer defined here".into())
+        );
+        assert!(may_discard(Err("down".into()), ok, "hb").is_err());
+        assert_eq!(
+            may_discard(
+                Ok(Some((DomState::Running, false))),
+                Ok(Some(DomState::Paused)),
+                "hb"
+            ),
+            Err("hb has the VM (paused)".into())
+        );
+        assert_eq!(
+            may_discard(
+                Ok(Some((DomState::Running, false))),
+                Err("timeout".into()),
+                "hb"
+            ),
+            Err("cannot check hb: timeout".into())
+        );
+    }
+
+    #[test]
+    fn the_disk_phase_is_not_shown_nearly_done() {
+        let disk_done = Sample {
+            elapsed: Duration::from_secs(2),
+            data_total: 8 << 20,
+            data_processed: 8 << 20,
+            data_remaining: 0,
+            iteration: None,
+            bandwidth_bps: Some(1 << 20),
+        };
+        let s = at_least(disk_done, 120 << 20);
+        assert_eq!(
+            (s.data_total, s.data_processed, s.data_remaining),
+            (120 << 20, 8 << 20, 112 << 20)
+        );
+        // Once libvirt counts the memory too, its figures stand.
+        let later = Sample {
+            data_total: 130 << 20,
+            data_processed: 40 << 20,
+            data_remaining: 90 << 20,
+            ..disk_done
+        };
+        assert_eq!(at_least(later, 120 << 20), later);
+        // No reading yet stays no reading; no floor changes nothing.
+        assert_eq!(at_least(Sample::default(), 120 << 20), Sample::default());
+        assert_eq!(at_least(disk_done, 0), disk_done);
+    }
+
+    #[test]
+    fn samples_count_disk_and_memory() {
+        let t = Duration::from_secs(3);
+        // libvirt 9: data_* already hold both parts.
+        let js = JobStats {
+            kind: 1,
+            data_total: Some(1100),
+            data_processed: Some(300),
+            data_remaining: Some(800),
+            mem_total: Some(100),
+            mem_processed: Some(0),
+            mem_remaining: Some(100),
+            disk_total: Some(1000),
+            disk_processed: Some(300),
+            disk_remaining: Some(700),
+            disk_bps: Some(50),
+            ..JobStats::default()
+        };
+        let s = sample_of(&js, t);
+        assert_eq!(
+            (
+                s.data_total,
+                s.data_processed,
+                s.data_remaining,
+                s.bandwidth_bps
+            ),
+            (1100, 300, 800, Some(50))
+        );
+        // A libvirt that leaves the disk out of data_*: the parts count.
+        let older = JobStats {
+            data_total: Some(100),
+            data_processed: Some(0),
+            data_remaining: Some(100),
+            mem_bps: Some(10),
+            ..js
+        };
+        let s = sample_of(&older, t);
+        assert_eq!(
+            (
+                s.data_total,
+                s.data_processed,
+                s.data_remaining,
+                s.bandwidth_bps
+            ),
+            (1100, 300, 800, Some(60))
+        );
+        // Memory only, as before.
+        let mem = JobStats {
+            kind: 1,
+            data_total: Some(64),
+            data_processed: Some(32),
+            data_remaining: Some(32),
+            mem_bps: Some(8),
+            mem_iteration: Some(2),
+            ..JobStats::default()
+        };
+        let s = sample_of(&mem, t);
+        assert_eq!(
+            (
+                s.data_total,
+                s.data_processed,
+                s.data_remaining,
+                s.bandwidth_bps,
+                s.iteration
+            ),
+            (64, 32, 32, Some(8), Some(2))
+        );
     }
 
     #[test]
@@ -377,20 +829,7 @@ mod tests {
     #[test]
     fn the_abort_flag_stops_a_running_migration() {
         let sim = world();
-        sim.script(
-            "a",
-            Script::Hang {
-                honours_abort: true,
-            },
-        );
-        let abort = AtomicBool::new(false);
-        let mut n = 0;
-        let out = sim.migrate(&spec("a"), &Limits::default(), &abort, &mut |_| {
-            n += 1;
-            if n == 3 {
-                abort.store(true, Ordering::Relaxed);
-            }
-        });
+        let out = hang_then_abort(&sim, 3);
         assert_eq!(
             out,
             Outcome::Failed {
@@ -682,6 +1121,7 @@ mod gated_tests {
             offline: false,
             auto_converge: false,
             mem_mib: 512,
+            copy_local_disks: true,
         };
         (sim, spec)
     }
