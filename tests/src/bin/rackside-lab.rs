@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use rackside_lab::{lab, smoke, GuestSpec, Lab, LabSpec};
+use rackside_lab::{lab, smoke, GuestDisk, GuestSpec, Lab, LabSpec};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -58,6 +58,16 @@ enum Cmd {
         fill: u64,
         #[arg(long)]
         mem: Option<u64>,
+        /// Address on the guests' network (a NIC on the host's brvm),
+        /// e.g. 10.78.0.11.
+        #[arg(long)]
+        addr: Option<std::net::Ipv4Addr>,
+        /// A virtio disk: `shared` (NBD from the lab's storage) or `local`
+        /// (qcow2 in the host's images directory).
+        #[arg(long)]
+        disk: Option<DiskKind>,
+        #[arg(long, default_value_t = 16)]
+        disk_mib: u64,
     },
     /// Cut (`down`) or restore (`up`) a host's network link.
     Link { host: String, state: LinkState },
@@ -89,6 +99,12 @@ enum Cmd {
         #[arg(long, default_value_t = 64)]
         fill: u64,
     },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum DiskKind {
+    Shared,
+    Local,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -183,12 +199,20 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             guest,
             fill,
             mem,
+            addr,
+            disk,
+            disk_mib,
         } => {
             let l = Lab::attach(&cli.name)?;
             let mut spec = GuestSpec::new(&guest, fill);
             if let Some(m) = mem {
                 spec.mem_mib = m;
             }
+            spec.net_addr = addr;
+            spec.disk = disk.map(|d| match d {
+                DiskKind::Shared => GuestDisk::Shared { mib: disk_mib },
+                DiskKind::Local => GuestDisk::Local { mib: disk_mib },
+            });
             let tick = l.start_guest(&host, &spec)?;
             println!("{guest} running on {host} (tick {tick})");
         }
