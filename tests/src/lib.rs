@@ -15,6 +15,7 @@
 
 pub mod agent;
 pub mod bench;
+pub mod capture;
 pub mod cmd;
 pub mod cpio;
 pub mod demo;
@@ -26,6 +27,7 @@ pub mod meminfo;
 pub mod names;
 pub mod net;
 pub mod netns;
+pub mod probe;
 pub mod pty;
 pub mod sampler;
 pub mod smoke;
