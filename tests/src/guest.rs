@@ -368,7 +368,7 @@ disk_loop() {
     n=${got#rackside-disk }
     case "$n" in ''|*[!0-9]*) n=0 ;; esac
     n=$((n + 1))
-    if echo "rackside-disk $n" | dd of=/dev/vda bs=512 count=1 conv=sync,fsync oflag=direct 2>/dev/null; then
+    if echo "rackside-disk $n" | dd of=/dev/vda bs=512 count=1 conv=sync,fsync,notrunc oflag=direct 2>/dev/null; then
       echo "rackside-disk $n"
       last=$n
     else
