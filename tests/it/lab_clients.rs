@@ -42,6 +42,8 @@ fn assert_clients_did_not_notice(p: &GuestProbe, moved_at: f64) {
 /// destination printed counters past the source's last, and (the guest
 /// stopped) the storage holds at least the last one printed.
 fn assert_disk_carried_on(lab: &Lab, g: &GuestSpec, src: &str, dst: &str, before: u64) {
+    let after = lab.wait_disk(dst, &g.name, before + 2, T).unwrap();
+    lab.virsh(dst, &["destroy", &g.name]).unwrap();
     let src_log = lab.serial_log(src, &g.name).unwrap();
     let dst_log = lab.serial_log(dst, &g.name).unwrap();
     let faults: Vec<String> = guest::disk_faults(&src_log)
@@ -49,9 +51,7 @@ fn assert_disk_carried_on(lab: &Lab, g: &GuestSpec, src: &str, dst: &str, before
         .chain(guest::disk_faults(&dst_log))
         .collect();
     assert!(faults.is_empty(), "{}: {faults:?}", g.name);
-    let after = lab.wait_disk(dst, &g.name, before + 2, T).unwrap();
-    lab.virsh(dst, &["destroy", &g.name]).unwrap();
-    let last = guest::last_disk(&lab.serial_log(dst, &g.name).unwrap()).unwrap();
+    let last = guest::last_disk(&dst_log).unwrap();
     let on_disk = lab
         .disk_counter(dst, g)
         .unwrap()

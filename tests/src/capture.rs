@@ -14,6 +14,10 @@ use crate::cmd::{self, CmdError};
 use crate::netns::{self, NetnsError};
 
 const ETH_P_RARP: u16 = 0x8035;
+/// Every protocol: a frame coming in on a bridge port is taken by the
+/// bridge before protocol-specific sockets see it; only "all" taps see it
+/// on the port itself.
+const ETH_P_ALL: u16 = 0x0003;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
@@ -112,7 +116,7 @@ impl RarpWatch {
     /// Starts capturing in namespace `netns` (the lab's switch namespace).
     pub fn start(netns: &str) -> Result<RarpWatch, CaptureError> {
         let fd =
-            netns::run_in(netns, || packet_socket(ETH_P_RARP))?.map_err(CaptureError::Socket)?;
+            netns::run_in(netns, || packet_socket(ETH_P_ALL))?.map_err(CaptureError::Socket)?;
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let thread = {
@@ -121,7 +125,7 @@ impl RarpWatch {
                 let mut buf = [0u8; 2048];
                 while !stop.load(Ordering::Relaxed) {
                     if let Some((n, ifindex, pkttype)) = recv_frame(&fd, &mut buf) {
-                        if n >= 14 {
+                        if n >= 14 && buf[12..14] == ETH_P_RARP.to_be_bytes() {
                             let mut src = [0u8; 6];
                             src.copy_from_slice(&buf[6..12]);
                             seen.lock()
