@@ -9,7 +9,7 @@ LAB := target/debug/rackside-lab
 # the lab (libvirt, QEMU, namespaces, the guest kernel and busybox) and the
 # network policy (nftables).
 DEB_PACKAGES := libvirt-daemon-system libvirt-clients libvirt-dev pkg-config \
-	qemu-system-x86 iproute2 nftables linux-image-cloud-amd64 busybox-static \
+	qemu-system-x86 qemu-utils iproute2 nftables linux-image-cloud-amd64 busybox-static \
 	cpio socat procps util-linux coreutils iptables lintian rpm debootstrap
 
 .PHONY: help setup build test-fast fuzz test-lab test lab-up lab-down lab-smoke demo bench-console bench-evacuate install stage deb rpm test-packaging clean fmt lint

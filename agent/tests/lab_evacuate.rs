@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rackside_lab::agent::AgentProcess;
 use rackside_lab::pty::PtyLine;
-use rackside_lab::{virsh, GuestSpec, Lab, LabSpec, Sampler};
+use rackside_lab::{virsh, GuestDisk, GuestSpec, Lab, LabSpec, Sampler};
 use serde_json::{json, Value};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_rackside-agent");
@@ -580,17 +580,54 @@ fn disk_pattern() -> Vec<u8> {
 
 const PATTERN_AT: u64 = 1 << 20;
 
-fn read_at(path: &Path, at: u64, len: usize) -> Vec<u8> {
+/// An image's virtual size and `len` bytes of its content at `at`, read
+/// through a raw copy (the lab's local disks are qcow2; `-U`: the source
+/// may still be running the guest).
+fn image_at(img: &Path, at: u64, len: usize) -> (u64, Vec<u8>) {
     use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let raw = std::env::temp_dir().join(format!("rackside-image-{}.raw", std::process::id()));
+    let out = std::process::Command::new("qemu-img")
+        .args(["convert", "-U", "-O", "raw"])
+        .arg(img)
+        .arg(&raw)
+        .output()
+        .expect("qemu-img");
+    assert!(
+        out.status.success(),
+        "qemu-img convert {}: {}",
+        img.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut f = std::fs::File::open(&raw).unwrap();
+    let size = f.metadata().unwrap().len();
     f.seek(SeekFrom::Start(at)).unwrap();
     let mut buf = vec![0u8; len];
     f.read_exact(&mut buf).unwrap();
-    buf
+    let _ = std::fs::remove_file(&raw);
+    (size, buf)
+}
+
+/// Writes [`disk_pattern`] into a (stopped) guest's image.
+fn write_pattern(img: &Path) {
+    let pat = std::env::temp_dir().join(format!("rackside-pattern-{}", std::process::id()));
+    std::fs::write(&pat, disk_pattern()).unwrap();
+    let out = std::process::Command::new("qemu-io")
+        .arg("-c")
+        .arg(format!("write -s {} {PATTERN_AT} 65536", pat.display()))
+        .arg(img)
+        .output()
+        .expect("qemu-io");
+    let _ = std::fs::remove_file(&pat);
+    assert!(
+        out.status.success(),
+        "qemu-io write {}: {}",
+        img.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A 2-host rig whose `hb` has a storage pool at the images directory,
-/// and `disky` running on `ha` with a raw local disk holding
+/// and `disky` running on `ha` with a qcow2 local disk holding
 /// [`disk_pattern`]. Returns the image inside a host, its file on `ha`
 /// and on `hb` (seen from outside), and disky's last tick.
 fn disky_rig(name: &str, extra: &str) -> (Rig, String, PathBuf, PathBuf, u64) {
@@ -617,20 +654,12 @@ fn disky_rig(name: &str, extra: &str) -> (Rig, String, PathBuf, PathBuf, u64) {
 
     // `disky`: a raw local disk holding a known pattern, then started.
     let mut disky = GuestSpec::new("disky", 16);
-    disky.local_disk_mib = Some(8);
+    disky.disk = Some(GuestDisk::Local { mib: 8 });
     rig.lab.define_guest("ha", &disky).expect("define disky");
     let inside = disky.local_disk_in_host().unwrap();
     let src_img = rig.lab.host("ha").unwrap().outside_path(&inside);
     let dst_img = rig.lab.host("hb").unwrap().outside_path(&inside);
-    {
-        use std::io::{Seek, SeekFrom, Write};
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&src_img)
-            .unwrap();
-        f.seek(SeekFrom::Start(PATTERN_AT)).unwrap();
-        f.write_all(&disk_pattern()).unwrap();
-    }
+    write_pattern(&src_img);
     rig.lab
         .virsh("ha", &["start", "disky"])
         .expect("start disky");
@@ -659,7 +688,7 @@ fn a_local_disk_is_copied_and_an_unmovable_vm_is_not_tried() {
     // happily move its definition away from the device.
     let pinned = GuestSpec::new("pinned", 8);
     let xml = pinned
-        .domain_xml(&rig.lab.desc().kernel, &rig.lab.desc().initrd)
+        .domain_xml(&rig.lab.desc().kernel, &rig.lab.desc().initrd, None)
         .replacen(
             "</devices>",
             "<disk type='block' device='disk'><driver name='qemu' type='raw'/>\
@@ -726,8 +755,10 @@ fn a_local_disk_is_copied_and_an_unmovable_vm_is_not_tried() {
         .wait_tick("hb", "disky", tick, Duration::from_secs(60))
         .expect("disky ticks on hb");
     // The destination's image: the same size, the pattern where it was.
-    assert_eq!(std::fs::metadata(&dst_img).unwrap().len(), 8 << 20);
-    assert_eq!(read_at(&dst_img, PATTERN_AT, 65_536), disk_pattern());
+    assert_eq!(
+        image_at(&dst_img, PATTERN_AT, 65_536),
+        (8 << 20, disk_pattern())
+    );
     let vol = rig
         .lab
         .virsh("hb", &["vol-info", "--bytes", &inside])
@@ -735,8 +766,10 @@ fn a_local_disk_is_copied_and_an_unmovable_vm_is_not_tried() {
     eprintln!("destination volume: {}", vol.trim());
     assert!(vol.contains(&(8u64 << 20).to_string()), "{vol}");
     // The source image is left as it was.
-    assert_eq!(std::fs::metadata(&src_img).unwrap().len(), 8 << 20);
-    assert_eq!(read_at(&src_img, PATTERN_AT, 65_536), disk_pattern());
+    assert_eq!(
+        image_at(&src_img, PATTERN_AT, 65_536),
+        (8 << 20, disk_pattern())
+    );
 
     // `pinned` was never tried: still defined here, unknown on hb.
     let here = rig.lab.virsh("ha", &["list", "--all", "--name"]).unwrap();
@@ -795,7 +828,7 @@ fn an_aborted_disk_copy_deletes_the_volume_it_created() {
     assert_eq!(at["disky"], "ha");
     assert!(!dst_img.exists(), "{} left on hb", dst_img.display());
     assert!(rig.lab.virsh("hb", &["vol-info", &inside]).is_err());
-    assert_eq!(read_at(&src_img, PATTERN_AT, 65_536), disk_pattern());
+    assert_eq!(image_at(&src_img, PATTERN_AT, 65_536).1, disk_pattern());
     rig.agent.stop();
     rig.lab.teardown().expect("teardown");
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use rackside_lab::agent::AgentProcess;
 use rackside_lab::pty::PtyLine;
-use rackside_lab::{smoke, GuestSpec, Lab, LabSpec, Sampler};
+use rackside_lab::{smoke, GuestDisk, GuestSpec, Lab, LabSpec, Sampler};
 use serde_json::{json, Value};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_rackside-agent");
@@ -353,11 +353,11 @@ fn management_line_unplugged_mid_evacuation() {
 #[ignore = "lab: needs root, libvirtd and QEMU (make test-lab)"]
 fn a_vm_that_cannot_move_is_named_at_once_while_the_others_move() {
     let lab = Lab::up(&LabSpec::new("fstuck", 2)).expect("lab up");
-    // A raw disk on the host's own filesystem, with copying local disks
+    // A qcow2 disk on the host's own filesystem, with copying local disks
     // off: it cannot move. The largest VM, so it would go first.
     let mut stuck = GuestSpec::new("stuck", 16);
     stuck.mem_mib = 200;
-    stuck.local_disk_mib = Some(8);
+    stuck.disk = Some(GuestDisk::Local { mib: 8 });
     start_guests(
         &lab,
         "ha",

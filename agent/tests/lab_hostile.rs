@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rackside_lab::agent::AgentProcess;
 use rackside_lab::pty::PtyLine;
-use rackside_lab::{GuestSpec, Lab, LabSpec, Sampler};
+use rackside_lab::{GuestDisk, GuestSpec, Lab, LabSpec, Sampler};
 use serde_json::{json, Value};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_rackside-agent");
@@ -106,7 +106,7 @@ fn hostile_names_never_paint_a_verdict() {
     // off): it stays and is named in the NOT SAFE list. The C1 one moves: its name goes through progress and
     // done events.
     let mut forger = GuestSpec::new(FORGER, 16);
-    forger.local_disk_mib = Some(8);
+    forger.disk = Some(GuestDisk::Local { mib: 8 });
     forger.mem_mib = 160;
     let c1 = GuestSpec::new(C1, 16);
     std::thread::scope(|s| {

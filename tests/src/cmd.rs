@@ -19,6 +19,30 @@ pub enum CmdError {
     },
 }
 
+/// Marks every descriptor above stderr close-on-exec in the child: a
+/// long-lived lab process (anchor, libvirtd, storage daemon) must not keep
+/// what the test process inherited, such as the lock of a `flock
+/// /work/lab.lock cargo test` around it, or a lab left running holds the
+/// lock for ever.
+pub fn no_inherited_fds(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: runs in the child between fork and exec; close_range(2) is a
+    // single syscall, async-signal-safe, allocating nothing. Close-on-exec
+    // rather than close: std's own exec-error pipe must stay open until
+    // the exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
+            Ok(())
+        })
+    }
+}
+
 /// Renders a command line for messages.
 pub fn render(cmd: &Command) -> String {
     let mut s = cmd.get_program().to_string_lossy().into_owned();
@@ -57,4 +81,27 @@ where
 {
     let out = run(Command::new(program).args(args))?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+    #[test]
+    fn lab_daemons_do_not_inherit_descriptors() {
+        let file = std::fs::File::open("/dev/null").unwrap();
+        // SAFETY: dup(2) of a valid descriptor; the copy (inheritable, as a
+        // flock holder's is) is owned by one OwnedFd.
+        let inheritable = unsafe { OwnedFd::from_raw_fd(libc::dup(file.as_raw_fd())) };
+        let fd = inheritable.as_raw_fd().to_string();
+        let seen = |c: &mut Command| {
+            let out = run(c.args(["-c", "ls /proc/self/fd"])).unwrap();
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .any(|f| f == fd)
+        };
+        assert!(seen(&mut Command::new("sh")), "the test's premise");
+        assert!(!seen(no_inherited_fds(&mut Command::new("sh"))));
+    }
 }

@@ -6,8 +6,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::agent::AgentProcess;
+use crate::probe::{Probe, ProbeTarget};
 use crate::pty::PtyLine;
-use crate::{GuestSpec, Lab, LabSpec};
+use crate::{names, GuestDisk, GuestSpec, Lab, LabSpec};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -36,14 +37,26 @@ pub fn run(agent: &Path, out: &mut dyn Write) -> Result<(), Box<dyn std::error::
             .with_mem("hb", 3072)
             .with_mem("hc", 4096),
     )?;
-    for (name, fill) in [("web1", 64), ("db1", 32), ("cache1", 16)] {
-        let spec = GuestSpec::new(name, fill);
+    let mut targets = Vec::new();
+    for (i, (name, fill)) in [("web1", 64), ("db1", 32), ("cache1", 16)]
+        .into_iter()
+        .enumerate()
+    {
+        let addr = names::guest_addr(i as u8 + 1);
+        let spec = GuestSpec::new(name, fill)
+            .with_net(addr)
+            .with_disk(GuestDisk::Shared { mib: 16 });
         lab.start_guest("ha", &spec)?;
         writeln!(
             out,
-            "   guest {name} running on ha ({} MiB, {fill} MiB of it random data)",
+            "   guest {name} running on ha ({} MiB, {fill} MiB of it random data), \
+             serving at {addr}, its disk on the lab's NBD storage",
             spec.mem_mib
         )?;
+        targets.push(ProbeTarget {
+            guest: name.to_owned(),
+            addr,
+        });
     }
     let dir = lab.desc().dir.join("demo");
     let link = dir.join("ttyRS0");
@@ -85,6 +98,8 @@ pub fn run(agent: &Path, out: &mut dyn Write) -> Result<(), Box<dyn std::error::
     write!(out, "ha> ")?;
     type_command(&mut line, "subscribe", "ha> ", out)?;
     type_command(&mut line, "plan", "ha> ", out)?;
+    // The VMs' users: a client pinging each and holding a TCP connection.
+    let probe = Probe::start(&lab.desc().guest_net.client_netns, &targets)?;
     type_command(&mut line, "evacuate", "ha> ", out)?;
     // Events arrive on the line until the verdict.
     let verdict = line
@@ -94,6 +109,10 @@ pub fn run(agent: &Path, out: &mut dyn Write) -> Result<(), Box<dyn std::error::
     let rest = line.expect_text(T, "ha> ")?;
     write!(out, "{}", rest.replace(['\r', '\x07'], ""))?;
     std::thread::sleep(Duration::from_secs(2));
+    writeln!(out, "\n== what the VMs' clients saw meanwhile ==")?;
+    for p in probe.finish() {
+        writeln!(out, "   {}", p.summary())?;
+    }
     for cmd in ["jobs", "status", "hosts", "locate web1"] {
         type_command(&mut line, cmd, "ha> ", out)?;
     }

@@ -25,6 +25,10 @@ pub struct HostDesc {
     /// Memory size libvirt inside this host sees, if not the machine's.
     pub mem_mib: Option<u64>,
     pub host_uuid: String,
+    /// This host's port on the guests' network bridge in the switch
+    /// namespace (its guests' frames come in there).
+    #[serde(default)]
+    pub guest_port: String,
 }
 
 impl HostDesc {
@@ -55,6 +59,39 @@ pub struct LabDesc {
     pub kernel: PathBuf,
     pub initrd: PathBuf,
     pub hosts: Vec<HostDesc>,
+    #[serde(default)]
+    pub guest_net: GuestNetDesc,
+    #[serde(default)]
+    pub storage: StorageDesc,
+}
+
+/// The guests' network: each host's `brvm` joins the switch's guest bridge,
+/// where a client namespace stands for the guests' users.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GuestNetDesc {
+    /// Namespace of the client (run probes here).
+    pub client_netns: String,
+    pub client_addr: String,
+    pub prefix_len: u8,
+    /// The bridge guests' NICs join inside each host.
+    pub host_bridge: String,
+    /// The guests' network bridge in [`LabDesc::switch_netns`].
+    pub switch_bridge: String,
+}
+
+/// The lab's shared storage: qemu-storage-daemon serving NBD exports on the
+/// migration network from its own namespace.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StorageDesc {
+    pub netns: String,
+    pub addr: String,
+    pub nbd_port: u16,
+    /// Where the exported images live (outside every host).
+    pub dir: PathBuf,
+    /// The daemon's QMP socket (exports are added there).
+    pub qmp_socket: PathBuf,
+    pub pid_file: PathBuf,
+    pub log: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]

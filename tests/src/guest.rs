@@ -3,6 +3,11 @@
 //! numbered tick to the serial console every second. The tick counter
 //! lives in guest memory, so a destination that shows ticks continuing from
 //! where the source stopped proves the guest moved alive.
+//!
+//! A guest may also have a NIC on its host's `brvm` bridge (an address on
+//! the guests' network; it serves a page on port 80 and echoes on port 7)
+//! and a virtio disk whose first block holds a counter it keeps reading,
+//! checking and rewriting with O_DIRECT.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -49,10 +54,39 @@ pub struct GuestSpec {
     pub filterref: Option<String>,
     /// Raw XML for the domain's `<metadata>` (e.g. a rackside policy).
     pub metadata: Option<String>,
-    /// A raw disk file local to the host (made by the lab when the guest
-    /// is defined): libvirt refuses to live-migrate such a guest without
-    /// a storage copy ("Migration without shared storage is unsafe").
-    pub local_disk_mib: Option<u64>,
+    /// An address on the guests' network (see `names::guest_addr`): the
+    /// guest gets a virtio NIC on its host's `brvm` bridge with MAC
+    /// [`mac_for`] its name, and serves HTTP on 80 and TCP echo on 7.
+    pub net_addr: Option<std::net::Ipv4Addr>,
+    /// A virtio disk (`vda`) with the disk counter workload.
+    pub disk: Option<GuestDisk>,
+}
+
+/// A guest's disk, made by the lab when the guest is defined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestDisk {
+    /// An NBD export of the lab's storage server: shared storage to
+    /// libvirt, so a plain live migration takes it along.
+    Shared { mib: u64 },
+    /// A qcow2 image in the host's own /var/lib/libvirt/images: libvirt
+    /// refuses to live-migrate it without a storage copy ("Migration
+    /// without shared storage is unsafe").
+    Local { mib: u64 },
+}
+
+impl GuestDisk {
+    pub fn mib(self) -> u64 {
+        match self {
+            GuestDisk::Shared { mib } | GuestDisk::Local { mib } => mib,
+        }
+    }
+}
+
+/// Where the lab's shared disks are served (from the lab description).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NbdServer {
+    pub addr: String,
+    pub port: u16,
 }
 
 impl GuestSpec {
@@ -68,8 +102,30 @@ impl GuestSpec {
             nic: false,
             filterref: None,
             metadata: None,
-            local_disk_mib: None,
+            net_addr: None,
+            disk: None,
         }
+    }
+
+    /// With an address on the guests' network (a NIC on `brvm`).
+    pub fn with_net(mut self, addr: std::net::Ipv4Addr) -> Self {
+        self.net_addr = Some(addr);
+        self
+    }
+
+    pub fn with_disk(mut self, disk: GuestDisk) -> Self {
+        self.disk = Some(disk);
+        self
+    }
+
+    /// The NIC's MAC address (deterministic from the name).
+    pub fn mac(&self) -> String {
+        mac_for(&self.name)
+    }
+
+    /// The NBD export name of a shared disk.
+    pub fn export_name(&self) -> String {
+        file_stem(&self.name)
     }
 
     pub fn validate(&self) -> Result<(), GuestError> {
@@ -97,6 +153,12 @@ impl GuestSpec {
                 self.name
             )));
         }
+        if self.disk.is_some_and(|d| d.mib() == 0 || d.mib() > 4096) {
+            return Err(GuestError::Invalid(format!(
+                "{}: a disk has 1 to 4096 MiB",
+                self.name
+            )));
+        }
         if !matches!(self.domain_type.as_str(), "qemu" | "kvm") || self.vcpus == 0 {
             return Err(GuestError::Invalid(format!(
                 "{}: domain type must be qemu or kvm and vcpus > 0",
@@ -112,28 +174,57 @@ impl GuestSpec {
         serial_log_path(&self.name)
     }
 
-    /// Path of the local disk file inside a host, when the guest has one.
+    /// Path of the local disk image inside a host, when the guest has one.
     pub fn local_disk_in_host(&self) -> Option<String> {
-        self.local_disk_mib
-            .map(|_| format!("/var/lib/libvirt/images/{}.img", file_stem(&self.name)))
+        match self.disk {
+            Some(GuestDisk::Local { .. }) => Some(local_disk_path(&self.name)),
+            _ => None,
+        }
     }
 
-    /// The libvirt domain definition.
-    pub fn domain_xml(&self, kernel: &Path, initrd: &Path) -> String {
-        let nic = if self.nic || self.filterref.is_some() {
-            let f = self
-                .filterref
-                .as_ref()
-                .map_or(String::new(), |f| format!("<filterref filter='{f}'/>"));
-            format!("<interface type='ethernet'><model type='virtio'/>{f}</interface>")
+    /// The libvirt domain definition. `nbd` is where shared disks are
+    /// served (needed only when the guest has one).
+    pub fn domain_xml(&self, kernel: &Path, initrd: &Path, nbd: Option<&NbdServer>) -> String {
+        let filter = self
+            .filterref
+            .as_ref()
+            .map_or(String::new(), |f| format!("<filterref filter='{f}'/>"));
+        let nic = if self.net_addr.is_some() {
+            format!(
+                "<interface type='bridge'><source bridge='{br}'/><mac address='{mac}'/><model type='virtio'/>{filter}</interface>",
+                br = crate::names::HOST_GUEST_BRIDGE,
+                mac = self.mac()
+            )
+        } else if self.nic || self.filterref.is_some() {
+            format!("<interface type='ethernet'><model type='virtio'/>{filter}</interface>")
         } else {
             String::new()
         };
-        let disk = self.local_disk_in_host().map_or(String::new(), |p| {
-            format!(
-                "<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='{p}'/><target dev='hda' bus='ide'/></disk>"
-            )
-        });
+        let target = "<target dev='vda' bus='virtio'/>";
+        let disk = match (self.disk, nbd) {
+            (Some(GuestDisk::Local { .. }), _) => format!(
+                "<disk type='file' device='disk'><driver name='qemu' type='qcow2' cache='none'/><source file='{}'/>{target}</disk>",
+                local_disk_path(&self.name)
+            ),
+            (Some(GuestDisk::Shared { .. }), Some(s)) => format!(
+                "<disk type='network' device='disk'><driver name='qemu' type='raw' cache='none'/><source protocol='nbd' name='{export}'><host name='{addr}' port='{port}'/></source>{target}</disk>",
+                export = self.export_name(),
+                addr = s.addr,
+                port = s.port
+            ),
+            _ => String::new(),
+        };
+        let mut extra = String::new();
+        if let Some(a) = self.net_addr {
+            extra.push_str(&format!(
+                " rackside.ip={a}/{} rackside.name={}",
+                crate::names::GUEST_PREFIX_LEN,
+                file_stem(&self.name)
+            ));
+        }
+        if self.disk.is_some() {
+            extra.push_str(" rackside.disk=1");
+        }
         let metadata = self
             .metadata
             .as_ref()
@@ -149,7 +240,7 @@ impl GuestSpec {
     <type arch='x86_64' machine='pc'>hvm</type>
     <kernel>{kernel}</kernel>
     <initrd>{initrd}</initrd>
-    <cmdline>console=ttyS0 quiet panic=-1 rackside.fill_mib={fill} rackside.dirty_mib={dirty}</cmdline>
+    <cmdline>console=ttyS0 quiet panic=-1 rackside.fill_mib={fill} rackside.dirty_mib={dirty}{extra}</cmdline>
   </os>
   <on_poweroff>destroy</on_poweroff>
   <on_reboot>restart</on_reboot>
@@ -179,6 +270,29 @@ impl GuestSpec {
     }
 }
 
+/// Where a guest's local disk image is inside its host.
+pub fn local_disk_path(name: &str) -> String {
+    format!("/var/lib/libvirt/images/{}.qcow2", file_stem(name))
+}
+
+/// A locally administered unicast MAC from the guest's name (QEMU's
+/// 52:54:00 prefix), so tests know it without asking libvirt.
+pub fn mac_for(name: &str) -> String {
+    let h = fnv1a(name);
+    format!(
+        "52:54:00:{:02x}:{:02x}:{:02x}",
+        (h >> 16) as u8,
+        (h >> 8) as u8,
+        h as u8
+    )
+}
+
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 /// A guest's name as a file name: itself when plain, else a hash (names
 /// may hold CR, C1 codes, spaces).
 pub fn file_stem(name: &str) -> String {
@@ -191,10 +305,7 @@ pub fn file_stem(name: &str) -> String {
         return name.to_owned();
     }
     // FNV-1a: stable across runs, enough to keep a test's few names apart.
-    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    format!("odd-{h:016x}")
+    format!("odd-{:016x}", fnv1a(name))
 }
 
 /// Where a guest's serial console is logged inside its host.
@@ -228,6 +339,49 @@ mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 exec </dev/console >/dev/console 2>&1
 arg() { sed -n "s/.*rackside\.$1=\([0-9]*\).*/\1/p" /proc/cmdline; }
+sarg() { sed -n "s/.*rackside\.$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
+# Virtio drivers the cloud kernel has as modules, in dependency order
+# (absent ones are built in or were not found when the initramfs was made).
+for m in MODULES; do
+  [ -f /lib/modules/$m.ko ] && insmod /lib/modules/$m.ko
+done
+ip=$(sarg ip)
+if [ -n "$ip" ]; then
+  ip link set lo up
+  ip addr add "$ip" dev eth0
+  ip link set eth0 up
+  mkdir -p /www
+  echo "rackside-guest $(sarg name)" > /www/index.html
+  httpd -p 80 -h /www
+  nc -ll -p 7 -e /bin/cat &
+  echo "rackside-guest: serving on $ip"
+fi
+# The disk counter: read the first block, check it is what was last
+# written, write the next number, all with O_DIRECT (no guest cache).
+disk_loop() {
+  last=""
+  while :; do
+    got=$(dd if=/dev/vda bs=512 count=1 iflag=direct 2>/dev/null | tr -d '\000' | head -n 1)
+    if [ -n "$last" ] && [ "$got" != "rackside-disk $last" ]; then
+      echo "rackside-disk-LOST expected $last found $got"
+    fi
+    n=${got#rackside-disk }
+    case "$n" in ''|*[!0-9]*) n=0 ;; esac
+    n=$((n + 1))
+    if echo "rackside-disk $n" | dd of=/dev/vda bs=512 count=1 conv=sync,fsync,notrunc oflag=direct 2>/dev/null; then
+      echo "rackside-disk $n"
+      last=$n
+    else
+      echo "rackside-disk-ERROR write of $n failed"
+    fi
+    sleep 1
+  done
+}
+if [ "$(arg disk)" = 1 ]; then
+  i=0
+  while [ ! -b /dev/vda ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+  if [ -b /dev/vda ]; then disk_loop & else echo "rackside-disk-ERROR no /dev/vda"; fi
+fi
 fill=$(arg fill_mib); fill=${fill:-16}; [ "$fill" -ge 1 ] || fill=1
 dirty=$(arg dirty_mib); dirty=${dirty:-1}
 mount -t tmpfs -o size=$((fill + 4))m tmpfs /mnt
@@ -245,8 +399,41 @@ while :; do
 done
 "#;
 
-/// Builds the initramfs from the machine's busybox-static.
-pub fn build_initramfs(busybox: &Path, out: &Path) -> Result<(), GuestError> {
+/// Virtio modules the guest loads, in dependency order, with their place
+/// under /lib/modules/<kernel version>/kernel/ of the Debian cloud kernel.
+pub const VIRTIO_MODULES: [&str; 9] = [
+    "drivers/virtio/virtio_ring",
+    "drivers/virtio/virtio",
+    "drivers/virtio/virtio_pci_legacy_dev",
+    "drivers/virtio/virtio_pci_modern_dev",
+    "drivers/virtio/virtio_pci",
+    "net/core/failover",
+    "drivers/net/net_failover",
+    "drivers/net/virtio_net",
+    "drivers/block/virtio_blk",
+];
+
+/// The module directory of the kernel at `kernel` (`/boot/vmlinuz-V` ->
+/// `/lib/modules/V`).
+pub fn modules_dir(kernel: &Path) -> Option<PathBuf> {
+    let name = kernel.file_name()?.to_str()?;
+    let version = name.strip_prefix("vmlinuz-")?;
+    Some(Path::new("/lib/modules").join(version))
+}
+
+fn module_name(rel: &str) -> &str {
+    rel.rsplit('/').next().unwrap_or(rel)
+}
+
+fn init_script() -> String {
+    let names: Vec<&str> = VIRTIO_MODULES.iter().map(|m| module_name(m)).collect();
+    INIT.replace("MODULES", &names.join(" "))
+}
+
+/// Builds the initramfs from the machine's busybox-static and the virtio
+/// modules of the kernel at `kernel` (uncompressed .ko; a module not found
+/// is taken to be built in, and the guest skips it).
+pub fn build_initramfs(busybox: &Path, kernel: &Path, out: &Path) -> Result<(), GuestError> {
     if !busybox.exists() {
         return Err(GuestError::NoBusybox(busybox.to_owned()));
     }
@@ -255,13 +442,30 @@ pub fn build_initramfs(busybox: &Path, out: &Path) -> Result<(), GuestError> {
         source,
     })?;
     let mut a = Archive::new();
-    for d in ["bin", "dev", "proc", "sys", "mnt", "tmp"] {
+    for d in [
+        "bin",
+        "dev",
+        "proc",
+        "sys",
+        "mnt",
+        "tmp",
+        "lib",
+        "lib/modules",
+    ] {
         a.dir(d, 0o755);
     }
     a.char_dev("dev/console", 0o600, 5, 1);
     a.file("bin/busybox", 0o755, &bb);
     a.symlink("bin/sh", "busybox");
-    a.file("init", 0o755, INIT.as_bytes());
+    a.file("init", 0o755, init_script().as_bytes());
+    if let Some(dir) = modules_dir(kernel) {
+        for rel in VIRTIO_MODULES {
+            let p = dir.join("kernel").join(format!("{rel}.ko"));
+            if let Ok(ko) = fs::read(&p) {
+                a.file(&format!("lib/modules/{}.ko", module_name(rel)), 0o644, &ko);
+            }
+        }
+    }
     fs::write(out, a.finish()).map_err(|source| GuestError::Write {
         path: out.to_owned(),
         source,
@@ -305,6 +509,27 @@ pub fn latest_tick(serial_log: &str) -> Option<u64> {
         .next_back()
 }
 
+/// The last disk counter the guest printed (`rackside-disk N`): the
+/// latest number it wrote and read back.
+pub fn last_disk(serial_log: &str) -> Option<u64> {
+    serial_log
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("rackside-disk "))
+        .filter_map(|n| n.trim().parse().ok())
+        .next_back()
+}
+
+/// Every `rackside-disk-LOST` and `rackside-disk-ERROR` line: the disk
+/// gave back something else than was written, or refused a write.
+pub fn disk_faults(serial_log: &str) -> Vec<String> {
+    serial_log
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("rackside-disk-LOST") || l.starts_with("rackside-disk-ERROR"))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// The lowest tick number in a serial log, if any.
 pub fn first_tick(serial_log: &str) -> Option<u64> {
     serial_log
@@ -344,18 +569,71 @@ mod tests {
 
     #[test]
     fn xml_names_the_workload() {
-        let x = GuestSpec::new("vm1", 64).domain_xml(Path::new("/k"), Path::new("/i"));
+        let x = GuestSpec::new("vm1", 64).domain_xml(Path::new("/k"), Path::new("/i"), None);
         assert!(x.contains("rackside.fill_mib=64"));
         assert!(x.contains("<memory unit='MiB'>160</memory>"));
         assert!(x.contains("/var/log/libvirt/qemu/vm1.serial.log"));
         assert!(!x.contains("<disk"));
+        assert!(!x.contains("<interface"));
+        assert!(!x.contains("rackside.ip"));
+    }
+
+    #[test]
+    fn a_networked_guest_with_a_shared_disk() {
+        let g = GuestSpec::new("web1", 16)
+            .with_net(std::net::Ipv4Addr::new(10, 78, 0, 11))
+            .with_disk(GuestDisk::Shared { mib: 8 });
+        let nbd = NbdServer {
+            addr: "10.77.0.250".into(),
+            port: 10809,
+        };
+        let x = g.domain_xml(Path::new("/k"), Path::new("/i"), Some(&nbd));
+        assert!(x.contains("<source bridge='brvm'/>"), "{x}");
+        assert!(x.contains(&format!("<mac address='{}'/>", g.mac())), "{x}");
+        assert!(x.contains("rackside.ip=10.78.0.11/24 rackside.name=web1 rackside.disk=1"));
+        assert!(x.contains("<disk type='network'"), "{x}");
+        assert!(x.contains(
+            "<source protocol='nbd' name='web1'><host name='10.77.0.250' port='10809'/>"
+        ));
+        assert!(x.contains("<target dev='vda' bus='virtio'/>"));
+        assert_eq!(g.local_disk_in_host(), None);
+    }
+
+    #[test]
+    fn macs_are_stable_distinct_and_unicast() {
+        assert_eq!(mac_for("web1"), mac_for("web1"));
+        assert_ne!(mac_for("web1"), mac_for("web2"));
+        let m = mac_for("x\r\u{9b}");
+        assert!(m.starts_with("52:54:00:") && m.len() == 17, "{m}");
+    }
+
+    #[test]
+    fn disk_lines_are_read_from_the_serial_log() {
+        let log = "rackside-tick 3\nrackside-disk 4\r\nrackside-disk 5\nrackside-tick 4\nrackside-disk-LOST expected 5 found \n";
+        assert_eq!(last_disk(log), Some(5));
+        assert_eq!(
+            disk_faults(log),
+            vec!["rackside-disk-LOST expected 5 found"]
+        );
+        assert_eq!(last_disk("rackside-tick 1"), None);
+        assert!(disk_faults("rackside-disk 1\n").is_empty());
+    }
+
+    #[test]
+    fn the_init_loads_modules_in_order() {
+        let init = init_script();
+        assert!(init.contains("for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci failover net_failover virtio_net virtio_blk; do"), "{init}");
+        assert_eq!(
+            modules_dir(Path::new("/boot/vmlinuz-6.1.0-57-cloud-amd64")),
+            Some(PathBuf::from("/lib/modules/6.1.0-57-cloud-amd64"))
+        );
     }
 
     #[test]
     fn odd_names_are_escaped_and_get_plain_files() {
         let mut g = GuestSpec::new("x\r<a>'\u{9b}", 16);
-        g.local_disk_mib = Some(8);
-        let x = g.domain_xml(Path::new("/k"), Path::new("/i"));
+        g.disk = Some(GuestDisk::Local { mib: 8 });
+        let x = g.domain_xml(Path::new("/k"), Path::new("/i"), None);
         assert!(
             x.contains("<name>x&#xd;&lt;a&gt;&apos;&#x9b;</name>"),
             "{x}"
@@ -366,6 +644,8 @@ mod tests {
         assert_eq!(file_stem("vm-1"), "vm-1");
         assert_ne!(file_stem("a b"), file_stem("a c"));
         let disk = g.local_disk_in_host().unwrap();
+        assert!(disk.ends_with(".qcow2") && disk.is_ascii(), "{disk}");
         assert!(x.contains(&format!("<source file='{disk}'/>")), "{x}");
+        assert!(x.contains("type='qcow2'"), "{x}");
     }
 }

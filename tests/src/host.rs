@@ -48,6 +48,12 @@ pub enum HostError {
     },
     #[error("libvirtd on host {host} did not stop")]
     StopLibvirtd { host: String },
+    #[error("could not set up the default storage pool on host {host}")]
+    Pool {
+        host: String,
+        #[source]
+        source: CmdError,
+    },
 }
 
 fn prepare_err(path: &Path) -> impl FnOnce(std::io::Error) -> HostError + '_ {
@@ -180,7 +186,7 @@ pub fn start_anchor(h: &HostDesc) -> Result<i32, HostError> {
     // setsid -f: the anchor is reparented away from us, so its end never
     // leaves a zombie in a test process.
     cmd::run(
-        Command::new("setsid")
+        cmd::no_inherited_fds(&mut Command::new("setsid"))
             .args(["-f", "ip", "netns", "exec", &h.netns, "unshare", "-m", "-u"])
             .args(["--propagation", "private", "sh", "-c"])
             .arg(anchor_script(h))
@@ -236,7 +242,7 @@ pub fn start_libvirtd(h: &HostDesc) -> Result<(), HostError> {
     let pid_file = h.libvirtd_pid_file();
     let _ = fs::remove_file(&pid_file);
     cmd::run(
-        Command::new("setsid")
+        cmd::no_inherited_fds(&mut Command::new("setsid"))
             .args([
                 "-f",
                 "nsenter",
@@ -278,6 +284,34 @@ fn wait_libvirtd(h: &HostDesc, limit: Duration) -> Result<(), HostError> {
         secs: limit.as_secs(),
         log_tail: log_tail(&h.libvirtd_log(), 15),
     })
+}
+
+/// The dir pool `default` at /var/lib/libvirt/images (the host's private
+/// images directory), started and autostarted: where volumes for incoming
+/// local disks are made through libvirt's storage API.
+pub fn define_default_pool(h: &HostDesc) -> Result<(), HostError> {
+    let virsh = |args: &[&str]| crate::virsh::run(&h.local_uri, args);
+    let err = |source| HostError::Pool {
+        host: h.name.clone(),
+        source,
+    };
+    if virsh(&["pool-info", "default"]).is_err() {
+        virsh(&[
+            "pool-define-as",
+            "default",
+            "dir",
+            "--target",
+            "/var/lib/libvirt/images",
+        ])
+        .map_err(err)?;
+    }
+    let info = virsh(&["pool-info", "default"]).map_err(err)?;
+    if crate::virsh::field(&info, "State").as_deref() != Some("running") {
+        virsh(&["pool-build", "default"]).map_err(err)?;
+        virsh(&["pool-start", "default"]).map_err(err)?;
+    }
+    virsh(&["pool-autostart", "default"]).map_err(err)?;
+    Ok(())
 }
 
 pub fn libvirtd_pid(h: &HostDesc) -> Option<i32> {

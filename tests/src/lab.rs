@@ -7,9 +7,12 @@ use std::time::{Duration, Instant};
 
 use crate::cmd::CmdError;
 use crate::desc::{DescError, HostDesc, LabDesc};
+use crate::desc::{GuestNetDesc, StorageDesc};
 use crate::guest::{self, GuestError, GuestSpec};
+use crate::guest::{GuestDisk, NbdServer};
 use crate::host::{self, HostError};
 use crate::names::{self, NameError};
+use crate::storage::{self, StorageError};
 use crate::teardown::TeardownErrors;
 use crate::{net, virsh};
 
@@ -35,6 +38,10 @@ pub enum LabError {
     Host(#[from] HostError),
     #[error("guest")]
     Guest(#[from] GuestError),
+    #[error("lab storage")]
+    Storage(#[from] StorageError),
+    #[error("guest {0:?} has no disk")]
+    NoDisk(String),
     #[error("lab description")]
     Desc(#[from] DescError),
     #[error("no host {0:?} in this lab")]
@@ -45,7 +52,7 @@ pub enum LabError {
         #[source]
         source: CmdError,
     },
-    #[error("guest {guest} on host {host} did not print a tick within {secs} s; serial log tail:\n{tail}")]
+    #[error("guest {guest} on host {host} did not print a tick (or disk counter) within {secs} s; serial log tail:\n{tail}")]
     GuestNotReady {
         host: String,
         guest: String,
@@ -142,16 +149,34 @@ impl LabSpec {
                     anchor_pid: 0,
                     mem_mib: h.mem_mib,
                     host_uuid: host::random_uuid(),
+                    guest_port: names::guest_switch_port(&h.name),
                 }
             })
             .collect();
+        let storage_dir = dir.join("storage");
         Ok(LabDesc {
             name: self.name.clone(),
             switch_netns: names::switch_netns(&self.name),
             kernel: guest::find_kernel()?,
             initrd: dir.join("initramfs.cpio"),
-            dir,
             hosts,
+            guest_net: GuestNetDesc {
+                client_netns: names::client_netns(&self.name),
+                client_addr: names::CLIENT_ADDR.to_owned(),
+                prefix_len: names::GUEST_PREFIX_LEN,
+                host_bridge: names::HOST_GUEST_BRIDGE.to_owned(),
+                switch_bridge: names::GUEST_SWITCH_BRIDGE.to_owned(),
+            },
+            storage: StorageDesc {
+                netns: names::storage_netns(&self.name),
+                addr: names::STORAGE_ADDR.to_owned(),
+                nbd_port: names::NBD_PORT,
+                qmp_socket: storage_dir.join("qmp.sock"),
+                pid_file: storage_dir.join("daemon.pid"),
+                log: storage_dir.join("daemon.log"),
+                dir: storage_dir,
+            },
+            dir,
         })
     }
 }
@@ -201,22 +226,59 @@ impl Lab {
     }
 
     fn build(&mut self) -> Result<(), LabError> {
-        guest::build_initramfs(std::path::Path::new("/bin/busybox"), &self.desc.initrd)?;
-        net::create_switch(&self.desc.switch_netns).map_err(LabError::Network)?;
+        guest::build_initramfs(
+            std::path::Path::new("/bin/busybox"),
+            &self.desc.kernel,
+            &self.desc.initrd,
+        )?;
+        let sw = self.desc.switch_netns.clone();
+        net::create_switch(&sw).map_err(LabError::Network)?;
+        net::add_client(&sw, &self.desc.guest_net.client_netns).map_err(LabError::Network)?;
+        net::add_storage(&sw, &self.desc.storage.netns).map_err(LabError::Network)?;
+        self.desc.save()?;
+        storage::start_daemon(&self.desc.storage)?;
         for i in 0..self.desc.hosts.len() {
             let h = self.desc.hosts[i].clone();
             net::add_netns(&h.netns).map_err(LabError::Network)?;
-            net::plug_host(&self.desc.switch_netns, &h.name, &h.netns, &h.addr)
-                .map_err(LabError::Network)?;
+            net::plug_host(&sw, &h.name, &h.netns, &h.addr).map_err(LabError::Network)?;
+            net::plug_host_guests(&sw, &h.name, &h.netns).map_err(LabError::Network)?;
             host::prepare(&h, self.cgroups, self.hook.as_deref())?;
             self.desc.hosts[i].anchor_pid = host::start_anchor(&h)?;
             self.desc.save()?;
         }
         for h in &self.desc.hosts {
             host::start_libvirtd(h)?;
+            host::define_default_pool(h)?;
         }
         self.desc.save()?;
         Ok(())
+    }
+
+    /// Where the lab's shared disks are served.
+    pub fn nbd_server(&self) -> NbdServer {
+        NbdServer {
+            addr: self.desc.storage.addr.clone(),
+            port: self.desc.storage.nbd_port,
+        }
+    }
+
+    /// The disk counter in the first block of `spec`'s disk as it lies
+    /// on the storage (a shared disk's export image, or a local disk's
+    /// image on `host`). Read it after the guest stopped: a running
+    /// guest may be writing it.
+    pub fn disk_counter(&self, host: &str, spec: &GuestSpec) -> Result<Option<u64>, LabError> {
+        let block = match spec.disk {
+            Some(GuestDisk::Shared { .. }) => storage::first_block(
+                &storage::export_image(&self.desc.storage, &spec.export_name()),
+                false,
+            )?,
+            Some(GuestDisk::Local { .. }) => {
+                let path = spec.local_disk_in_host().unwrap_or_default();
+                storage::first_block(&self.host(host)?.outside_path(&path), true)?
+            }
+            None => return Err(LabError::NoDisk(spec.name.clone())),
+        };
+        Ok(storage::disk_counter(&block))
     }
 
     /// Takes over a lab brought up by another process (e.g. `make lab-up`).
@@ -270,9 +332,10 @@ impl Lab {
             .desc
             .dir
             .join(format!("{}.xml", guest::file_stem(&spec.name)));
+        let nbd = self.nbd_server();
         fs::write(
             &xml_path,
-            spec.domain_xml(&self.desc.kernel, &self.desc.initrd),
+            spec.domain_xml(&self.desc.kernel, &self.desc.initrd, Some(&nbd)),
         )
         .map_err(|source| LabError::Dir {
             path: xml_path.clone(),
@@ -280,14 +343,17 @@ impl Lab {
         })?;
         // A fresh serial log, so ticks read later are this guest's only.
         let _ = fs::remove_file(h.outside_path(&spec.serial_log_in_host()));
-        if let (Some(path), Some(mib)) = (spec.local_disk_in_host(), spec.local_disk_mib) {
-            let p = h.outside_path(&path);
-            let made = p
-                .parent()
-                .map_or(Ok(()), fs::create_dir_all)
-                .and_then(|()| fs::File::create(&p))
-                .and_then(|f| f.set_len(mib * 1024 * 1024));
-            made.map_err(|source| LabError::Dir { path: p, source })?;
+        match spec.disk {
+            Some(GuestDisk::Local { mib }) => {
+                let path = spec.local_disk_in_host().unwrap_or_default();
+                storage::create_qcow2(&h.outside_path(&path), mib)?;
+                // The pool lists what is in its directory only when refreshed.
+                let _ = self.virsh(host, &["pool-refresh", "default"]);
+            }
+            Some(GuestDisk::Shared { mib }) => {
+                storage::add_export(&self.desc.storage, &spec.export_name(), mib)?;
+            }
+            None => {}
         }
         self.virsh(host, &["define", &xml_path.to_string_lossy()])?;
         Ok(())
@@ -323,6 +389,34 @@ impl Lab {
             let log = self.serial_log(host, guest)?;
             if let Some(t) = guest::last_tick(&log).filter(|t| *t > after) {
                 return Ok(t);
+            }
+            if Instant::now() >= deadline {
+                let lines: Vec<&str> = log.lines().collect();
+                return Err(LabError::GuestNotReady {
+                    host: host.to_owned(),
+                    guest: guest.to_owned(),
+                    secs: limit.as_secs(),
+                    tail: lines[lines.len().saturating_sub(10)..].join("\n"),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Waits until the guest's serial log on `host` shows a disk counter
+    /// above `after` (its disk workload wrote and read it back); returns it.
+    pub fn wait_disk(
+        &self,
+        host: &str,
+        guest: &str,
+        after: u64,
+        limit: Duration,
+    ) -> Result<u64, LabError> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let log = self.serial_log(host, guest)?;
+            if let Some(n) = guest::last_disk(&log).filter(|n| *n > after) {
+                return Ok(n);
             }
             if Instant::now() >= deadline {
                 let lines: Vec<&str> = log.lines().collect();

@@ -15,6 +15,7 @@
 
 pub mod agent;
 pub mod bench;
+pub mod capture;
 pub mod cmd;
 pub mod cpio;
 pub mod demo;
@@ -25,16 +26,19 @@ pub mod lab;
 pub mod meminfo;
 pub mod names;
 pub mod net;
+pub mod netns;
+pub mod probe;
 pub mod pty;
 pub mod sampler;
 pub mod smoke;
+pub mod storage;
 pub mod teardown;
 pub mod verdict;
 pub mod virsh;
 pub mod whereabouts;
 
-pub use desc::{HostDesc, LabDesc};
-pub use guest::GuestSpec;
+pub use desc::{GuestNetDesc, HostDesc, LabDesc, StorageDesc};
+pub use guest::{GuestDisk, GuestSpec};
 pub use lab::{HostSpec, Lab, LabError, LabSpec};
 pub use sampler::Sampler;
 pub use teardown::{TeardownError, TeardownErrors};

@@ -68,6 +68,57 @@ pub fn switch_port(host: &str) -> String {
     format!("p-{host}")
 }
 
+/// Namespace of the lab's storage server (NBD exports on the migration
+/// network); `_` cannot clash with a host name.
+pub fn storage_netns(lab: &str) -> String {
+    format!("{}_st", lab_netns_prefix(lab))
+}
+
+/// Namespace of the lab's client: the guests' users, on the guests' network.
+pub fn client_netns(lab: &str) -> String {
+    format!("{}_cl", lab_netns_prefix(lab))
+}
+
+/// Switch-side end of the storage server's veth on the migration network.
+pub const STORAGE_PORT: &str = "p-_storage";
+
+/// Switch-side end of the client's veth on the guests' network.
+pub const CLIENT_PORT: &str = "g-_client";
+
+/// Bridge in every host namespace that its guests' NICs join.
+pub const HOST_GUEST_BRIDGE: &str = "brvm";
+
+/// Host-side end of the veth from [`HOST_GUEST_BRIDGE`] to the switch.
+pub const HOST_GUEST_UPLINK: &str = "vmuplink";
+
+/// Bridge in the switch namespace for the guests' network (the migration
+/// network's bridge is `br0`).
+pub const GUEST_SWITCH_BRIDGE: &str = "brguest";
+
+/// Switch-side end of a host's veth on the guests' network (at most 15
+/// bytes: IFNAMSIZ); names the host like [`switch_port`].
+pub fn guest_switch_port(host: &str) -> String {
+    format!("g-{host}")
+}
+
+/// The storage server's address on the migration network.
+pub const STORAGE_ADDR: &str = "10.77.0.250";
+
+/// The port the storage server serves NBD on.
+pub const NBD_PORT: u16 = 10809;
+
+/// The client's address on the guests' network.
+pub const CLIENT_ADDR: &str = "10.78.0.254";
+
+/// Prefix length of the guests' network (10.78.0.0/24).
+pub const GUEST_PREFIX_LEN: u8 = 24;
+
+/// A guest address on the guests' network: number `index` (0-based) gets
+/// 10.78.0.(index + 10), clear of the client's .254.
+pub fn guest_addr(index: u8) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::new(10, 78, 0, index.min(200) + 10)
+}
+
 /// Address of host number `index` (0-based) on the lab network.
 pub fn host_addr(index: usize) -> String {
     format!("10.77.0.{}", index + 1)
@@ -111,6 +162,16 @@ mod tests {
     #[test]
     fn interface_names_fit_ifnamsiz() {
         assert!(switch_port("abcdefgh").len() <= 15);
+        assert!(guest_switch_port("abcdefgh").len() <= 15);
+        for n in [
+            STORAGE_PORT,
+            CLIENT_PORT,
+            HOST_GUEST_BRIDGE,
+            HOST_GUEST_UPLINK,
+            GUEST_SWITCH_BRIDGE,
+        ] {
+            assert!(n.len() <= 15, "{n}");
+        }
     }
 
     #[test]
@@ -119,7 +180,17 @@ mod tests {
             let h = default_host_name(i);
             validate(&h).unwrap();
             assert_ne!(host_netns("lab", &h), switch_netns("lab"));
+            assert_ne!(host_netns("lab", &h), storage_netns("lab"));
+            assert_ne!(host_netns("lab", &h), client_netns("lab"));
+            assert_ne!(guest_switch_port(&h), CLIENT_PORT);
+            assert_ne!(switch_port(&h), STORAGE_PORT);
         }
+    }
+
+    #[test]
+    fn guest_addresses_stay_clear_of_the_client() {
+        assert_eq!(guest_addr(0).to_string(), "10.78.0.10");
+        assert!(guest_addr(255).to_string() != CLIENT_ADDR);
     }
 
     #[test]

@@ -1,6 +1,8 @@
-//! The lab network: a switch namespace holding a bridge, and one veth pair
-//! per host. No interface of the lab is in the machine's own namespace, so
-//! no lab traffic can leave the machine.
+//! The lab networks, both in one switch namespace: the migration network
+//! (bridge `br0`: hosts, the storage server) and the guests' network
+//! (bridge `brguest`: each host's `brvm` bridge, the client). No interface
+//! of the lab is in the machine's own namespace, so no lab traffic can
+//! leave the machine.
 
 use std::path::Path;
 use std::process::Command;
@@ -19,8 +21,74 @@ pub fn add_netns(ns: &str) -> Result<(), CmdError> {
 
 pub fn create_switch(ns: &str) -> Result<(), CmdError> {
     add_netns(ns)?;
-    ip(&["-n", ns, "link", "add", "br0", "type", "bridge"])?;
-    ip(&["-n", ns, "link", "set", "br0", "up"])
+    for br in ["br0", names::GUEST_SWITCH_BRIDGE] {
+        ip(&["-n", ns, "link", "add", br, "type", "bridge"])?;
+        ip(&["-n", ns, "link", "set", br, "up"])?;
+    }
+    Ok(())
+}
+
+/// A veth from `switch_ns` (port `port` on `bridge`) to `ns` (as `eth0`,
+/// holding `cidr`): how the storage server and the client join.
+fn plug_endpoint(
+    switch_ns: &str,
+    bridge: &str,
+    port: &str,
+    ns: &str,
+    cidr: &str,
+) -> Result<(), CmdError> {
+    ip(&[
+        "-n", switch_ns, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns,
+    ])?;
+    ip(&["-n", switch_ns, "link", "set", port, "master", bridge, "up"])?;
+    ip(&["-n", ns, "addr", "add", cidr, "dev", "eth0"])?;
+    ip(&["-n", ns, "link", "set", "eth0", "up"])
+}
+
+/// The storage server's namespace, on the migration network.
+pub fn add_storage(switch_ns: &str, ns: &str) -> Result<(), CmdError> {
+    add_netns(ns)?;
+    let cidr = format!("{}/{}", names::STORAGE_ADDR, names::PREFIX_LEN);
+    plug_endpoint(switch_ns, "br0", names::STORAGE_PORT, ns, &cidr)
+}
+
+/// The client's namespace, on the guests' network.
+pub fn add_client(switch_ns: &str, ns: &str) -> Result<(), CmdError> {
+    add_netns(ns)?;
+    let cidr = format!("{}/{}", names::CLIENT_ADDR, names::GUEST_PREFIX_LEN);
+    plug_endpoint(
+        switch_ns,
+        names::GUEST_SWITCH_BRIDGE,
+        names::CLIENT_PORT,
+        ns,
+        &cidr,
+    )
+}
+
+/// The host's bridge for its guests (`brvm`), with a veth to the guests'
+/// network in the switch. The host itself has no address there: only its
+/// guests do.
+pub fn plug_host_guests(switch_ns: &str, host: &str, host_ns: &str) -> Result<(), CmdError> {
+    let br = names::HOST_GUEST_BRIDGE;
+    let uplink = names::HOST_GUEST_UPLINK;
+    ip(&["-n", host_ns, "link", "add", br, "type", "bridge"])?;
+    ip(&["-n", host_ns, "link", "set", br, "up"])?;
+    let port = names::guest_switch_port(host);
+    ip(&[
+        "-n", switch_ns, "link", "add", &port, "type", "veth", "peer", "name", uplink, "netns",
+        host_ns,
+    ])?;
+    ip(&[
+        "-n",
+        switch_ns,
+        "link",
+        "set",
+        &port,
+        "master",
+        names::GUEST_SWITCH_BRIDGE,
+        "up",
+    ])?;
+    ip(&["-n", host_ns, "link", "set", uplink, "master", br, "up"])
 }
 
 /// Plugs host namespace `host_ns` into the switch with address `addr`.

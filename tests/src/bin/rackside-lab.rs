@@ -4,7 +4,8 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use rackside_lab::{lab, smoke, GuestSpec, Lab, LabSpec};
+use rackside_lab::probe::{Probe, ProbeTarget};
+use rackside_lab::{lab, smoke, GuestDisk, GuestSpec, Lab, LabSpec};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -58,6 +59,26 @@ enum Cmd {
         fill: u64,
         #[arg(long)]
         mem: Option<u64>,
+        /// Address on the guests' network (a NIC on the host's brvm),
+        /// e.g. 10.78.0.11.
+        #[arg(long)]
+        addr: Option<std::net::Ipv4Addr>,
+        /// A virtio disk: `shared` (NBD from the lab's storage) or `local`
+        /// (qcow2 in the host's images directory).
+        #[arg(long)]
+        disk: Option<DiskKind>,
+        #[arg(long, default_value_t = 16)]
+        disk_mib: u64,
+    },
+    /// From the lab's client namespace: ping each guest every 20 ms and
+    /// hold a TCP echo connection to it, then fetch its page; print what
+    /// was seen as JSON. `rackside-lab probe web1=10.78.0.11 --seconds 30`
+    Probe {
+        #[arg(value_parser = parse_target, required = true)]
+        targets: Vec<(String, std::net::Ipv4Addr)>,
+        /// Stop after this long (default: when stdin gives a line or ends).
+        #[arg(long)]
+        seconds: Option<u64>,
     },
     /// Cut (`down`) or restore (`up`) a host's network link.
     Link { host: String, state: LinkState },
@@ -92,6 +113,12 @@ enum Cmd {
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum DiskKind {
+    Shared,
+    Local,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum LinkState {
     Up,
     Down,
@@ -103,6 +130,14 @@ fn parse_mem(s: &str) -> Result<(String, u64), String> {
         .parse()
         .map_err(|_| format!("{m:?} is not a number of MiB"))?;
     Ok((h.to_owned(), m))
+}
+
+fn parse_target(s: &str) -> Result<(String, std::net::Ipv4Addr), String> {
+    let (g, a) = s.split_once('=').ok_or("expected GUEST=ADDRESS")?;
+    let a = a
+        .parse()
+        .map_err(|_| format!("{a:?} is not an IPv4 address"))?;
+    Ok((g.to_owned(), a))
 }
 
 fn main() -> ExitCode {
@@ -183,14 +218,38 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             guest,
             fill,
             mem,
+            addr,
+            disk,
+            disk_mib,
         } => {
             let l = Lab::attach(&cli.name)?;
             let mut spec = GuestSpec::new(&guest, fill);
             if let Some(m) = mem {
                 spec.mem_mib = m;
             }
+            spec.net_addr = addr;
+            spec.disk = disk.map(|d| match d {
+                DiskKind::Shared => GuestDisk::Shared { mib: disk_mib },
+                DiskKind::Local => GuestDisk::Local { mib: disk_mib },
+            });
             let tick = l.start_guest(&host, &spec)?;
             println!("{guest} running on {host} (tick {tick})");
+        }
+        Cmd::Probe { targets, seconds } => {
+            let l = Lab::attach(&cli.name)?;
+            let targets: Vec<ProbeTarget> = targets
+                .into_iter()
+                .map(|(guest, addr)| ProbeTarget { guest, addr })
+                .collect();
+            let probe = Probe::start(&l.desc().guest_net.client_netns, &targets)?;
+            match seconds {
+                Some(s) => std::thread::sleep(std::time::Duration::from_secs(s)),
+                None => {
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line)?;
+                }
+            }
+            println!("{}", serde_json::to_string_pretty(&probe.finish())?);
         }
         Cmd::Link { host, state } => {
             let l = Lab::attach(&cli.name)?;
@@ -243,5 +302,11 @@ mod tests {
         assert_eq!(parse_mem("hb=2048"), Ok(("hb".into(), 2048)));
         assert!(parse_mem("hb").is_err());
         assert!(parse_mem("hb=lots").is_err());
+        assert_eq!(
+            parse_target("web1=10.78.0.11"),
+            Ok(("web1".into(), std::net::Ipv4Addr::new(10, 78, 0, 11)))
+        );
+        assert!(parse_target("web1").is_err());
+        assert!(parse_target("web1=10.78.0").is_err());
     }
 }
