@@ -61,20 +61,66 @@ unsafe fn name_and_uuid(dom: sys::virDomainPtr) -> (String, String) {
     (name, uuid)
 }
 
-/// One bulk stats call for every domain (active and inactive): state, CPU
-/// time, balloon and vCPU groups. The records are freed before return.
-pub fn all_domain_stats(conn: &Connect) -> Result<Vec<DomainRecord>, FfiError> {
-    let stats = sys::VIR_DOMAIN_STATS_STATE
-        | sys::VIR_DOMAIN_STATS_CPU_TOTAL
-        | sys::VIR_DOMAIN_STATS_BALLOON
-        | sys::VIR_DOMAIN_STATS_VCPU;
-    // NOWAIT: a domain busy in a job (a migration) answers with what it
-    // has instead of holding the whole poll until the job ends.
+/// Which figures a bulk stats call asks libvirt for. Both leave out the
+/// groups that enter a domain's QEMU monitor (`vcpu`: query-cpus-fast,
+/// `balloon`): during a migration's switchover QEMU does not answer its
+/// monitor, and a poll waiting there (1.1 s seen on the lab) held up
+/// libvirt's own next step. vCPUs and memory come from the definition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatsGroups {
+    /// State only: what a peer's poll needs (capacity, whereabouts).
+    /// Nothing else: `cpu` on an active domain reads libvirt's host
+    /// capabilities (resctrl cache monitoring), and on a libvirtd that
+    /// has not built them yet that means probing every QEMU binary, ~4 s,
+    /// with the domain locked. Seen on the lab: a peer's poll landing on
+    /// the destination's first incoming guest stretched its pause from
+    /// 0.2 s to 4.3 s, libvirt's Finish step waiting on that lock.
+    State,
+    /// State and CPU time: the local host's own poll, whose connection
+    /// first builds those capabilities ([`warm_capabilities`]).
+    StateAndCpu,
+}
+
+impl StatsGroups {
+    pub fn bits(self) -> u32 {
+        match self {
+            StatsGroups::State => sys::VIR_DOMAIN_STATS_STATE,
+            StatsGroups::StateAndCpu => {
+                sys::VIR_DOMAIN_STATS_STATE | sys::VIR_DOMAIN_STATS_CPU_TOTAL
+            }
+        }
+    }
+}
+
+/// Asks libvirtd for its host capabilities once, when the agent connects,
+/// so that libvirtd builds them now (probing its QEMU binaries) rather
+/// than inside a later call that holds a domain's lock, possibly during a
+/// migration's switchover. Returns how long it took.
+pub fn warm_capabilities(conn: &Connect) -> Result<std::time::Duration, FfiError> {
+    let t = std::time::Instant::now();
+    conn.capabilities().map_err(|e| FfiError::Call {
+        call: "virConnectGetCapabilities",
+        message: e.message().to_owned(),
+    })?;
+    Ok(t.elapsed())
+}
+
+/// One bulk stats call for every domain (active and inactive): `groups`,
+/// plus vCPUs and memory from the definition. No call here takes a domain
+/// job or talks to QEMU, so a domain in mid-migration is answered at once.
+/// The records are freed before return.
+pub fn all_domain_stats(
+    conn: &Connect,
+    groups: StatsGroups,
+) -> Result<Vec<DomainRecord>, FfiError> {
+    // NOWAIT: should a group ever need a job, a domain busy in one (a
+    // migration) answers with what it has instead of holding the poll.
     let flags = sys::VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT;
     let mut list: *mut sys::virDomainStatsRecordPtr = std::ptr::null_mut();
     // SAFETY: conn is a live connection (we hold a reference); list is an
     // out-pointer libvirt fills with a NULL-terminated array it allocates.
-    let n = unsafe { sys::virConnectGetAllDomainStats(conn.as_ptr(), stats, &mut list, flags) };
+    let n =
+        unsafe { sys::virConnectGetAllDomainStats(conn.as_ptr(), groups.bits(), &mut list, flags) };
     if n < 0 {
         return Err(last_error("virConnectGetAllDomainStats"));
     }
@@ -103,45 +149,35 @@ pub fn all_domain_stats(conn: &Connect) -> Result<Vec<DomainRecord>, FfiError> {
                 b"state.state" => r.state = int().unwrap_or(0) as i32,
                 b"state.reason" => r.reason = int().unwrap_or(0) as i32,
                 b"cpu.time" => r.cpu_time_ns = int(),
-                b"vcpu.current" => r.vcpus = int().map(|v| v as u32),
-                b"vcpu.maximum" if r.vcpus.is_none() => r.vcpus = int().map(|v| v as u32),
-                b"balloon.maximum" => r.max_mem_kib = int(),
                 _ => {}
             }
         }
-        // Some drivers, inactive domains, and domains busy in a job (NOWAIT)
-        // come without these groups. The fallbacks read the definition and
-        // take no job, so a domain in mid-migration cannot hold the poll:
-        // virDomainGetInfo would, for an active domain with a balloon.
-        if r.max_mem_kib.is_none() || r.vcpus.is_none() {
-            let active = matches!(r.state, 1..=4 | 7);
-            if active {
-                // SAFETY: rec.dom is valid while the list is alive.
-                let mem = unsafe { sys::virDomainGetMaxMemory(rec.dom) };
-                // SAFETY: as above.
-                let vcpus = unsafe { sys::virDomainGetMaxVcpus(rec.dom) };
-                if mem > 0 {
-                    r.max_mem_kib = r.max_mem_kib.or(Some(mem as u64));
-                }
-                if vcpus > 0 {
-                    r.vcpus = r.vcpus.or(Some(vcpus as u32));
-                }
-            } else {
-                let mut info = std::mem::MaybeUninit::<sys::virDomainInfo>::zeroed();
-                // SAFETY: rec.dom is valid; info is a properly sized out-struct.
-                if unsafe { sys::virDomainGetInfo(rec.dom, info.as_mut_ptr()) } == 0 {
-                    // SAFETY: the call succeeded and filled the struct.
-                    let info = unsafe { info.assume_init() };
-                    r.max_mem_kib = r.max_mem_kib.or(Some(info.maxMem));
-                    r.vcpus = r.vcpus.or(Some(info.nrVirtCpu as u32));
-                }
-            }
-        }
+        // SAFETY: rec.dom is valid while the list is alive.
+        let (vcpus, mem) = unsafe { definition_sizes(rec.dom) };
+        r.vcpus = vcpus;
+        r.max_mem_kib = mem;
         out.push(r);
     }
     // SAFETY: list came from virConnectGetAllDomainStats and is freed once.
     unsafe { sys::virDomainStatsRecordListFree(list) };
     Ok(out)
+}
+
+/// A domain's vCPU count and maximum memory (KiB), read from its
+/// definition: the live one for an active domain, else the persistent
+/// one. Neither call takes a job or enters the monitor.
+///
+/// # Safety
+/// `dom` is a valid domain pointer for the duration of the call.
+unsafe fn definition_sizes(dom: sys::virDomainPtr) -> (Option<u32>, Option<u64>) {
+    // SAFETY: dom is valid per the contract.
+    let vcpus = unsafe { sys::virDomainGetVcpusFlags(dom, sys::VIR_DOMAIN_AFFECT_CURRENT) };
+    // SAFETY: as above.
+    let mem = unsafe { sys::virDomainGetMaxMemory(dom) };
+    (
+        (vcpus > 0).then_some(vcpus as u32),
+        (mem > 0).then_some(mem as u64),
+    )
 }
 
 /// Aggregate CPU counters of a (possibly remote) host, for its CPU use.

@@ -60,6 +60,15 @@ impl LocalPoller {
                     if let Err(e) = conn.set_keep_alive(5, 3) {
                         tracing::warn!(cause = %e, "libvirt keepalive not enabled");
                     }
+                    match libvirt_ffi::warm_capabilities(&conn) {
+                        Ok(took) => tracing::debug!(
+                            ms = took.as_millis() as u64,
+                            "libvirt host capabilities ready"
+                        ),
+                        Err(e) => {
+                            tracing::warn!(cause = %e, "libvirt host capabilities not built now; a later poll may wait for them")
+                        }
+                    }
                     let watch = self.watch(&conn, nudge_tx.clone());
                     tracing::info!(uri = %self.uri, "connected to libvirt");
                     self.serve(&conn, &nudge_rx, &mut cpu);
@@ -105,7 +114,7 @@ impl LocalPoller {
         let mut follow_up: Option<Instant> = None;
         while !self.stop.load(Ordering::Relaxed) {
             let now = Instant::now();
-            let stats = libvirt_ffi::all_domain_stats(conn);
+            let stats = libvirt_ffi::all_domain_stats(conn, libvirt_ffi::StatsGroups::StateAndCpu);
             let storage = domain_storage(conn);
             self.refresh_host(cpu);
             match stats {
