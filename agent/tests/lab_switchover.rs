@@ -93,22 +93,6 @@ const MONITOR_SEND: &str = "QEMU_MONITOR_SEND_MSG";
 /// libvirtd starting a QEMU to learn its capabilities.
 const CAPS_PROBE: &str = "Try to probe capabilities";
 
-fn agent_config(lab: &Lab, host: &str, dir: &Path, line: &Path) -> String {
-    let mut c = format!(
-        "[host]\nname = \"{host}\"\n[libvirt]\npoll_interval_s = 1\n[state]\ndir = \"{}\"\n\
-         [[console]]\npath = \"{}\"\n[placement]\nload_threshold = 1.0\n",
-        dir.join("state").display(),
-        line.display()
-    );
-    for p in lab.desc().hosts.iter().filter(|p| p.name != host) {
-        c.push_str(&format!(
-            "[[peer]]\nname = \"{}\"\nuri = \"{}\"\nmigrate_uri = \"{}\"\n",
-            p.name, p.uri, p.migrate_uri
-        ));
-    }
-    c
-}
-
 fn median(v: &[u64]) -> u64 {
     let mut s = v.to_vec();
     s.sort_unstable();
@@ -145,7 +129,7 @@ fn agents_polling_every_host_never_touch_a_qemu_monitor() {
             h,
             Path::new(AGENT),
             &d,
-            &agent_config(&lab, h, &d, &link),
+            &rackside_lab::agent::lab_config(&lab, h, &d, &link, ""),
         )
         .unwrap();
         line.expect_text(T, &format!("{h}> "))

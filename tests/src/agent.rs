@@ -117,3 +117,25 @@ impl Drop for AgentProcess {
         self.kill();
     }
 }
+
+/// A lab agent's configuration: `host` polls every other lab host as a
+/// peer each second, answers on the pty `line`, keeps its state under
+/// `dir`; `extra` is appended (more sections). Lab hosts share the
+/// machine's CPUs, so the load filter (which would judge the whole lab)
+/// is off.
+pub fn lab_config(lab: &Lab, host: &str, dir: &Path, line: &Path, extra: &str) -> String {
+    let mut c = format!(
+        "[host]\nname = \"{host}\"\n[libvirt]\npoll_interval_s = 1\n[state]\ndir = \"{}\"\n\
+         [[console]]\npath = \"{}\"\n[placement]\nload_threshold = 1.0\n",
+        dir.join("state").display(),
+        line.display()
+    );
+    for p in lab.desc().hosts.iter().filter(|p| p.name != host) {
+        c.push_str(&format!(
+            "[[peer]]\nname = \"{}\"\nuri = \"{}\"\nmigrate_uri = \"{}\"\n",
+            p.name, p.uri, p.migrate_uri
+        ));
+    }
+    c.push_str(extra);
+    c
+}

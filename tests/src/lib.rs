@@ -22,6 +22,7 @@ pub mod demo;
 pub mod desc;
 pub mod guest;
 pub mod host;
+pub mod judge;
 pub mod lab;
 pub mod meminfo;
 pub mod names;
