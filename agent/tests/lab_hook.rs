@@ -226,9 +226,11 @@ fn policy_table(lab: &Lab, host: &str, vm: &str) -> String {
 /// The VM's first tap on `host`, as libvirt names it there.
 fn tap_of(lab: &Lab, host: &str, vm: &str) -> String {
     let list = lab.virsh(host, &["domiflist", vm]).unwrap();
+    // With or without virsh's header (`Interface  Type ...`, dashes).
     list.lines()
-        .skip(2)
-        .find_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .filter_map(|l| l.split_whitespace().next())
+        .find(|w| *w != "Interface" && !w.starts_with('-'))
+        .map(str::to_owned)
         .unwrap_or_else(|| panic!("no interface in {list}"))
 }
 
