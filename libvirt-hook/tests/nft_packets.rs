@@ -332,6 +332,8 @@ fn policy_filters_real_packets_on_bridged_and_routed_taps() {
     // Without a policy everything answers: the rig itself blocks nothing.
     assert!(tcp_answers(CLIENT, "10.99.0.7", 23));
     assert!(tcp_answers(CLIENT, "10.98.0.9", 23));
+    assert!(udp_answers(CLIENT, "10.99.0.7", 5353));
+    assert!(udp_answers(CLIENT, "10.98.0.9", 5353));
     assert!(pings(CLIENT, "10.99.0.7"));
     // The old design, `inet forward` on the tap's name, filters nothing on
     // a bridge: br_netfilter hands that hook bridged packets with the
