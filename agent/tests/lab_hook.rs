@@ -207,14 +207,44 @@ fn two_migrations_into_room_for_one_admit_exactly_one() {
     lab.teardown().expect("teardown");
 }
 
-fn nft_tables(lab: &Lab, host: &str) -> String {
-    let out = lab
-        .exec(host, "nft")
-        .unwrap()
-        .args(["list", "tables"])
-        .output()
-        .unwrap();
+fn nft(lab: &Lab, host: &str, args: &[&str]) -> String {
+    let out = lab.exec(host, "nft").unwrap().args(args).output().unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn nft_tables(lab: &Lab, host: &str) -> String {
+    nft(lab, host, &["list", "tables"])
+}
+
+/// The VM's policy tables' name, from its UUID as libvirt reports it.
+fn policy_table(lab: &Lab, host: &str, vm: &str) -> String {
+    let uuid = lab.virsh(host, &["domuuid", vm]).unwrap();
+    let uuid = rackside_hook::policy::parse_uuid(uuid.trim()).unwrap();
+    rackside_hook::ruleset::table_name(&uuid)
+}
+
+/// The VM's first tap on `host`, as libvirt names it there.
+fn tap_of(lab: &Lab, host: &str, vm: &str) -> String {
+    let list = lab.virsh(host, &["domiflist", vm]).unwrap();
+    // With or without virsh's header (`Interface  Type ...`, dashes).
+    list.lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .find(|w| *w != "Interface" && !w.starts_with('-'))
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no interface in {list}"))
+}
+
+/// Both of the VM's tables are on `host` and filter the tap it has there.
+fn assert_policy_on(lab: &Lab, host: &str, table: &str, tap: &str) {
+    let tables = nft_tables(lab, host);
+    for family in ["bridge", "inet"] {
+        assert!(
+            tables.contains(&format!("table {family} {table}\n")),
+            "no {family} policy table on {host}: {tables}"
+        );
+        let t = nft(lab, host, &["list", "table", family, table]);
+        assert!(t.contains(&format!("oifname \"{tap}\"")), "{t}");
+    }
 }
 
 #[test]
@@ -242,12 +272,9 @@ fn network_policy_and_nwfilters_follow_the_vm_and_no_agent_is_needed() {
             .into(),
     );
     lab.start_guest("ha", &g).unwrap();
-    assert!(
-        nft_tables(&lab, "ha").contains("rackside_web"),
-        "no policy table on ha: {}",
-        nft_tables(&lab, "ha")
-    );
-    assert!(!nft_tables(&lab, "hb").contains("rackside_web"));
+    let table = policy_table(&lab, "ha", "web");
+    assert_policy_on(&lab, "ha", &table, &tap_of(&lab, "ha", "web"));
+    assert!(!nft_tables(&lab, "hb").contains(&table));
 
     // The agent on ha moves it to hb: the filter is defined there first.
     let mut ha = Host::start(&lab, "ha", "[placement]\nmem_reserve_mib = 256\n");
@@ -272,13 +299,9 @@ fn network_policy_and_nwfilters_follow_the_vm_and_no_agent_is_needed() {
             .is_ok(),
         "filter not copied"
     );
+    assert_policy_on(&lab, "hb", &table, &tap_of(&lab, "hb", "web"));
     assert!(
-        nft_tables(&lab, "hb").contains("rackside_web"),
-        "policy did not follow: {}",
-        nft_tables(&lab, "hb")
-    );
-    assert!(
-        !nft_tables(&lab, "ha").contains("rackside_web"),
+        !nft_tables(&lab, "ha").contains(&table),
         "policy left behind: {}",
         nft_tables(&lab, "ha")
     );
@@ -298,6 +321,7 @@ fn network_policy_and_nwfilters_follow_the_vm_and_no_agent_is_needed() {
     assert_eq!((at["late"].as_str(), at["web"].as_str()), ("hc", "hc"));
     assert_eq!(runs_once_on(&lab, "late"), "hc");
     assert_eq!(runs_once_on(&lab, "web"), "hc");
-    assert!(nft_tables(&lab, "hc").contains("rackside_web"));
+    assert_policy_on(&lab, "hc", &table, &tap_of(&lab, "hc", "web"));
+    assert!(!nft_tables(&lab, "hb").contains(&table));
     lab.teardown().expect("teardown");
 }

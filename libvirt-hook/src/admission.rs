@@ -78,6 +78,37 @@ pub enum Refusal {
         free_mib: u64,
         need_mib: u64,
     },
+    /// The agent speaks for this host but the VM's size cannot be read:
+    /// admitting would skip the capacity check.
+    Unreadable {
+        host: String,
+        reason: String,
+    },
+    /// The VM fits, but the room could not be promised to it: admitting
+    /// would let a concurrent migration take the same room.
+    NoPromise {
+        host: String,
+        reason: String,
+    },
+}
+
+/// Longest reason kept in a refusal line.
+pub const REASON_MAX: usize = 200;
+
+/// One line of printable text, at most [`REASON_MAX`] characters: a
+/// reason may quote the XML, and the line ends up in the source host's
+/// error message and the agent's report.
+pub fn reason(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(REASON_MAX + 1)
+        .collect();
+    if out.chars().count() > REASON_MAX {
+        out = out.chars().take(REASON_MAX - 3).collect();
+        out.push_str("...");
+    }
+    out
 }
 
 impl fmt::Display for Refusal {
@@ -93,6 +124,14 @@ impl fmt::Display for Refusal {
             } => write!(
                 f,
                 "rackside: {host} has {free_mib} MiB free for VMs, VM needs {need_mib} MiB"
+            ),
+            Refusal::Unreadable { host, reason } => write!(
+                f,
+                "rackside: {host} cannot read the incoming domain XML ({reason}); not accepting VM"
+            ),
+            Refusal::NoPromise { host, reason } => write!(
+                f,
+                "rackside: {host} cannot promise room to the VM ({reason}); not accepting VM"
             ),
         }
     }
@@ -345,6 +384,31 @@ mod tests {
         assert_eq!(
             decide(Some(&s), &Promises::default(), incoming, NOW, "h"),
             Decision::Admit { promise_mib: None }
+        );
+    }
+
+    #[test]
+    fn reasons_are_one_bounded_line() {
+        assert_eq!(reason("a\nb\u{1b}[2Jc"), "a b [2Jc");
+        let long = reason(&"x".repeat(1000));
+        assert_eq!(long.chars().count(), REASON_MAX);
+        assert!(long.ends_with("..."));
+        assert_eq!(reason(&"é".repeat(REASON_MAX)), "é".repeat(REASON_MAX));
+        let r = Refusal::Unreadable {
+            host: "kvm2".into(),
+            reason: reason("cannot parse the domain XML"),
+        };
+        assert_eq!(
+            r.to_string(),
+            "rackside: kvm2 cannot read the incoming domain XML (cannot parse the domain XML); not accepting VM"
+        );
+        let r = Refusal::NoPromise {
+            host: "kvm2".into(),
+            reason: "promises.lock still held after 2s".into(),
+        };
+        assert_eq!(
+            r.to_string(),
+            "rackside: kvm2 cannot promise room to the VM (promises.lock still held after 2s); not accepting VM"
         );
     }
 

@@ -4,13 +4,23 @@
 //! | call                | here                                          |
 //! |---------------------|-----------------------------------------------|
 //! | `migrate begin`     | admission (refusal = exit 1), promise room    |
+//! | `start begin`       | load the VM's ruleset if the XML names taps   |
 //! | `started begin`     | release the promise, load the VM's ruleset    |
 //! | `reconnect begin`   | load the VM's ruleset                         |
-//! | `stopped end`       | release the promise                           |
-//! | `release end`       | release the promise, delete the VM's table    |
+//! | `stopped end`       | release the promise, remove the VM's tables   |
+//! | `release end`       | release the promise, remove the VM's tables   |
 //!
-//! Every call is reported to the agent. Trouble never refuses a VM: only
-//! a decision does.
+//! Every call is reported to the agent. Only a decision refuses a VM, and
+//! only on `migrate begin` while the agent speaks for this host (a fresh
+//! state file): maintenance, no room, a domain XML whose size cannot be
+//! read, or room that cannot be promised. Any other trouble is logged and
+//! the call succeeds.
+//!
+//! The ruleset is loaded at `start begin` when libvirt has named the taps
+//! by then (so the tables are in place before QEMU runs) and again at
+//! `started begin`, when it certainly has; both before an incoming VM runs
+//! on the destination. Tables are matched by tap name, so they can exist
+//! before the tap does.
 
 use std::path::{Path, PathBuf};
 
@@ -18,17 +28,16 @@ use crate::admission::{self, Decision, Incoming, Promise, Refusal};
 use crate::args::Call;
 use crate::input::InputError;
 use crate::nft::{self, NftError};
+use crate::policy::{self, VmUuid};
 use crate::xml::{self, Domain};
 use rackside_contract::Report;
 
-use crate::{chain, notify, policy, promises, state};
+use crate::{chain, notify, promises, ruleset, state};
 
 /// Where rulesets go. The real one runs `nft`; tests record.
 pub trait Firewall {
     /// Loads a whole ruleset atomically.
     fn load(&mut self, ruleset: &str) -> Result<(), NftError>;
-    /// Deletes an `inet` table.
-    fn delete_table(&mut self, table: &str) -> Result<(), NftError>;
 }
 
 #[derive(Debug, Clone)]
@@ -39,9 +48,6 @@ pub struct NftBinary {
 impl Firewall for NftBinary {
     fn load(&mut self, ruleset: &str) -> Result<(), NftError> {
         nft::load(&self.program, ruleset)
-    }
-    fn delete_table(&mut self, table: &str) -> Result<(), NftError> {
-        nft::delete_table(&self.program, table)
     }
 }
 
@@ -77,7 +83,14 @@ pub fn handle(
 
     match (call.op.as_str(), call.subop.as_str()) {
         ("migrate", "begin") => {
-            out.refusal = admit(ctx, call, domain.as_ref().ok());
+            out.refusal = admit(ctx, call, &domain);
+        }
+        ("start", "begin")
+            if domain
+                .as_ref()
+                .is_ok_and(|d| d.policy.is_some() && !d.taps.is_empty()) =>
+        {
+            apply_policy(fw, call, &domain, &mut out.log);
         }
         ("started", "begin") => {
             let arrived = ctx
@@ -93,11 +106,9 @@ pub fn handle(
             apply_policy(fw, call, &domain, &mut out.log);
         }
         ("reconnect", "begin") => apply_policy(fw, call, &domain, &mut out.log),
-        ("stopped", "end") => release_promise(ctx, call, uuid, &mut out.log),
-        ("release", "end") => {
+        ("stopped", "end") | ("release", "end") => {
             release_promise(ctx, call, uuid, &mut out.log);
-            // Usually there is no table: a failure here is the normal case.
-            let _ = fw.delete_table(&policy::table_name(&call.vm));
+            remove_tables(fw, call, &domain, &mut out.log);
         }
         _ => {}
     }
@@ -117,8 +128,12 @@ pub fn handle(
     out
 }
 
-/// The destination's first call for an incoming migration.
-fn admit(ctx: &Context<'_>, call: &Call, domain: Option<&Domain>) -> Option<Refusal> {
+/// The destination's first call for an incoming migration. Without a
+/// fresh state file no agent speaks for this host: admit (a host whose
+/// agent is down still works). With one, every VM admitted has been
+/// measured against the room left and promised its share: what cannot be
+/// measured or promised is refused.
+fn admit(ctx: &Context<'_>, call: &Call, domain: &Result<Domain, String>) -> Option<Refusal> {
     let run_dir = ctx.run_dir?;
     let host_state = state::load(run_dir, ctx.now_unix).ok();
     // Named as the agent names it, so the refusal matches `hosts`.
@@ -130,10 +145,23 @@ fn admit(ctx: &Context<'_>, call: &Call, domain: Option<&Domain>) -> Option<Refu
         return Some(r);
     }
     let host_state = host_state?;
+    let unreadable = |reason: &str| {
+        Some(Refusal::Unreadable {
+            host: host.clone(),
+            reason: admission::reason(reason),
+        })
+    };
+    let d = match domain {
+        Ok(d) => d,
+        Err(e) => return unreadable(e),
+    };
+    let Some(mem_mib) = d.memory_mib else {
+        return unreadable("no readable <memory>");
+    };
     let incoming = Incoming {
         vm: &call.vm,
-        uuid: domain.and_then(|d| d.uuid.as_deref()),
-        mem_mib: Some(domain?.memory_mib?),
+        uuid: d.uuid.as_deref(),
+        mem_mib: Some(mem_mib),
     };
     let decided = promises::update(run_dir, ctx.now_unix, promises::LOCK_WAIT, |list| {
         let d = admission::decide(Some(&host_state), list, incoming, ctx.now_unix, &host);
@@ -152,8 +180,12 @@ fn admit(ctx: &Context<'_>, call: &Call, domain: Option<&Domain>) -> Option<Refu
     });
     match decided {
         Ok(Decision::Refuse(r)) => Some(r),
-        // No lock, no run dir, unwritable file: admit without a promise.
-        Ok(Decision::Admit { .. }) | Err(_) => None,
+        Ok(Decision::Admit { .. }) => None,
+        // No lock, unwritable file: the room is not held for this VM.
+        Err(e) => Some(Refusal::NoPromise {
+            host,
+            reason: admission::reason(&chain(&e)),
+        }),
     }
 }
 
@@ -170,7 +202,58 @@ fn release_promise(ctx: &Context<'_>, call: &Call, uuid: Option<&str>, log: &mut
     }
 }
 
-/// Loads the VM's ruleset, or removes its table when it has no policy or
+/// The VM's UUID, which names its tables; `None` (logged) when the XML
+/// does not give a usable one: then no table is touched.
+fn vm_uuid(call: &Call, domain: &Result<Domain, String>, log: &mut Vec<String>) -> Option<VmUuid> {
+    let found = match domain {
+        Ok(d) => d
+            .uuid
+            .as_deref()
+            .ok_or_else(|| "no <uuid> in the domain XML".to_owned())
+            .and_then(|u| policy::parse_uuid(u).map_err(|e| e.to_string())),
+        Err(e) => Err(e.clone()),
+    };
+    match found {
+        Ok(u) => Some(u),
+        Err(e) => {
+            log.push(format!(
+                "rackside-hook: {}: network policy not touched: {e}",
+                call.vm
+            ));
+            None
+        }
+    }
+}
+
+fn load(fw: &mut dyn Firewall, call: &Call, ruleset: &str, what: &str, log: &mut Vec<String>) {
+    if let Err(e) = fw.load(ruleset) {
+        log.push(format!(
+            "rackside-hook: {}: cannot {what}: {}",
+            call.vm,
+            chain(&e)
+        ));
+    }
+}
+
+/// Removes the VM's tables, and only its own: they are named by its UUID.
+fn remove_tables(
+    fw: &mut dyn Firewall,
+    call: &Call,
+    domain: &Result<Domain, String>,
+    log: &mut Vec<String>,
+) {
+    if let Some(uuid) = vm_uuid(call, domain, log) {
+        load(
+            fw,
+            call,
+            &ruleset::render_removal(&uuid),
+            "remove policy",
+            log,
+        );
+    }
+}
+
+/// Loads the VM's ruleset, or removes its tables when it has no policy or
 /// no usable tap device. Rules that fail validation are skipped (and
 /// logged): a policy only ever allows less than its author meant, never
 /// more.
@@ -180,15 +263,11 @@ fn apply_policy(
     domain: &Result<Domain, String>,
     log: &mut Vec<String>,
 ) {
-    let d = match domain {
-        Ok(d) => d,
-        Err(e) => {
-            log.push(format!(
-                "rackside-hook: {}: policy not applied: {e}",
-                call.vm
-            ));
-            return;
-        }
+    let Some(uuid) = vm_uuid(call, domain, log) else {
+        return;
+    };
+    let Ok(d) = domain else {
+        return;
     };
     let devices = policy::valid_devices(&d.taps);
     for bad in d.taps.iter().filter(|t| !policy::valid_device(t)) {
@@ -198,11 +277,23 @@ fn apply_policy(
         ));
     }
     let Some(raw_rules) = &d.policy else {
-        let _ = fw.delete_table(&policy::table_name(&call.vm));
+        load(
+            fw,
+            call,
+            &ruleset::render_removal(&uuid),
+            "remove policy",
+            log,
+        );
         return;
     };
     if devices.is_empty() {
-        let _ = fw.delete_table(&policy::table_name(&call.vm));
+        load(
+            fw,
+            call,
+            &ruleset::render_removal(&uuid),
+            "remove policy",
+            log,
+        );
         return;
     }
     let mut rules = Vec::new();
@@ -216,14 +307,8 @@ fn apply_policy(
             )),
         }
     }
-    let ruleset = policy::render(&call.vm, &devices, &rules);
-    if let Err(e) = fw.load(&ruleset) {
-        log.push(format!(
-            "rackside-hook: {}: cannot load policy: {}",
-            call.vm,
-            chain(&e)
-        ));
-    }
+    let text = ruleset::render(&uuid, &devices, &rules);
+    load(fw, call, &text, "load policy", log);
 }
 
 #[cfg(test)]
@@ -233,8 +318,17 @@ mod tests {
     #[derive(Debug, Default)]
     struct Recorder {
         loads: Vec<String>,
-        deletes: Vec<String>,
         fail: bool,
+    }
+
+    impl Recorder {
+        /// Rulesets that only remove tables.
+        fn removals(&self) -> Vec<&String> {
+            self.loads.iter().filter(|l| !l.contains("chain")).collect()
+        }
+        fn full_loads(&self) -> Vec<&String> {
+            self.loads.iter().filter(|l| l.contains("chain")).collect()
+        }
     }
 
     impl Firewall for Recorder {
@@ -245,10 +339,22 @@ mod tests {
             }
             Ok(())
         }
-        fn delete_table(&mut self, table: &str) -> Result<(), NftError> {
-            self.deletes.push(table.to_owned());
-            Ok(())
-        }
+    }
+
+    /// A UUID per name, as libvirt would give each VM its own.
+    fn uuid_of(name: &str) -> VmUuid {
+        let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        policy::parse_uuid(&format!(
+            "00000000-0000-4000-8000-{:012x}",
+            h & 0xffff_ffff_ffff
+        ))
+        .unwrap()
+    }
+
+    fn table_of(name: &str) -> String {
+        ruleset::table_name(&uuid_of(name))
     }
 
     const NOW: u64 = 1_700_000_000;
@@ -290,7 +396,8 @@ mod tests {
             ""
         };
         format!(
-            "<domain><name>{name}</name><uuid>uuid-{name}</uuid><memory unit='MiB'>{mem_mib}</memory>{p}<devices><interface><target dev='vnet0'/></interface><interface><target dev='bad\"dev'/></interface></devices></domain>"
+            "<domain><name>{name}</name><uuid>{}</uuid><memory unit='MiB'>{mem_mib}</memory>{p}<devices><interface><target dev='vnet0'/></interface><interface><target dev='bad\"dev'/></interface></devices></domain>",
+            uuid_of(name)
         )
         .into_bytes()
     }
@@ -384,21 +491,77 @@ mod tests {
     }
 
     #[test]
-    fn unreadable_xml_skips_capacity() {
+    fn unreadable_xml_is_refused_while_the_agent_speaks() {
         let d = dir("noxml");
-        write_state(&d.0, false, 0);
+        write_state(&d.0, false, 100_000);
         let ctx = Context {
             run_dir: Some(&d.0),
-            host: "h",
+            host: "kvm2",
             now_unix: NOW,
         };
+        for (input, why) in [
+            (Ok(b"<garbage".to_vec()), "cannot parse the domain XML"),
+            (Err(InputError::TooLarge), "larger than"),
+            (
+                Ok(b"<domain><name>a</name></domain>".to_vec()),
+                "no readable <memory>",
+            ),
+            (
+                Ok(b"<domain><memory unit='furlongs'>1</memory></domain>".to_vec()),
+                "no readable <memory>",
+            ),
+        ] {
+            let o = handle(
+                &ctx,
+                &mut Recorder::default(),
+                &call("a", "migrate", "begin"),
+                input,
+            );
+            let r = o.refusal.expect(why).to_string();
+            assert!(
+                r.starts_with("rackside: kvm2 cannot read the incoming domain XML (")
+                    && r.contains(why)
+                    && r.ends_with("); not accepting VM"),
+                "{r}"
+            );
+            assert!(o.log.is_empty());
+        }
+        // Without a fresh state file no agent speaks for the host: admitted.
+        std::fs::remove_file(d.0.join(rackside_contract::STATE_FILE)).unwrap();
         let o = handle(
             &ctx,
             &mut Recorder::default(),
             &call("a", "migrate", "begin"),
             Ok(b"<garbage".to_vec()),
         );
-        assert!(o.refusal.is_none() && o.log.is_empty());
+        assert!(o.refusal.is_none());
+    }
+
+    #[test]
+    fn a_promise_that_cannot_be_recorded_refuses() {
+        let d = dir("nopromise");
+        write_state(&d.0, false, 100_000);
+        // The lock file cannot be opened for writing: it is a directory.
+        std::fs::create_dir(d.0.join(promises::LOCK_FILE)).unwrap();
+        let ctx = Context {
+            run_dir: Some(&d.0),
+            host: "kvm2",
+            now_unix: NOW,
+        };
+        let o = handle(
+            &ctx,
+            &mut Recorder::default(),
+            &call("a", "migrate", "begin"),
+            Ok(xml("a", 600, false)),
+        );
+        let r = o.refusal.expect("admitted without a promise").to_string();
+        assert!(
+            r.starts_with(
+                "rackside: kvm2 cannot promise room to the VM (cannot open promises.lock"
+            ) && r.ends_with("); not accepting VM"),
+            "{r}"
+        );
+        assert!(!d.0.join(promises::FILE).exists());
     }
 
     #[test]
@@ -433,6 +596,9 @@ mod tests {
             Ok(xml("web1", 1, true)),
         );
         assert_eq!(fw.loads.len(), 1);
+        let t = table_of("web1");
+        assert!(fw.loads[0].contains(&format!("table bridge {t} {{\n")));
+        assert!(fw.loads[0].contains(&format!("table inet {t} {{\n")));
         assert!(fw.loads[0].contains("oifname { \"vnet0\" } jump guest"));
         assert!(fw.loads[0].contains("tcp dport 22 accept"));
         assert!(!fw.loads[0].contains("bad"));
@@ -443,9 +609,86 @@ mod tests {
             &call("web1", "reconnect", "begin"),
             Ok(xml("web1", 1, true)),
         );
-        assert_eq!(fw.loads.len(), 2);
-        handle(&ctx, &mut fw, &call("web1", "release", "end"), Ok(vec![]));
-        assert_eq!(fw.deletes, vec![policy::table_name("web1")]);
+        assert_eq!(fw.full_loads().len(), 2);
+        for op in [("stopped", "end"), ("release", "end")] {
+            let o = handle(
+                &ctx,
+                &mut fw,
+                &call("web1", op.0, op.1),
+                Ok(xml("web1", 1, true)),
+            );
+            assert!(o.log.is_empty(), "{:?}", o.log);
+        }
+        let want = ruleset::render_removal(&uuid_of("web1"));
+        assert_eq!(fw.removals(), vec![&want, &want]);
+    }
+
+    #[test]
+    fn start_loads_only_when_the_taps_are_named() {
+        let d = dir("start");
+        let ctx = Context {
+            run_dir: Some(&d.0),
+            host: "h",
+            now_unix: NOW,
+        };
+        let mut fw = Recorder::default();
+        let no_taps = String::from_utf8(xml("web1", 1, true))
+            .unwrap()
+            .replace("<target dev='vnet0'/>", "")
+            .replace("<target dev='bad\"dev'/>", "");
+        let o = handle(
+            &ctx,
+            &mut fw,
+            &call("web1", "start", "begin"),
+            Ok(no_taps.into_bytes()),
+        );
+        assert!(fw.loads.is_empty() && o.log.is_empty(), "{:?}", o.log);
+        handle(
+            &ctx,
+            &mut fw,
+            &call("web1", "start", "begin"),
+            Ok(xml("web1", 1, true)),
+        );
+        assert_eq!(fw.full_loads().len(), 1);
+        assert!(fw.loads[0].contains("\"vnet0\""));
+    }
+
+    #[test]
+    fn release_removes_only_this_vms_tables() {
+        let d = dir("two");
+        let ctx = Context {
+            run_dir: Some(&d.0),
+            host: "h",
+            now_unix: NOW,
+        };
+        let mut fw = Recorder::default();
+        let long = "a-very-long-vm-name-that-shares-its-first-forty-characters";
+        let (a, b) = (format!("{long}-a"), format!("{long}-b"));
+        handle(
+            &ctx,
+            &mut fw,
+            &call(&b, "release", "end"),
+            Ok(xml(&b, 1, true)),
+        );
+        assert_eq!(fw.loads.len(), 1);
+        assert!(fw.loads[0].contains(&table_of(&b)));
+        assert!(!fw.loads[0].contains(&table_of(&a)));
+        // Without a UUID nothing is touched.
+        let o = handle(&ctx, &mut fw, &call(&a, "release", "end"), Ok(vec![]));
+        assert_eq!(fw.loads.len(), 1);
+        assert!(
+            o.log[0].contains("network policy not touched"),
+            "{:?}",
+            o.log
+        );
+        let o = handle(
+            &ctx,
+            &mut fw,
+            &call(&a, "release", "end"),
+            Ok(b"<domain><uuid>web1</uuid></domain>".to_vec()),
+        );
+        assert_eq!(fw.loads.len(), 1);
+        assert!(o.log[0].contains("bad domain UUID"), "{:?}", o.log);
     }
 
     #[test]
@@ -463,8 +706,11 @@ mod tests {
             &call("web1", "started", "begin"),
             Ok(xml("web1", 1, false)),
         );
-        assert!(fw.loads.is_empty());
-        assert_eq!(fw.deletes, vec![policy::table_name("web1")]);
+        assert!(fw.full_loads().is_empty());
+        assert_eq!(
+            fw.removals(),
+            vec![&ruleset::render_removal(&uuid_of("web1"))]
+        );
     }
 
     #[test]
@@ -501,14 +747,14 @@ mod tests {
         let mut fw = Recorder::default();
         for (op, sub) in [
             ("prepare", "begin"),
-            ("start", "begin"),
             ("migrate", "end"),
             ("restore", "begin"),
+            ("start", "end"),
         ] {
             let o = handle(&ctx, &mut fw, &call("a", op, sub), Ok(xml("a", 1, true)));
             assert!(o.refusal.is_none() && o.log.is_empty());
         }
-        assert!(fw.loads.is_empty() && fw.deletes.is_empty());
+        assert!(fw.loads.is_empty());
     }
 
     #[test]
@@ -533,7 +779,13 @@ mod tests {
             Ok(xml("web1", 1, true)),
         );
         assert_eq!(fw.loads.len(), 1);
-        let o = handle(&ctx, &mut fw, &call("web1", "release", "end"), Ok(vec![]));
+        let o = handle(
+            &ctx,
+            &mut fw,
+            &call("web1", "release", "end"),
+            Ok(xml("web1", 1, true)),
+        );
         assert!(o.log.is_empty(), "{:?}", o.log);
+        assert_eq!(fw.removals().len(), 1);
     }
 }

@@ -4,8 +4,8 @@
 use std::io::{self, Read};
 
 /// The most domain XML we keep. Real domain XML is a few KiB to a few
-/// hundred KiB.
-pub const MAX_XML_BYTES: u64 = 32 << 20;
+/// hundred KiB; more is not a domain we should spend memory on.
+pub const MAX_XML_BYTES: u64 = 4 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {

@@ -7,7 +7,8 @@
 //! Modules, one job each: [`args`] (argv), [`input`] (stdin),
 //! [`xml`] (domain facts), [`state`] (the agent's state file),
 //! [`admission`] (the pure decision and promise list), [`promises`] (the
-//! locked promise file), [`policy`] (rules and nft rendering), [`nft`]
+//! locked promise file), [`policy`] (rule, device and UUID validation),
+//! [`ruleset`] (nft rendering), [`nft`]
 //! (running nft), [`notify`] (the datagram to the agent), [`hook`] (which
 //! stage does what).
 
@@ -29,6 +30,7 @@ pub mod nft;
 pub mod notify;
 pub mod policy;
 pub mod promises;
+pub mod ruleset;
 pub mod state;
 pub mod xml;
 

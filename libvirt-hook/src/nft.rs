@@ -107,11 +107,6 @@ pub fn load(program: &Path, ruleset: &str) -> Result<(), NftError> {
     run(program, &["-f", "-"], Some(ruleset), TIMEOUT)
 }
 
-/// `nft delete table inet TABLE`.
-pub fn delete_table(program: &Path, table: &str) -> Result<(), NftError> {
-    run(program, &["delete", "table", "inet", table], None, TIMEOUT)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,16 +1,15 @@
-//! A VM's network policy as an nftables ruleset. Pure: validation of the
-//! raw rules and device names from the XML, the table name, rendering.
+//! A VM's network policy, validated. Pure: the raw rules, device names
+//! and UUID from the XML become typed values.
 //!
-//! Nothing from the XML reaches the ruleset as text: rules become typed
-//! values (numbers, an enum, four octets) and device names pass a strict
-//! character set check, so the rendered text cannot be steered.
+//! Nothing from the XML reaches a ruleset as text: rules become typed
+//! values (numbers, an enum, four octets), device names pass a strict
+//! character set check and the UUID is sixteen bytes, so the rendered text
+//! ([`crate::ruleset`]) cannot be steered.
 
-use std::fmt::{self, Write};
+use std::fmt;
 
 use crate::xml::RawRule;
 
-/// Longest sanitised VM name kept in a table name.
-pub const KEY_NAME_MAX: usize = 40;
 /// Linux IFNAMSIZ - 1.
 pub const DEVICE_MAX: usize = 15;
 
@@ -26,6 +25,66 @@ pub enum RuleError {
     PortWithIcmp,
     #[error("bad IPv4 CIDR {0:?}")]
     Cidr(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad domain UUID {0:?}")]
+pub struct UuidError(pub String);
+
+/// A domain's UUID: what names its nftables tables. Unlike the VM's name
+/// it is fixed for the life of the domain and unique on a host (libvirt
+/// refuses a second domain with the same UUID).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VmUuid([u8; 16]);
+
+impl VmUuid {
+    /// Thirty-two lowercase hex digits, no dashes.
+    pub fn hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// The canonical `8-4-4-4-12` form, lowercase.
+impl fmt::Display for VmUuid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let h = self.hex();
+        write!(
+            f,
+            "{}-{}-{}-{}-{}",
+            &h[..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..]
+        )
+    }
+}
+
+/// libvirt writes `<uuid>` as `8-4-4-4-12` hex digits; 32 digits without
+/// dashes are accepted too. Either case.
+pub fn parse_uuid(s: &str) -> Result<VmUuid, UuidError> {
+    let bad = || UuidError(s.chars().take(64).collect());
+    let digits: String = if s.len() == 36 {
+        let dashes_at = [8, 13, 18, 23];
+        if !s
+            .bytes()
+            .enumerate()
+            .all(|(i, b)| (b == b'-') == dashes_at.contains(&i))
+        {
+            return Err(bad());
+        }
+        s.chars().filter(|c| *c != '-').collect()
+    } else {
+        s.to_owned()
+    };
+    if digits.len() != 32 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    let mut bytes = [0u8; 16];
+    for (i, b) in bytes.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&digits[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(VmUuid(bytes))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,120 +217,6 @@ pub fn valid_devices(devs: &[String]) -> Vec<String> {
     out
 }
 
-/// 32-bit FNV-1a.
-pub fn fnv1a32(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811c_9dc5u32, |h, b| {
-        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
-    })
-}
-
-/// `<sanitised>_<fnv1a hex>`: the name lowercased, every character
-/// outside `[a-z0-9_]` replaced by `_`, cut to 40 characters, then `_` and
-/// the FNV-1a hash of the full name (so names that sanitise alike stay
-/// apart).
-pub fn table_key(vm: &str) -> String {
-    let mut key: String = vm
-        .chars()
-        .map(|c| c.to_ascii_lowercase())
-        .map(|c| {
-            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(KEY_NAME_MAX)
-        .collect();
-    let _ = write!(key, "_{:08x}", fnv1a32(vm.as_bytes()));
-    key
-}
-
-pub fn table_name(vm: &str) -> String {
-    format!("rackside_{}", table_key(vm))
-}
-
-/// Lines that make a table exist and then remove it: in one `nft -f`
-/// transaction this succeeds whether or not the table was there.
-fn reset_lines(out: &mut String, table: &str) {
-    let _ = writeln!(out, "table inet {table} {{}}");
-    let _ = writeln!(out, "delete table inet {table}");
-}
-
-/// A ruleset that only removes the table (idempotent).
-pub fn render_removal(vm: &str) -> String {
-    let mut out = String::new();
-    reset_lines(&mut out, &table_name(vm));
-    out
-}
-
-fn render_rule(out: &mut String, r: &Rule) {
-    let mut m = String::new();
-    if let Some(c) = r.from {
-        if c.prefix == 0 {
-            m.push_str("meta nfproto ipv4 ");
-        } else if c.prefix == 32 {
-            let [a, b, cc, d] = c.addr;
-            let _ = write!(m, "ip saddr {a}.{b}.{cc}.{d} ");
-        } else {
-            let _ = write!(m, "ip saddr {c} ");
-        }
-    }
-    let l4 = match r.proto {
-        Proto::Tcp => "tcp",
-        Proto::Udp => "udp",
-        Proto::Icmp => {
-            if r.from.is_some() {
-                m.push_str("meta l4proto icmp ");
-            } else {
-                m.push_str("meta l4proto { icmp, ipv6-icmp } ");
-            }
-            ""
-        }
-    };
-    if !l4.is_empty() {
-        match r.ports {
-            Some((a, b)) if a == b => {
-                let _ = write!(m, "{l4} dport {a} ");
-            }
-            Some((a, b)) => {
-                let _ = write!(m, "{l4} dport {a}-{b} ");
-            }
-            None => {
-                let _ = write!(m, "meta l4proto {l4} ");
-            }
-        }
-    }
-    let _ = writeln!(out, "\t\t{m}accept");
-}
-
-/// The ruleset for one VM: traffic forwarded out of its tap devices is
-/// accepted when established/related or allowed by a rule, and dropped
-/// otherwise; other traffic is untouched. `devices` must be non-empty and
-/// already validated ([`valid_devices`]). Deterministic.
-pub fn render(vm: &str, devices: &[String], rules: &[Rule]) -> String {
-    let table = table_name(vm);
-    let mut out = String::new();
-    reset_lines(&mut out, &table);
-    let devs = devices
-        .iter()
-        .map(|d| format!("\"{d}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let _ = writeln!(out, "table inet {table} {{");
-    out.push_str("\tchain forward {\n");
-    out.push_str("\t\ttype filter hook forward priority 0; policy accept;\n");
-    let _ = writeln!(out, "\t\toifname {{ {devs} }} jump guest");
-    out.push_str("\t}\n");
-    out.push_str("\tchain guest {\n");
-    out.push_str("\t\tct state established,related accept\n");
-    for r in rules {
-        render_rule(&mut out, r);
-    }
-    out.push_str("\t\tdrop\n");
-    out.push_str("\t}\n}\n");
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,99 +230,27 @@ mod tests {
     }
 
     #[test]
-    fn golden_ruleset() {
-        let rules: Vec<Rule> = [
-            raw("tcp", Some("22"), Some("10.0.0.0/8")),
-            raw("udp", Some("53"), None),
-            raw("icmp", None, None),
-            raw("tcp", Some("8000-8080"), Some("192.168.1.7")),
-            raw("udp", None, Some("0.0.0.0/0")),
-            raw("icmp", None, Some("172.16.5.5/12")),
-        ]
-        .iter()
-        .map(|r| parse_rule(r).unwrap())
-        .collect();
-        let got = render("web1", &["vnet0".into(), "vnet7".into()], &rules);
-        let key = table_key("web1");
-        let want = format!(
-            "table inet rackside_{key} {{}}
-delete table inet rackside_{key}
-table inet rackside_{key} {{
-\tchain forward {{
-\t\ttype filter hook forward priority 0; policy accept;
-\t\toifname {{ \"vnet0\", \"vnet7\" }} jump guest
-\t}}
-\tchain guest {{
-\t\tct state established,related accept
-\t\tip saddr 10.0.0.0/8 tcp dport 22 accept
-\t\tudp dport 53 accept
-\t\tmeta l4proto {{ icmp, ipv6-icmp }} accept
-\t\tip saddr 192.168.1.7 tcp dport 8000-8080 accept
-\t\tmeta nfproto ipv4 meta l4proto udp accept
-\t\tip saddr 172.16.0.0/12 meta l4proto icmp accept
-\t\tdrop
-\t}}
-}}
-"
-        );
-        assert_eq!(got, want);
-        assert_eq!(key, "web1_93c3efe0");
-        assert_eq!(
-            got,
-            render("web1", &["vnet0".into(), "vnet7".into()], &rules)
-        );
-    }
-
-    #[test]
-    fn idempotent_header_comes_first() {
-        let r = render("a", &["vnet0".into()], &[]);
-        let t = table_name("a");
-        let mut lines = r.lines();
-        assert_eq!(lines.next().unwrap(), format!("table inet {t} {{}}"));
-        assert_eq!(lines.next().unwrap(), format!("delete table inet {t}"));
-        assert_eq!(lines.next().unwrap(), format!("table inet {t} {{"));
-        assert_eq!(
-            render_removal("a"),
-            format!("table inet {t} {{}}\ndelete table inet {t}\n")
-        );
-    }
-
-    #[test]
-    fn fnv1a_known_values() {
-        assert_eq!(fnv1a32(b""), 0x811c9dc5);
-        assert_eq!(fnv1a32(b"a"), 0xe40c292c);
-        assert_eq!(fnv1a32(b"foobar"), 0xbf9cf968);
-    }
-
-    #[test]
-    fn hostile_names_are_sanitised() {
-        for name in [
-            "web\"; flush ruleset; \"",
-            "a}\ntable ip x { }",
-            "x;y",
-            "Ünïcødé-VM",
+    fn uuid_forms() {
+        let u = parse_uuid("6F1C4E2A-5b1d-4c3e-9f00-1234567890ab").unwrap();
+        assert_eq!(u.hex(), "6f1c4e2a5b1d4c3e9f001234567890ab");
+        assert_eq!(u.to_string(), "6f1c4e2a-5b1d-4c3e-9f00-1234567890ab");
+        assert_eq!(parse_uuid("6f1c4e2a5b1d4c3e9f001234567890ab"), Ok(u));
+        for bad in [
             "",
-            &"z".repeat(300),
+            "web1",
+            "6f1c4e2a-5b1d-4c3e-9f00-1234567890a",
+            "6f1c4e2a-5b1d-4c3e-9f00-1234567890abc",
+            "6f1c4e2a5b1d-4c3e-9f00-1234567890ab-",
+            "6f1c4e2a-5b1d-4c3e-9f00-1234567890ag",
+            "6f1c4e2a-5b1d-4c3e-9f001-234567890ab",
+            "+f1c4e2a5b1d4c3e9f001234567890ab",
+            " 6f1c4e2a5b1d4c3e9f001234567890ab",
+            "6f1c4e2a-5b1d-4c3e-9f00-1234567890ab\n",
+            "6f1c4e2a\u{0}5b1d4c3e9f001234567890a",
+            "６f1c4e2a5b1d4c3e9f001234567890a",
         ] {
-            let key = table_key(name);
-            let (body, hash) = key.rsplit_once('_').unwrap();
-            assert!(body.len() <= KEY_NAME_MAX, "{key}");
-            assert!(
-                key.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
-                "{key}"
-            );
-            assert_eq!(hash.len(), 8);
-            let r = render(name, &["vnet0".into()], &[]);
-            assert_eq!(r.lines().count(), 12, "no injected lines: {r}");
+            assert!(parse_uuid(bad).is_err(), "{bad:?}");
         }
-        assert_eq!(table_key("Web-01")[..7], *"web_01_");
-        assert_ne!(
-            table_key("web-1"),
-            table_key("web_1"),
-            "the hash keeps them apart"
-        );
-        assert_eq!(table_key(&"z".repeat(300)).len(), KEY_NAME_MAX + 9);
     }
 
     #[test]
@@ -495,20 +368,11 @@ table inet rackside_{key} {{
 
     proptest::proptest! {
         #[test]
-        fn keys_are_always_clean(name in "\\PC{0,80}") {
-            let key = table_key(&name);
-            proptest::prop_assert!(key.len() <= KEY_NAME_MAX + 9);
-            proptest::prop_assert!(key.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
-        }
-
-        #[test]
-        fn rules_either_fail_or_render_one_line(
-            proto in "\\PC{0,6}", port in proptest::option::of("\\PC{0,12}"), from in proptest::option::of("\\PC{0,20}")
-        ) {
-            let raw = RawRule { proto: Some(proto), port, from };
-            if let Ok(rule) = parse_rule(&raw) {
-                let r = render("vm", &["vnet0".into()], &[rule]);
-                proptest::prop_assert_eq!(r.lines().count(), 13);
+        fn uuids_parse_only_when_canonical(s in "[0-9a-fA-F-]{30,38}|\\PC{0,40}") {
+            if let Ok(u) = parse_uuid(&s) {
+                proptest::prop_assert_eq!(u.hex().len(), 32);
+                proptest::prop_assert_eq!(s.replace('-', "").to_ascii_lowercase(), u.hex());
+                proptest::prop_assert_eq!(parse_uuid(&u.to_string()), Ok(u));
             }
         }
 

@@ -9,9 +9,15 @@
 /// The namespace of rackside's policy element in `<metadata>`.
 pub const POLICY_NS: &str = "https://rackside.dev/xmlns/policy/1";
 
-/// More nodes than any real domain has; enough to stop a huge document
-/// early.
-pub const NODES_LIMIT: u32 = 200_000;
+/// More nodes (elements, text, comments) than any real domain has: a
+/// domain with a hundred disks and interfaces has a few thousand. Stops a
+/// huge document early.
+pub const NODES_LIMIT: u32 = 50_000;
+
+/// More attributes than any real domain has. roxmltree does not count
+/// them against [`NODES_LIMIT`]; their memory is bounded by the input cap
+/// ([`crate::input::MAX_XML_BYTES`]) and this refuses the rest.
+pub const ATTRIBUTES_LIMIT: usize = 100_000;
 
 /// At most this many tap devices, rules and filter references are kept.
 pub const MAX_ITEMS: usize = 256;
@@ -24,6 +30,8 @@ pub enum XmlError {
     Parse(#[source] roxmltree::Error),
     #[error("root element is not <domain>")]
     NotDomain,
+    #[error("domain XML has more than {ATTRIBUTES_LIMIT} attributes")]
+    TooManyAttributes,
 }
 
 /// One `<rs:allow>` as written: attributes not yet validated.
@@ -79,6 +87,13 @@ pub fn parse(bytes: &[u8]) -> Result<Domain, XmlError> {
         ..Default::default()
     };
     let doc = roxmltree::Document::parse_with_options(text, opts).map_err(XmlError::Parse)?;
+    let attributes = doc
+        .descendants()
+        .map(|n| n.attributes().len())
+        .fold(0usize, usize::saturating_add);
+    if attributes > ATTRIBUTES_LIMIT {
+        return Err(XmlError::TooManyAttributes);
+    }
     let root = doc.root_element();
     if !is_plain(&root, "domain") {
         return Err(XmlError::NotDomain);
@@ -288,7 +303,7 @@ mod tests {
 
     #[test]
     fn deep_nesting_fails_fast_or_parses_without_recursion() {
-        let depth = 100_000;
+        let depth = 40_000;
         let mut x = String::from("<domain>");
         x.push_str(&"<a>".repeat(depth));
         x.push_str(&"</a>".repeat(depth));
@@ -312,6 +327,38 @@ mod tests {
             x.push_str("<interface><target dev='vnet0'/></interface>");
         }
         x.push_str("</devices></domain>");
+        assert!(matches!(parse(x.as_bytes()), Err(XmlError::Parse(_))));
+    }
+
+    #[test]
+    fn attributes_are_bounded() {
+        let per = 1000;
+        let mut many = String::new();
+        for _ in 0..ATTRIBUTES_LIMIT / per {
+            many.push_str("<x");
+            for a in 0..per {
+                many.push_str(&format!(" a{a}=''"));
+            }
+            many.push_str("/>");
+        }
+        let at_limit = format!("<domain><devices>{many}</devices></domain>");
+        assert!(parse(at_limit.as_bytes()).is_ok());
+        let over = format!("<domain><devices>{many}<y b=''/></devices></domain>");
+        assert!(over.len() < crate::input::MAX_XML_BYTES as usize);
+        assert!(matches!(
+            parse(over.as_bytes()),
+            Err(XmlError::TooManyAttributes)
+        ));
+    }
+
+    #[test]
+    fn nodes_are_bounded_within_the_input_cap() {
+        let mut x = String::from("<domain>");
+        for _ in 0..NODES_LIMIT {
+            x.push_str("<a/>");
+        }
+        x.push_str("</domain>");
+        assert!(x.len() < crate::input::MAX_XML_BYTES as usize);
         assert!(matches!(parse(x.as_bytes()), Err(XmlError::Parse(_))));
     }
 

@@ -106,11 +106,23 @@ impl Drop for RunDir {
     }
 }
 
+/// A UUID per name, as libvirt gives each VM its own.
+fn uuid_of(name: &str) -> String {
+    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("00000000-0000-4000-8000-{:012x}", h & 0xffff_ffff_ffff)
+}
+
+fn table_of(name: &str) -> String {
+    rackside_hook::ruleset::table_name(&rackside_hook::policy::parse_uuid(&uuid_of(name)).unwrap())
+}
+
 fn domain(name: &str, mem_mib: u64) -> Vec<u8> {
     format!(
         r#"<domain type='kvm'>
   <name>{name}</name>
-  <uuid>00000000-0000-0000-0000-{:012x}</uuid>
+  <uuid>{}</uuid>
   <memory unit='MiB'>{mem_mib}</memory>
   <metadata>
     <rs:policy xmlns:rs="https://rackside.dev/xmlns/policy/1">
@@ -123,7 +135,7 @@ fn domain(name: &str, mem_mib: u64) -> Vec<u8> {
     <interface type='bridge'><target dev='vnet3'/></interface>
   </devices>
 </domain>"#,
-        rackside_hook::policy::fnv1a32(name.as_bytes())
+        uuid_of(name)
     )
     .into_bytes()
 }
@@ -215,13 +227,7 @@ fn reports_reach_the_agent_socket() {
     let n = rx.recv(&mut buf).unwrap();
     let v: serde_json::Value = serde_json::from_slice(&buf[..n]).unwrap();
     assert_eq!(v["vm"], "web1");
-    assert_eq!(
-        v["uuid"],
-        format!(
-            "00000000-0000-0000-0000-{:012x}",
-            rackside_hook::policy::fnv1a32(b"web1")
-        )
-    );
+    assert_eq!(v["uuid"], uuid_of("web1"));
     assert_eq!(v["op"], "migrate");
     assert_eq!(v["subop"], "begin");
     assert_eq!(v["extra"], "-");
@@ -243,11 +249,15 @@ fn started_loads_a_ruleset_and_release_deletes_it() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(o.stdout.is_empty() && o.stderr.is_empty(), "{}", stderr(&o));
     let log = d.nft_log();
-    let table = format!("rackside_{}", rackside_hook::policy::table_key("web1"));
+    let table = table_of("web1");
+    let removal = format!(
+        "table bridge {table} {{}}\ndelete table bridge {table}\ntable inet {table} {{}}\ndelete table inet {table}\n"
+    );
     assert!(
         log.starts_with(&format!(
-        "ARGS: -f -\ntable inet {table} {{}}\ndelete table inet {table}\ntable inet {table} {{\n"
-    )),
+            "ARGS: -f -\n{removal}table bridge {table} {{\n\tcomment \"rackside vm {}\"\n",
+            uuid_of("web1")
+        )),
         "{log}"
     );
     assert!(log.contains("oifname { \"vnet3\" } jump guest"), "{log}");
@@ -258,9 +268,9 @@ fn started_loads_a_ruleset_and_release_deletes_it() {
 
     let o = d.hook(&["web1", "release", "end", "-"], &domain("web1", 1));
     assert_eq!(o.status.code(), Some(0));
+    assert!(o.stderr.is_empty(), "{}", stderr(&o));
     assert!(
-        d.nft_log()
-            .ends_with(&format!("ARGS: delete table inet {table}\n")),
+        d.nft_log().ends_with(&format!("ARGS: -f -\n{removal}")),
         "{}",
         d.nft_log()
     );
@@ -285,12 +295,11 @@ fn failing_nft_is_logged_and_exits_zero() {
 }
 
 #[test]
-fn garbage_and_oversized_stdin_exit_zero() {
+fn garbage_and_oversized_stdin() {
     let d = RunDir::new("garbage");
-    d.state("active", false, 1, 1, 1); // no room at all, but no XML to know
+    d.state("active", false, 65536, 0, 0);
     for input in [&b"\xff\xfe garbage <<<"[..], b"", b"<domain><memory>1"] {
         for (op, sub) in [
-            ("migrate", "begin"),
             ("started", "begin"),
             ("release", "end"),
             ("reconnect", "begin"),
@@ -298,20 +307,56 @@ fn garbage_and_oversized_stdin_exit_zero() {
             let o = d.hook(&["web1", op, sub, "-"], input);
             assert_eq!(o.status.code(), Some(0), "{op} {sub}: {}", stderr(&o));
             assert!(o.stdout.is_empty());
-            if op == "migrate" {
-                assert!(o.stderr.is_empty(), "{}", stderr(&o));
-            }
         }
+        // The agent speaks for this host: what cannot be measured is
+        // refused, with the reason on stderr, nothing on stdout.
+        let o = d.hook(&["web1", "migrate", "begin", "-"], input);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(o.stdout.is_empty());
+        let err = stderr(&o);
+        assert!(
+            err.starts_with("rackside: ")
+                && err.contains(" cannot read the incoming domain XML (")
+                && err.ends_with("); not accepting VM\n")
+                && err.lines().count() == 1,
+            "{err}"
+        );
     }
-    // Beyond 32 MiB: read to the end, treated as unreadable.
-    let mut big = domain("web1", 1 << 30);
-    big.resize(33 << 20, b' ');
+    assert_eq!(d.nft_log(), "", "no table touched without a UUID");
+    // Beyond 4 MiB: read to the end, refused as unreadable.
+    let mut big = domain("web1", 1);
+    big.resize(5 << 20, b' ');
     let o = d.hook(&["web1", "migrate", "begin", "-"], &big);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("larger than 4194304 bytes"),
+        "{}",
+        stderr(&o)
+    );
+    // The same XML under the cap is read and admitted.
+    let o = d.hook(&["web1", "migrate", "begin", "-"], &domain("web1", 1));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // Without an agent's state, unreadable XML is admitted as before.
+    std::fs::remove_file(d.path().join("state.json")).unwrap();
+    let o = d.hook(&["web1", "migrate", "begin", "-"], b"garbage");
     assert_eq!(o.status.code(), Some(0));
     assert!(o.stdout.is_empty() && o.stderr.is_empty());
-    // The same XML under the cap is read and refused.
-    let o = d.hook(&["web1", "migrate", "begin", "-"], &domain("web1", 1 << 30));
+}
+
+#[test]
+fn a_promise_that_cannot_be_written_refuses() {
+    let d = RunDir::new("nopromise");
+    d.state("active", false, 65536, 0, 0);
+    std::fs::create_dir(d.path().join("promises.lock")).unwrap();
+    let o = d.hook(&["web1", "migrate", "begin", "-"], &domain("web1", 512));
     assert_eq!(o.status.code(), Some(1));
+    assert!(o.stdout.is_empty());
+    let err = stderr(&o);
+    assert!(
+        err.contains(" cannot promise room to the VM (cannot open promises.lock")
+            && err.lines().count() == 1,
+        "{err}"
+    );
 }
 
 #[test]
