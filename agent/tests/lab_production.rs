@@ -4,15 +4,21 @@
 //! pings each guest every 20 ms and holds a TCP connection to it through
 //! the whole evacuation. After the verdict: each guest answers from its new
 //! host, its connection survived, its disk counter carried on with nothing
-//! lost, the destination announced its MAC and the switch follows it. The
-//! silences are printed next to libvirt's downtime, never judged.
+//! lost, the destination announced its MAC and the switch follows it; and
+//! its network policy (the hook's nftables tables on a bridged tap) let
+//! real packets to allowed ports through and dropped the rest, on the
+//! source before the move and on the destination after, with no table
+//! left on the source. The silences are printed next to libvirt's
+//! downtime, never judged.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rackside_lab::agent::{lab_config, AgentProcess};
 use rackside_lab::capture::{self, RarpWatch};
-use rackside_lab::judge::{assert_clients_did_not_notice, assert_disk_carried_on};
+use rackside_lab::judge::{
+    assert_clients_did_not_notice, assert_disk_carried_on, tcp_reach, Reach,
+};
 use rackside_lab::probe::{Probe, ProbeTarget};
 use rackside_lab::pty::PtyLine;
 use rackside_lab::{names, GuestDisk, GuestSpec, Lab, LabSpec};
@@ -22,6 +28,69 @@ const AGENT: &str = env!("CARGO_BIN_EXE_rackside-agent");
 const T: Duration = Duration::from_secs(20);
 const END: Duration = Duration::from_secs(400);
 const HOSTS: [&str; 3] = ["ha", "hb", "hc"];
+
+/// web1's policy: its page, its echo port and ping; nothing else in.
+const POLICY: &str = "<rs:policy xmlns:rs='https://rackside.dev/xmlns/policy/1'>\
+    <rs:allow proto='tcp' port='80'/><rs:allow proto='tcp' port='7'/>\
+    <rs:allow proto='icmp'/></rs:policy>";
+/// A port nothing in the guest listens on: without a policy the guest
+/// refuses it (a reset comes back), under web1's policy the SYN is dropped.
+const CLOSED_PORT: u16 = 81;
+
+fn hook_binary() -> PathBuf {
+    let p = Path::new(AGENT).with_file_name("rackside-hook");
+    assert!(
+        p.exists(),
+        "{} missing: build the workspace first",
+        p.display()
+    );
+    p
+}
+
+fn nft_tables(lab: &Lab, host: &str) -> String {
+    let out = lab
+        .exec(host, "nft")
+        .unwrap()
+        .args(["list", "tables"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The VM's policy tables' name, from its UUID as libvirt reports it.
+fn policy_table(lab: &Lab, host: &str, vm: &str) -> String {
+    let uuid = lab.virsh(host, &["domuuid", vm]).unwrap();
+    let uuid = rackside_hook::policy::parse_uuid(uuid.trim()).unwrap();
+    rackside_hook::ruleset::table_name(&uuid)
+}
+
+/// The policy holds on the host web1 runs on: the bridge table is there,
+/// an allowed port answers, a closed one is silent (dropped, not refused),
+/// and loc1 (no policy) refuses the same closed port.
+fn assert_policy_filters(lab: &Lab, host: &str, table: &str, web: &GuestSpec, loc: &GuestSpec) {
+    let ns = &lab.desc().guest_net.client_netns;
+    let tables = nft_tables(lab, host);
+    assert!(
+        tables.contains(&format!("table bridge {table}\n")),
+        "no bridge policy table on {host}: {tables}"
+    );
+    let web_addr = web.net_addr.unwrap();
+    assert_eq!(
+        tcp_reach(ns, web_addr, 80),
+        Ok(Reach::Answered),
+        "web1:80 on {host}"
+    );
+    assert_eq!(
+        tcp_reach(ns, web_addr, CLOSED_PORT),
+        Ok(Reach::Silent),
+        "web1:{CLOSED_PORT} on {host}"
+    );
+    assert_eq!(
+        tcp_reach(ns, loc.net_addr.unwrap(), CLOSED_PORT),
+        Ok(Reach::Refused),
+        "loc1:{CLOSED_PORT} (no policy)"
+    );
+}
 
 fn target(g: &GuestSpec) -> ProbeTarget {
     ProbeTarget {
@@ -49,11 +118,12 @@ fn until_done(line: &mut PtyLine, agent: &AgentProcess) -> Vec<Value> {
 #[test]
 #[ignore = "lab: needs root, libvirtd and QEMU (make test-lab)"]
 fn clients_do_not_notice_an_evacuation() {
-    let lab = Lab::up(&LabSpec::new("prod", 3)).expect("lab up");
+    let lab = Lab::up(&LabSpec::new("prod", 3).with_hook(&hook_binary())).expect("lab up");
     let d = lab.desc().clone();
-    let web = GuestSpec::new("web1", 32)
+    let mut web = GuestSpec::new("web1", 32)
         .with_net(names::guest_addr(1))
         .with_disk(GuestDisk::Shared { mib: 16 });
+    web.metadata = Some(POLICY.to_owned());
     let local = GuestSpec::new("loc1", 16)
         .with_net(names::guest_addr(2))
         .with_disk(GuestDisk::Local { mib: 16 });
@@ -71,6 +141,9 @@ fn clients_do_not_notice_an_evacuation() {
                 .expect("disk counter")
         })
         .collect();
+
+    let table = policy_table(&lab, "ha", "web1");
+    assert_policy_filters(&lab, "ha", &table, &web, &local);
 
     // An agent on every host, each polling the others: what a real rack
     // runs, and what once stretched a guest's pause to seconds.
@@ -163,6 +236,11 @@ fn clients_do_not_notice_an_evacuation() {
             .expect("bridge fdb");
         assert_eq!(fdb.as_deref(), Some(port.as_str()), "{}", g.name);
     }
+    // The policy moved with web1 and left nothing behind.
+    assert_policy_filters(&lab, &dest_of("web1"), &table, &web, &local);
+    let left = nft_tables(&lab, "ha");
+    assert!(!left.contains(&table), "web1's table left on ha: {left}");
+
     for (i, g) in guests.into_iter().enumerate() {
         assert_disk_carried_on(&lab, g, "ha", &dest_of(&g.name), before[i]);
     }

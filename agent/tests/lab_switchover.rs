@@ -102,7 +102,7 @@ fn median(v: &[u64]) -> u64 {
 #[test]
 #[ignore = "lab: needs root, libvirtd, QEMU"]
 fn agents_polling_every_host_never_touch_a_qemu_monitor() {
-    let lab = Lab::up(&LabSpec::new("switchover", 3)).expect("lab up");
+    let lab = Lab::up(&LabSpec::new("swo", 3)).expect("lab up");
     lab.start_guest("ha", &GuestSpec::new(GUEST, 64))
         .expect("guest");
 

@@ -51,3 +51,29 @@ pub fn assert_disk_carried_on(lab: &Lab, g: &GuestSpec, src: &str, dst: &str, be
     );
     assert!(on_disk >= last, "{}: disk holds {on_disk} < {last}", g.name);
 }
+
+/// What a client's TCP connection attempt to a guest port met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// The guest accepted the connection.
+    Answered,
+    /// The guest's kernel answered with a reset: nothing listens there,
+    /// and nothing between the client and the guest dropped the SYN.
+    Refused,
+    /// No answer at all within the wait: something dropped the SYN.
+    Silent,
+}
+
+/// Tries one TCP connection from namespace `ns` to `addr:port`.
+pub fn tcp_reach(ns: &str, addr: std::net::Ipv4Addr, port: u16) -> Result<Reach, String> {
+    let to = std::net::SocketAddr::from((addr, port));
+    crate::netns::run_in(ns, || {
+        match std::net::TcpStream::connect_timeout(&to, Duration::from_secs(3)) {
+            Ok(_) => Ok(Reach::Answered),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(Reach::Refused),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Ok(Reach::Silent),
+            Err(e) => Err(format!("connect to {to}: {e}")),
+        }
+    })
+    .map_err(|e| e.to_string())?
+}
