@@ -61,41 +61,26 @@ unsafe fn name_and_uuid(dom: sys::virDomainPtr) -> (String, String) {
     (name, uuid)
 }
 
-/// Which figures a bulk stats call asks libvirt for. Both leave out the
-/// groups that enter a domain's QEMU monitor (`vcpu`: query-cpus-fast,
-/// `balloon`): during a migration's switchover QEMU does not answer its
-/// monitor, and a poll waiting there (1.1 s seen on the lab) held up
-/// libvirt's own next step. vCPUs and memory come from the definition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StatsGroups {
-    /// State only: what a peer's poll needs (capacity, whereabouts).
-    /// Nothing else: `cpu` on an active domain reads libvirt's host
-    /// capabilities (resctrl cache monitoring), and on a libvirtd that
-    /// has not built them yet that means probing every QEMU binary, ~4 s,
-    /// with the domain locked. Seen on the lab: a peer's poll landing on
-    /// the destination's first incoming guest stretched its pause from
-    /// 0.2 s to 4.3 s, libvirt's Finish step waiting on that lock.
-    State,
-    /// State and CPU time: the local host's own poll, whose connection
-    /// first builds those capabilities ([`warm_capabilities`]).
-    StateAndCpu,
-}
-
-impl StatsGroups {
-    pub fn bits(self) -> u32 {
-        match self {
-            StatsGroups::State => sys::VIR_DOMAIN_STATS_STATE,
-            StatsGroups::StateAndCpu => {
-                sys::VIR_DOMAIN_STATS_STATE | sys::VIR_DOMAIN_STATS_CPU_TOTAL
-            }
-        }
-    }
-}
+/// The stats group the bulk call asks for: state, nothing else. Every
+/// other group of libvirt 9.0 can reach the domain's QEMU monitor or
+/// libvirtd's host capabilities: `vcpu` sends query-cpus-fast, `balloon`
+/// queries the balloon, `cpu` sends query-stats (halt-polling figures) and
+/// reads the capabilities. During a migration's switchover QEMU does not
+/// answer its monitor, and a libvirtd that has not built its capabilities
+/// builds them on first use by probing every QEMU binary (~4 s) holding
+/// the domain's lock. Seen on the lab: a peer's poll landing on the
+/// destination while the first guest ever to arrive there waited for its
+/// Finish step stretched its pause from 0.2 s to 4.3 s. vCPUs and memory
+/// come from the definition, guests' CPU time from /proc
+/// ([`crate::inventory::procfs::guest_cpu_ns`]).
+const STATS: u32 = sys::VIR_DOMAIN_STATS_STATE;
 
 /// Asks libvirtd for its host capabilities once, when the agent connects,
-/// so that libvirtd builds them now (probing its QEMU binaries) rather
-/// than inside a later call that holds a domain's lock, possibly during a
-/// migration's switchover. Returns how long it took.
+/// so that libvirtd builds them now (probing its QEMU binaries, seconds)
+/// rather than inside a later call: the first migration into this host
+/// (its Prepare step waited ~3.5 s for them on the lab), or another
+/// tool's stats call holding a guest's lock during a switchover. Returns
+/// how long it took.
 pub fn warm_capabilities(conn: &Connect) -> Result<std::time::Duration, FfiError> {
     let t = std::time::Instant::now();
     conn.capabilities().map_err(|e| FfiError::Call {
@@ -105,22 +90,18 @@ pub fn warm_capabilities(conn: &Connect) -> Result<std::time::Duration, FfiError
     Ok(t.elapsed())
 }
 
-/// One bulk stats call for every domain (active and inactive): `groups`,
+/// One bulk stats call for every domain (active and inactive): state,
 /// plus vCPUs and memory from the definition. No call here takes a domain
 /// job or talks to QEMU, so a domain in mid-migration is answered at once.
 /// The records are freed before return.
-pub fn all_domain_stats(
-    conn: &Connect,
-    groups: StatsGroups,
-) -> Result<Vec<DomainRecord>, FfiError> {
+pub fn all_domain_stats(conn: &Connect) -> Result<Vec<DomainRecord>, FfiError> {
     // NOWAIT: should a group ever need a job, a domain busy in one (a
     // migration) answers with what it has instead of holding the poll.
     let flags = sys::VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT;
     let mut list: *mut sys::virDomainStatsRecordPtr = std::ptr::null_mut();
     // SAFETY: conn is a live connection (we hold a reference); list is an
     // out-pointer libvirt fills with a NULL-terminated array it allocates.
-    let n =
-        unsafe { sys::virConnectGetAllDomainStats(conn.as_ptr(), groups.bits(), &mut list, flags) };
+    let n = unsafe { sys::virConnectGetAllDomainStats(conn.as_ptr(), STATS, &mut list, flags) };
     if n < 0 {
         return Err(last_error("virConnectGetAllDomainStats"));
     }

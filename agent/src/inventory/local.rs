@@ -114,7 +114,7 @@ impl LocalPoller {
         let mut follow_up: Option<Instant> = None;
         while !self.stop.load(Ordering::Relaxed) {
             let now = Instant::now();
-            let stats = libvirt_ffi::all_domain_stats(conn, libvirt_ffi::StatsGroups::StateAndCpu);
+            let stats = libvirt_ffi::all_domain_stats(conn).map(with_guest_cpu);
             let storage = domain_storage(conn);
             self.refresh_host(cpu);
             match stats {
@@ -220,6 +220,21 @@ impl LocalPoller {
             }
         }
     }
+}
+
+/// Where libvirt's QEMU driver (system instance) keeps each running
+/// guest's pid file.
+const QEMU_RUN_DIR: &str = "/run/libvirt/qemu";
+
+/// Fills in running guests' CPU time from /proc (see
+/// [`procfs::guest_cpu_ns`]: libvirt's own figure would ask QEMU).
+fn with_guest_cpu(mut records: Vec<model::DomainRecord>) -> Vec<model::DomainRecord> {
+    for r in &mut records {
+        if VmState::from_libvirt(r.state, r.reason).is_active() {
+            r.cpu_time_ns = procfs::guest_cpu_ns(std::path::Path::new(QEMU_RUN_DIR), &r.name);
+        }
+    }
+    records
 }
 
 /// Each domain's storage by UUID, from its definition (libvirt answers

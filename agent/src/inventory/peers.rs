@@ -28,8 +28,7 @@ pub struct PeerPoll {
 fn poll(conn: &Connect) -> Result<PeerPoll, String> {
     let info = conn.node_info().map_err(|e| e.message().to_owned())?;
     let free = conn.free_memory().map_err(|e| e.message().to_owned())?;
-    let domains = libvirt_ffi::all_domain_stats(conn, libvirt_ffi::StatsGroups::State)
-        .map_err(|e| e.to_string())?;
+    let domains = libvirt_ffi::all_domain_stats(conn).map_err(|e| e.to_string())?;
     Ok(PeerPoll {
         cpus: info.cpus,
         mem_total_mib: info.memory / 1024,
