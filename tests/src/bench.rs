@@ -566,6 +566,12 @@ fn table(kind: DiskKind, rows: &[Drain], out: &mut dyn Write) -> std::io::Result
             if r.safe { "yes" } else { "NO" }
         )?;
     }
+    if kind == DiskKind::Local {
+        writeln!(
+            out,
+            "\ndisk MiB: what the copy allocated on the destination (libvirt keeps no disk figures for an incoming migration): a footprint, not bytes on the wire."
+        )?;
+    }
     for r in rows {
         for e in &r.errors {
             writeln!(out, "\nERROR ({}): {e}", r.how)?;
