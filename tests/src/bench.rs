@@ -1,6 +1,10 @@
 //! `rackside-lab bench-console`: the agent's cost at rest and the size and
 //! speed of its answers, with 200 domains on libvirt's test driver (real
 //! libvirt, no guests: the figures are the agent's own, not QEMU's).
+//!
+//! `rackside-lab bench-evacuate`: a host emptied of four guests by virsh
+//! loops and by rackside, with shared then local disks, timed and watched
+//! by the guests' clients.
 
 use std::io::Write;
 use std::path::Path;
@@ -596,7 +600,7 @@ pub fn evacuate(
     }
     writeln!(
         out,
-        "bench-evacuate: {} guests x {} MiB ({fill} MiB random data each, rewriting 1 MiB/s; a {disk_mib} MiB disk rewritten continuously), {SOURCE} -> {}; a client pings each every 20 ms and holds a TCP echo",
+        "bench-evacuate: {} guests x {} MiB ({fill} MiB random data each, rewriting 1 MiB/s; a {disk_mib} MiB disk whose first block it keeps rewriting), {SOURCE} -> {}; a client pings each every 20 ms and holds a TCP echo",
         BENCH_GUESTS.len(),
         fill + 96,
         DESTS.join(", ")
