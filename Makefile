@@ -61,7 +61,7 @@ bench-console: setup ## Agent RSS, idle CPU and answer sizes with 200 domains (1
 	$(CARGO) build $(CARGO_FLAGS) -p rackside-lab
 	$(LAB) bench-console --agent target/release/rackside-agent --seconds $${BENCH_SECONDS:-600}
 
-bench-evacuate: setup ## Evacuation at max_parallel 1, 2, 4 beside a sequential virsh loop (root)
+bench-evacuate: setup ## 4 guests off ha, shared then local disks: virsh loops vs rackside, client-seen silences (root)
 	$(CARGO) build $(CARGO_FLAGS) --release -p rackside-agent
 	$(CARGO) build $(CARGO_FLAGS) -p rackside-lab
 	$(LAB) bench-evacuate --agent target/release/rackside-agent

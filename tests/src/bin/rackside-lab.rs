@@ -97,13 +97,18 @@ enum Cmd {
         #[arg(long, default_value_t = 600)]
         seconds: u64,
     },
-    /// Evacuation wall time and downtime at max_parallel 1, 2, 4 beside a virsh loop.
+    /// Emptying a host of 4 guests, shared then local disks: a sequential
+    /// virsh loop, two parallel virsh loops and rackside, with the wall time
+    /// and what the guests' clients saw.
     BenchEvacuate {
         #[arg(long, default_value = "target/release/rackside-agent")]
         agent: std::path::PathBuf,
         /// MiB of random data per guest.
-        #[arg(long, default_value_t = 200)]
+        #[arg(long, default_value_t = 32)]
         fill: u64,
+        /// MiB of each guest's disk.
+        #[arg(long, default_value_t = 16)]
+        disk_mib: u64,
     },
     /// Two hosts, one guest, a live migration checked end to end.
     Smoke {
@@ -265,8 +270,12 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 &mut std::io::stdout(),
             )?;
         }
-        Cmd::BenchEvacuate { agent, fill } => {
-            rackside_lab::bench::evacuate(&agent, fill, &mut std::io::stdout())?;
+        Cmd::BenchEvacuate {
+            agent,
+            fill,
+            disk_mib,
+        } => {
+            rackside_lab::bench::evacuate(&agent, fill, disk_mib, &mut std::io::stdout())?;
         }
         Cmd::Smoke { fill } => {
             let l = Lab::up(&LabSpec::new(&cli.name, 2))?;
