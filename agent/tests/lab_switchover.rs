@@ -134,7 +134,9 @@ fn agents_polling_every_host_never_touch_a_qemu_monitor() {
         .unwrap();
         line.expect_text(T, &format!("{h}> "))
             .unwrap_or_else(|e| panic!("{e}\n{}", a.log_text()));
-        let sub = line.request(1, "subscribe", json!({}), T).expect("subscribe");
+        let sub = line
+            .request(1, "subscribe", json!({}), T)
+            .expect("subscribe");
         assert_eq!(sub["ok"], json!(true), "{sub}");
         agents.push(a);
         lines.push(line);
