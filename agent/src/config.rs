@@ -192,6 +192,10 @@ pub struct MigrationSection {
     /// are unplaceable.
     #[serde(default = "default_true")]
     pub copy_local_disks: bool,
+    /// Encrypt the migration stream (VIR_MIGRATE_TLS): on by default, since
+    /// guest memory holds keys and passwords; hosts need certificates.
+    #[serde(default = "default_true")]
+    pub tls: bool,
 }
 
 impl Default for MigrationSection {
@@ -206,6 +210,7 @@ impl Default for MigrationSection {
             no_progress_timeout_s: default_no_progress(),
             budget_s_per_gib: default_budget(),
             copy_local_disks: true,
+            tls: true,
         }
     }
 }
@@ -543,6 +548,8 @@ dir = "/var/lib/rackside"
         assert_eq!(c.migration.max_parallel, 2);
         assert_eq!(c.auth.max_failures, 5);
         assert_eq!(c.auth.lockout_s, 300);
+        assert!(c.migration.tls, "migration is encrypted unless turned off");
+        assert!(!parse("[migration]\ntls = false\n").unwrap().migration.tls);
     }
 
     fn err(t: &str) -> String {

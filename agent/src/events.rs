@@ -5,6 +5,7 @@
 use serde::Serialize;
 use tokio::sync::broadcast;
 
+use crate::migration::timeline::Timeline;
 use crate::report::Verdict;
 
 /// A VM's lifecycle, as libvirt's events tell it.
@@ -34,7 +35,8 @@ pub struct MigrationProgress {
     pub vm: String,
     pub dest: String,
     pub percent: f64,
-    pub remaining_mib: f64,
+    /// None until the size is known.
+    pub remaining_mib: Option<f64>,
     pub rate_mib_s: Option<f64>,
     pub eta_s: Option<u64>,
     pub downtime_ms: u64,
@@ -49,6 +51,8 @@ pub struct MigrationDone {
     pub downtime_ms: Option<u64>,
     pub seconds: f64,
     pub data_mib: Option<f64>,
+    /// Where the time went (docs/protocol.md "Timeline").
+    pub timeline: Timeline,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -183,6 +187,7 @@ pub fn lifecycle_word(event: i32, detail: i32) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::migration::timeline::Step;
 
     #[test]
     fn lifecycle_words() {
@@ -232,7 +237,7 @@ mod tests {
                 vm: "a".into(),
                 dest: "hb".into(),
                 percent: 50.0,
-                remaining_mib: 10.0,
+                remaining_mib: Some(10.0),
                 rate_mib_s: None,
                 eta_s: Some(3),
                 downtime_ms: 100,
@@ -249,9 +254,16 @@ mod tests {
                 downtime_ms: Some(20),
                 seconds: 1.5,
                 data_mib: None,
+                timeline: {
+                    let mut t = Timeline::default();
+                    t.mark(Step::Accepted, std::time::Duration::ZERO);
+                    t.mark(Step::Done, std::time::Duration::from_millis(1500));
+                    t
+                },
             })),
             json!({"job": 1, "vm": "a", "dest": "hb", "downtime_ms": 20, "seconds": 1.5,
-                   "data_mib": null})
+                   "data_mib": null, "timeline": [{"step": "accepted", "at_s": 0.0},
+                   {"step": "done", "at_s": 1.5}]})
         );
         let failed = MigrationFailed {
             job: 1,

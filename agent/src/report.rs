@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use rackside_protocol::ErrorCode;
 use serde::{Deserialize, Serialize};
 
+use crate::migration::timeline::Timeline;
 use crate::placement::{Move, Unplaceable};
 
 /// A command refused, with the protocol's code and the reason in words.
@@ -92,6 +93,8 @@ pub struct JobRow {
     pub note: Option<String>,
     pub tried: Vec<String>,
     pub offline: bool,
+    /// A finished migration's moments (docs/protocol.md); empty otherwise.
+    pub timeline: Timeline,
 }
 
 /// `jobs`: the current and the last run's jobs.
@@ -236,6 +239,7 @@ mod tests {
             note: Some("slow".into()),
             tried: vec!["hb".into()],
             offline: false,
+            timeline: Timeline::default(),
         };
         assert_eq!(
             v(&JobsReport {
@@ -245,7 +249,8 @@ mod tests {
             json!({"jobs": [{"id": 4, "run": 2, "kind": "evacuate", "vm": "a", "dest": "hb",
                 "phase": "running", "percent": 12.5, "remaining_mib": 100.0, "rate_mib_s": null,
                 "eta_s": null, "downtime_ms": null, "seconds": null, "data_mib": null,
-                "error": null, "note": "slow", "tried": ["hb"], "offline": false}],
+                "error": null, "note": "slow", "tried": ["hb"], "offline": false,
+                "timeline": []}],
                 "running": true})
         );
         let moves = vec![Move {

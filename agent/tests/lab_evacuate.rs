@@ -149,6 +149,41 @@ fn verdict(events: &[Value]) -> &Value {
     &events.last().unwrap()["data"]
 }
 
+/// The moments a migration reports (agent/src/migration/timeline.rs) in
+/// the order they happen.
+const STEPS: [&str; 7] = [
+    "accepted",
+    "prepared",
+    "dest_started",
+    "first_byte",
+    "switchover",
+    "ended",
+    "done",
+];
+
+/// A finished migration's timeline: its steps in order, times never going
+/// back, and at least the moments every live migration has. Returns
+/// `step at_s` pairs for printing.
+fn assert_timeline_ordered(t: &Value) -> String {
+    let marks = t.as_array().unwrap_or_else(|| panic!("no timeline: {t}"));
+    let mut last = (0, 0.0);
+    for m in marks {
+        let step = m["step"].as_str().unwrap();
+        let at = m["at_s"].as_f64().unwrap();
+        let i = STEPS.iter().position(|s| *s == step).unwrap();
+        assert!(i >= last.0 && at >= last.1, "out of order at {step}: {t}");
+        last = (i, at);
+    }
+    for must in ["accepted", "prepared", "first_byte", "ended", "done"] {
+        assert!(marks.iter().any(|m| m["step"] == must), "no {must}: {t}");
+    }
+    marks
+        .iter()
+        .map(|m| format!("{} {}", m["step"].as_str().unwrap(), m["at_s"]))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Percent per job never went down in the progress events.
 fn assert_progress_monotone(events: &[Value]) {
     let mut last: BTreeMap<u64, f64> = BTreeMap::new();
@@ -203,6 +238,29 @@ fn evacuation_moves_every_vm_once_within_capacity_and_says_safe() {
     );
     assert_eq!(v["moved"].as_array().unwrap().len(), 4, "{v}");
     assert!(events.iter().any(|e| e["event"] == "migration.done"));
+    for e in events.iter().filter(|e| e["event"] == "migration.done") {
+        let d = &e["data"];
+        eprintln!(
+            "migration.done {} ({} s): {}",
+            d["vm"],
+            d["seconds"],
+            assert_timeline_ordered(&d["timeline"])
+        );
+    }
+    // Before libvirt knows the size, progress says nothing is known
+    // (null), never 0 MiB left; with the size, it counts down.
+    for e in events.iter().filter(|e| e["event"] == "migration.progress") {
+        let d = &e["data"];
+        if d["remaining_mib"].is_null() {
+            assert_eq!(d["percent"], 0.0, "{e}");
+        }
+    }
+    let between = events
+        .iter()
+        .filter(|e| e["event"] == "migration.progress")
+        .filter(|e| (1.0..100.0).contains(&e["data"]["percent"].as_f64().unwrap()))
+        .count();
+    eprintln!("progress events with a percentage between 1 and 99: {between}");
     assert_progress_monotone(&events);
     rig.line
         .expect_event("host.empty", T, |_| true)
@@ -246,14 +304,33 @@ fn evacuation_moves_every_vm_once_within_capacity_and_says_safe() {
         // At least the guest's random data crossed the wire.
         let fill = guests.iter().find(|g| j["vm"] == g.0).unwrap().1 as f64;
         assert!(j["data_mib"].as_f64().unwrap_or(0.0) >= fill, "{j}");
+        assert_timeline_ordered(&j["timeline"]);
     }
     // A person on a text line saw the verdict, with a BEL.
     rig.line.write(b"mode text\r").unwrap();
+    rig.line.write(b"jobs\r").unwrap();
     rig.line.write(b"status\r").unwrap();
     let transcript = String::from_utf8_lossy(&rig.line.transcript).into_owned();
     assert!(
         transcript.contains("\"safe_to_power_off\":true"),
         "{transcript}"
+    );
+    // `jobs` as text: a timeline line per finished job.
+    rig.line
+        .expect_text(T, "accepted 0.0")
+        .unwrap_or_else(|e| panic!("jobs shows no timeline: {e}"));
+    std::thread::sleep(Duration::from_millis(500));
+    rig.line.pump(Duration::from_millis(200));
+    let transcript = String::from_utf8_lossy(&rig.line.transcript).into_owned();
+    let jobs_text: Vec<&str> = transcript
+        .lines()
+        .filter(|l| l.contains("accepted 0.0"))
+        .collect();
+    eprintln!("jobs, as text:\n{}", jobs_text.join("\n"));
+    assert_eq!(jobs_text.len(), names.len(), "{transcript}");
+    assert!(
+        jobs_text.iter().all(|l| l.contains("first_byte")),
+        "{jobs_text:?}"
     );
     rig.agent.stop();
     rig.lab.teardown().expect("teardown");
@@ -829,6 +906,55 @@ fn an_aborted_disk_copy_deletes_the_volume_it_created() {
     assert!(!dst_img.exists(), "{} left on hb", dst_img.display());
     assert!(rig.lab.virsh("hb", &["vol-info", &inside]).is_err());
     assert_eq!(image_at(&src_img, PATTERN_AT, 65_536).1, disk_pattern());
+    rig.agent.stop();
+    rig.lab.teardown().expect("teardown");
+}
+
+#[test]
+#[ignore = "lab: needs root, libvirtd and QEMU (make test-lab)"]
+fn a_destination_without_certificates_is_named_and_the_vm_stays() {
+    // Migration is encrypted by default; hb was never given certificates.
+    let spec = LabSpec::new("nocert", 2).without_certs("hb");
+    let mut rig = Rig::new("nocert", spec, &[("sealed", 8)], "");
+    let tick =
+        rackside_lab::guest::last_tick(&rig.lab.serial_log("ha", "sealed").unwrap()).unwrap();
+    rig.req("subscribe", json!({}));
+    let watch = Sampler::start(&rig.lab, &["sealed"]);
+    assert_eq!(rig.req("evacuate", json!({}))["ok"], true);
+    let events = rig.until_done();
+    watch.finish().assert_clean();
+    let failed: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event"] == "migration.failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{events:?}");
+    let error = failed[0]["data"]["error"].as_str().unwrap();
+    let pki = rig.lab.host("hb").unwrap().tls_dir();
+    assert!(
+        error.starts_with(&format!(
+            "migration TLS: host hb has no certificates in {}",
+            pki.display()
+        )),
+        "{error}"
+    );
+    eprintln!("the engineer reads: {error}");
+    // Nothing moved: no progress beyond 0 %, no data on hb, the VM here.
+    assert!(
+        events
+            .iter()
+            .filter(|e| e["event"] == "migration.progress")
+            .all(|e| e["data"]["percent"] == 0.0),
+        "{events:?}"
+    );
+    let v = verdict(&events);
+    assert_eq!(v["safe_to_power_off"], false, "{v}");
+    assert_eq!(v["remaining"], json!(["sealed"]), "{v}");
+    rig.lab.assert_verdict_true("ha", v);
+    let at = rig.assert_each_runs_once(&["sealed"]);
+    assert_eq!(at["sealed"], "ha");
+    rig.lab
+        .wait_tick("ha", "sealed", tick, Duration::from_secs(60))
+        .expect("the guest still ticks on ha");
     rig.agent.stop();
     rig.lab.teardown().expect("teardown");
 }

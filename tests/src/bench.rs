@@ -206,6 +206,36 @@ struct Drain {
     /// Seconds of the first migration of a sequential loop (for the
     /// single-migration throughput line).
     first_s: Option<f64>,
+    /// Per VM, where its migration's time went (the agent's rows only).
+    timelines: Vec<(String, String)>,
+}
+
+/// The seconds of one step in a `jobs` timeline (JSON), if it is there.
+fn step_at(timeline: &serde_json::Value, step: &str) -> Option<f64> {
+    timeline.as_array()?.iter().find(|m| m["step"] == step)?["at_s"].as_f64()
+}
+
+/// A `jobs` timeline for the bench's output: the steps, then rackside's
+/// own share (accepted to prepared, ended to done) apart from the rest.
+pub fn timeline_text(timeline: &serde_json::Value) -> String {
+    let steps: Vec<String> = timeline
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            format!(
+                "{} {:.2}",
+                m["step"].as_str().unwrap_or("?"),
+                m["at_s"].as_f64().unwrap_or(0.0)
+            )
+        })
+        .collect();
+    let span = |a: &str, b: &str| Some(step_at(timeline, b)? - step_at(timeline, a)?);
+    let own = match (span("accepted", "prepared"), span("ended", "done")) {
+        (Some(x), Some(y)) => format!("; rackside's own: {:.2} s", x + y),
+        _ => String::new(),
+    };
+    format!("{}{own}", steps.join(", "))
 }
 
 impl Drain {
@@ -287,6 +317,8 @@ fn virsh_migrate(lab: &crate::Lab, kind: DiskKind, guest: &str, dest: &str) -> R
         "--p2p",
         "--persistent",
         "--undefinesource",
+        // Encrypted, as rackside migrates by default: like for like.
+        "--tls",
     ];
     if kind == DiskKind::Local {
         args.push("--copy-storage-all");
@@ -341,7 +373,12 @@ fn virsh_parallel(lab: &crate::Lab, kind: DiskKind) -> (f64, Vec<String>) {
 
 /// rackside at its default configuration, on ha, evacuating. Returns the
 /// wall time from the request to `evacuation.done`, and what went wrong.
-fn agent_drain(lab: &crate::Lab, agent: &Path, kind: DiskKind) -> BenchResult<(f64, Vec<String>)> {
+#[allow(clippy::type_complexity)]
+fn agent_drain(
+    lab: &crate::Lab,
+    agent: &Path,
+    kind: DiskKind,
+) -> BenchResult<(f64, Vec<String>, Vec<(String, String)>)> {
     let dir = lab
         .desc()
         .dir
@@ -382,12 +419,17 @@ fn agent_drain(lab: &crate::Lab, agent: &Path, kind: DiskKind) -> BenchResult<(f
     if done["data"]["safe_to_power_off"] != json!(true) {
         errors.push(format!("rackside's verdict: not safe: {}", done["data"]));
     }
+    let mut timelines = Vec::new();
     for j in jobs["data"]["jobs"].as_array().into_iter().flatten() {
         if let Some(e) = j["error"].as_str() {
             errors.push(format!("{}: {e}", j["vm"].as_str().unwrap_or("?")));
         }
+        timelines.push((
+            j["vm"].as_str().unwrap_or("?").to_owned(),
+            timeline_text(&j["timeline"]),
+        ));
     }
-    Ok((wall, errors))
+    Ok((wall, errors, timelines))
 }
 
 /// What the destination's libvirt recorded of `guest`'s completed move
@@ -459,18 +501,18 @@ fn measured(
         .collect();
     let probe = crate::probe::Probe::start(&lab.desc().guest_net.client_netns, &targets)?;
     std::thread::sleep(Duration::from_secs(1));
-    let (label, wall_s, first_s, mut errors) = match how {
+    let (label, wall_s, first_s, mut errors, timelines) = match how {
         How::VirshSequential => {
             let (w, f, e) = virsh_baseline(lab, kind);
-            ("virsh loop, sequential".to_owned(), w, f, e)
+            ("virsh loop, sequential".to_owned(), w, f, e, Vec::new())
         }
         How::VirshParallel => {
             let (w, e) = virsh_parallel(lab, kind);
-            ("virsh loops, 2 workers".to_owned(), w, None, e)
+            ("virsh loops, 2 workers".to_owned(), w, None, e, Vec::new())
         }
         How::Rackside => {
-            let (w, e) = agent_drain(lab, agent, kind)?;
-            ("rackside, default config".to_owned(), w, None, e)
+            let (w, e, t) = agent_drain(lab, agent, kind)?;
+            ("rackside, default config".to_owned(), w, None, e, t)
         }
     };
     let moved: Vec<Moved> = BENCH_GUESTS.iter().map(|g| moved(lab, kind, g)).collect();
@@ -506,6 +548,7 @@ fn measured(
         safe,
         errors,
         first_s,
+        timelines,
     })
 }
 
@@ -575,6 +618,16 @@ fn table(kind: DiskKind, rows: &[Drain], out: &mut dyn Write) -> std::io::Result
             out,
             "\ndisk MiB: what the copy allocated on the destination (libvirt keeps no disk figures for an incoming migration): a footprint, not bytes on the wire."
         )?;
+    }
+    for r in rows.iter().filter(|r| !r.timelines.is_empty()) {
+        writeln!(
+            out,
+            "\nwhere each migration's time went ({}; s since the agent accepted it):",
+            r.how
+        )?;
+        for (vm, t) in &r.timelines {
+            writeln!(out, "- {vm}: {t}")?;
+        }
     }
     for r in rows {
         for e in &r.errors {

@@ -40,6 +40,12 @@ impl HostDesc {
         self.root.join("libvirtd.stderr.log")
     }
 
+    /// Where this host's QEMU finds its migration certificates
+    /// (`migrate_tls_x509_cert_dir`; /etc/pki/qemu on a real host).
+    pub fn tls_dir(&self) -> PathBuf {
+        self.root.join("pki/qemu")
+    }
+
     pub fn socket(&self) -> PathBuf {
         self.root.join("run/libvirt/libvirt-sock")
     }

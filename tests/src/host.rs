@@ -17,6 +17,7 @@ use crate::cmd::{self, CmdError};
 use crate::desc::HostDesc;
 use crate::meminfo;
 use crate::names::PRIVATE_DIRS;
+use crate::tls::{self, Ca, TlsError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
@@ -31,6 +32,12 @@ pub enum HostError {
         host: String,
         #[source]
         source: CmdError,
+    },
+    #[error("could not make the migration certificates of host {host}")]
+    Certs {
+        host: String,
+        #[source]
+        source: TlsError,
     },
     #[error("the anchor of host {host} did not come up; see {log}")]
     AnchorTimeout { host: String, log: PathBuf },
@@ -85,7 +92,7 @@ pub fn libvirtd_conf(host_uuid: &str) -> String {
     )
 }
 
-pub fn qemu_conf(cgroups: bool) -> String {
+pub fn qemu_conf(cgroups: bool, tls_dir: &Path) -> String {
     let mut s = String::from(
         "# rackside lab host\n\
          user = \"root\"\n\
@@ -95,6 +102,7 @@ pub fn qemu_conf(cgroups: bool) -> String {
          security_driver = \"none\"\n\
          stdio_handler = \"file\"\n",
     );
+    s.push_str(&tls::qemu_conf_lines(tls_dir));
     if !cgroups {
         // Machines whose cgroup tree libvirt cannot write (read-only v1
         // mounts, nested sandboxes) still run guests without cgroups.
@@ -103,8 +111,16 @@ pub fn qemu_conf(cgroups: bool) -> String {
     s
 }
 
-/// Creates the host's directory tree and configuration.
-pub fn prepare(h: &HostDesc, cgroups: bool, hook: Option<&Path>) -> Result<(), HostError> {
+/// Creates the host's directory tree and configuration. With `ca`, the
+/// host gets migration certificates signed by it; without, an empty
+/// certificate directory (libvirtd refuses to start if it is missing),
+/// like a real host nobody provisioned.
+pub fn prepare(
+    h: &HostDesc,
+    cgroups: bool,
+    hook: Option<&Path>,
+    ca: Option<&Ca>,
+) -> Result<(), HostError> {
     for d in PRIVATE_DIRS {
         let p = h.root.join(d);
         fs::create_dir_all(&p).map_err(prepare_err(&p))?;
@@ -136,7 +152,15 @@ pub fn prepare(h: &HostDesc, cgroups: bool, hook: Option<&Path>) -> Result<(), H
     let conf = etc.join("libvirtd.conf");
     fs::write(&conf, libvirtd_conf(&h.host_uuid)).map_err(prepare_err(&conf))?;
     let qconf = etc.join("qemu.conf");
-    fs::write(&qconf, qemu_conf(cgroups)).map_err(prepare_err(&qconf))?;
+    fs::write(&qconf, qemu_conf(cgroups, &h.tls_dir())).map_err(prepare_err(&qconf))?;
+    let pki = h.tls_dir();
+    fs::create_dir_all(&pki).map_err(prepare_err(&pki))?;
+    if let Some(ca) = ca {
+        tls::make_host_certs(ca, &pki, &h.name, &h.addr).map_err(|source| HostError::Certs {
+            host: h.name.clone(),
+            source,
+        })?;
+    }
     fs::create_dir_all(h.root.join("var/log/libvirt/qemu"))
         .map_err(prepare_err(&h.root.join("var/log/libvirt/qemu")))?;
 
@@ -391,9 +415,13 @@ mod tests {
         let c = libvirtd_conf("u-1");
         assert!(c.contains("host_uuid = \"u-1\""));
         assert!(c.contains("listen_tcp = 1"));
-        assert!(qemu_conf(false).contains("cgroup_controllers = [ ]"));
-        assert!(!qemu_conf(true).contains("cgroup_controllers"));
-        assert!(qemu_conf(true).contains("stdio_handler = \"file\""));
+        let pki = Path::new("/lab/hosts/ha/pki/qemu");
+        assert!(qemu_conf(false, pki).contains("cgroup_controllers = [ ]"));
+        assert!(!qemu_conf(true, pki).contains("cgroup_controllers"));
+        assert!(qemu_conf(true, pki).contains("stdio_handler = \"file\""));
+        assert!(
+            qemu_conf(true, pki).contains("migrate_tls_x509_cert_dir = \"/lab/hosts/ha/pki/qemu\"")
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::host::{self, HostError};
 use crate::names::{self, NameError};
 use crate::storage::{self, StorageError};
 use crate::teardown::TeardownErrors;
-use crate::{net, virsh};
+use crate::{net, tls, virsh};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
@@ -32,6 +32,8 @@ pub enum LabError {
         #[source]
         source: std::io::Error,
     },
+    #[error("could not make the lab's certificate authority")]
+    Ca(#[source] tls::TlsError),
     #[error("could not build the lab network")]
     Network(#[source] CmdError),
     #[error("could not set up host")]
@@ -66,6 +68,9 @@ pub struct HostSpec {
     pub name: String,
     /// Memory size the host shows to libvirt (None: the machine's).
     pub mem_mib: Option<u64>,
+    /// Migration certificates signed by the lab's CA (false: an empty
+    /// certificate directory, a host nobody provisioned).
+    pub certs: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +93,7 @@ impl LabSpec {
                 .map(|i| HostSpec {
                     name: names::default_host_name(i),
                     mem_mib: None,
+                    certs: true,
                 })
                 .collect(),
             cgroups: std::env::var("RACKSIDE_LAB_CGROUPS").is_ok_and(|v| v == "1"),
@@ -98,6 +104,14 @@ impl LabSpec {
     /// Installs `hook` in /etc/libvirt/hooks/qemu.d/ of every host.
     pub fn with_hook(mut self, hook: &std::path::Path) -> Self {
         self.hook = Some(hook.to_owned());
+        self
+    }
+
+    /// Leaves `host` without migration certificates.
+    pub fn without_certs(mut self, host: &str) -> Self {
+        if let Some(h) = self.hosts.iter_mut().find(|h| h.name == host) {
+            h.certs = false;
+        }
         self
     }
 
@@ -187,6 +201,8 @@ pub struct Lab {
     desc: LabDesc,
     cgroups: bool,
     hook: Option<PathBuf>,
+    /// Hosts left without migration certificates.
+    without_certs: Vec<String>,
     owned: bool,
 }
 
@@ -219,6 +235,12 @@ impl Lab {
             desc,
             cgroups: spec.cgroups,
             hook: spec.hook.clone(),
+            without_certs: spec
+                .hosts
+                .iter()
+                .filter(|h| !h.certs)
+                .map(|h| h.name.clone())
+                .collect(),
             owned: true,
         };
         lab.build()?;
@@ -237,12 +259,14 @@ impl Lab {
         net::add_storage(&sw, &self.desc.storage.netns).map_err(LabError::Network)?;
         self.desc.save()?;
         storage::start_daemon(&self.desc.storage)?;
+        let ca = tls::make_ca(&self.desc.dir.join("ca"), &self.desc.name).map_err(LabError::Ca)?;
         for i in 0..self.desc.hosts.len() {
             let h = self.desc.hosts[i].clone();
             net::add_netns(&h.netns).map_err(LabError::Network)?;
             net::plug_host(&sw, &h.name, &h.netns, &h.addr).map_err(LabError::Network)?;
             net::plug_host_guests(&sw, &h.name, &h.netns).map_err(LabError::Network)?;
-            host::prepare(&h, self.cgroups, self.hook.as_deref())?;
+            let certs = !self.without_certs.contains(&h.name);
+            host::prepare(&h, self.cgroups, self.hook.as_deref(), certs.then_some(&ca))?;
             self.desc.hosts[i].anchor_pid = host::start_anchor(&h)?;
             self.desc.save()?;
         }
@@ -290,6 +314,7 @@ impl Lab {
             desc,
             cgroups: false,
             hook: None,
+            without_certs: Vec::new(),
             owned: false,
         })
     }

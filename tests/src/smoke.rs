@@ -32,7 +32,8 @@ pub struct Observation {
     pub downtime_ms: Option<u64>,
 }
 
-/// Live-migrates `guest` from `src` to `dst` the way an administrator would.
+/// Live-migrates `guest` from `src` to `dst` the way an administrator would,
+/// encrypted (`--tls`) as the agent does by default.
 pub fn virsh_migrate(lab: &Lab, src: &str, dst: &str, guest: &str) -> Result<f64, LabError> {
     let d = lab.host(dst)?.clone();
     let t0 = Instant::now();
@@ -44,6 +45,7 @@ pub fn virsh_migrate(lab: &Lab, src: &str, dst: &str, guest: &str) -> Result<f64
             "--p2p",
             "--persistent",
             "--undefinesource",
+            "--tls",
             guest,
             &d.uri,
             "--migrateuri",

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 
 use super::answer::Backend;
 use crate::auth::{self, Lockout};
-use crate::events::{Event, Missed, Payload};
+use crate::events::{Event, MigrationProgress, Missed, Payload};
 
 const NL: &str = "\r\n";
 
@@ -388,6 +388,28 @@ fn whole(v: Option<f64>) -> String {
     v.map_or("-".into(), |f| format!("{f:.0}"))
 }
 
+/// A migration's progress. Before libvirt knows the size there is nothing
+/// to count down: it says so rather than "0 MiB left".
+fn progress_line(p: &MigrationProgress) -> String {
+    let note = p.note.as_ref().map_or(String::new(), |n| format!(" - {n}"));
+    match p.remaining_mib {
+        None => format!(
+            "{} -> {}: starting (size not known yet){note}",
+            p.vm, p.dest
+        ),
+        Some(left) => format!(
+            "{} -> {}: {}% ({} MiB left, {} MiB/s, eta {} s){note}",
+            p.vm,
+            p.dest,
+            // Floored: 99.9 % is not done, and 100 % means done.
+            p.percent.floor(),
+            whole(Some(left)),
+            whole(p.rate_mib_s),
+            or_dash(p.eta_s),
+        ),
+    }
+}
+
 /// One line for a person about an event other than the verdict.
 fn event_line(data: &Payload) -> String {
     match data {
@@ -396,22 +418,14 @@ fn event_line(data: &Payload) -> String {
             Some(why) => format!("{}: {} ({why})", e.vm, e.what),
             None => format!("{}: {}", e.vm, e.what),
         },
-        Payload::MigrationProgress(p) => format!(
-            "{} -> {}: {}% ({} MiB left, {} MiB/s, eta {} s){}",
-            p.vm,
-            p.dest,
-            whole(Some(p.percent)),
-            whole(Some(p.remaining_mib)),
-            whole(p.rate_mib_s),
-            or_dash(p.eta_s),
-            p.note.as_ref().map_or(String::new(), |n| format!(" - {n}")),
-        ),
+        Payload::MigrationProgress(p) => progress_line(p),
         Payload::MigrationDone(d) => format!(
-            "{} -> {}: done in {:.1} s, downtime {} ms",
+            "{} -> {}: done in {:.1} s, downtime {} ms; {}",
             d.vm,
             d.dest,
             d.seconds,
-            or_dash(d.downtime_ms)
+            or_dash(d.downtime_ms),
+            d.timeline.text()
         ),
         Payload::MigrationFailed(f) => format!(
             "{} -> {}: FAILED: {}; now on {}{}{}",
@@ -438,8 +452,34 @@ mod tests {
     use crate::events::{
         HookReport, HostName, MigrationDone, MigrationFailed, MigrationProgress, VmStateChange,
     };
+    use crate::migration::timeline::Timeline;
     use crate::report::{NotMoved, Phase, StillHere, Verdict};
     use proptest::prelude::*;
+
+    #[test]
+    fn progress_before_the_size_is_known_says_starting_not_zero_left() {
+        let mut p = MigrationProgress {
+            job: 1,
+            vm: "a".into(),
+            dest: "hb".into(),
+            percent: 0.0,
+            remaining_mib: None,
+            rate_mib_s: None,
+            eta_s: None,
+            downtime_ms: 100,
+            note: None,
+        };
+        assert_eq!(progress_line(&p), "a -> hb: starting (size not known yet)");
+        p.remaining_mib = Some(12.4);
+        p.percent = 99.9;
+        p.rate_mib_s = Some(80.0);
+        p.eta_s = Some(1);
+        assert_eq!(
+            progress_line(&p),
+            "a -> hb: 99% (12 MiB left, 80 MiB/s, eta 1 s)",
+            "99.9 % is not 100 %"
+        );
+    }
 
     /// Answers every reading command with its own name, so tests see which
     /// command ran; refuses the rest like the agent before evacuation.
@@ -676,7 +716,7 @@ mod tests {
                     vm: n(),
                     dest: n(),
                     percent: 5.0,
-                    remaining_mib: 1.0,
+                    remaining_mib: Some(1.0),
                     rate_mib_s: None,
                     eta_s: None,
                     downtime_ms: 0,
@@ -698,6 +738,7 @@ mod tests {
                     downtime_ms: None,
                     seconds: 1.0,
                     data_mib: None,
+                    timeline: Timeline::default(),
                 }),
                 Payload::HostEmpty(HostName { host: n() }),
                 Payload::HostPoweroff(HostName { host: n() }),

@@ -87,7 +87,7 @@ pub fn jobs(r: &JobsReport) -> Text {
     if rows.is_empty() {
         return Text::line("no jobs");
     }
-    table::render(
+    let mut t = table::render(
         &[
             "JOB",
             "VM",
@@ -101,7 +101,13 @@ pub fn jobs(r: &JobsReport) -> Text {
             "NOTE",
         ],
         &rows,
-    )
+    );
+    // Where each finished migration's time went, one line per job: too
+    // long for a column.
+    for j in r.jobs.iter().filter(|j| !j.timeline.is_empty()) {
+        t.push(format!("job {} {}: {}", j.id, j.vm, j.timeline.text()));
+    }
+    t
 }
 
 /// The verdict as people at the rack read it: the framed verdict line

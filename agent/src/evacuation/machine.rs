@@ -16,6 +16,7 @@ use super::model::{self, Job, Kind, Phase, Run};
 use crate::events::{HostName, MigrationDone, MigrationFailed, MigrationProgress, Payload};
 use crate::hypervisor::{human, AfterFailure, DomState, DomainInfo};
 use crate::migration::policy::Progress;
+use crate::migration::timeline::Timeline;
 use crate::report::{Refusal, Verdict};
 
 /// The rules' figures.
@@ -50,10 +51,23 @@ impl Default for Limits {
             abort_grace: Duration::from_secs(30),
             check_timeout: Duration::from_secs(30),
             reconcile_timeout: Duration::from_secs(600),
-            progress_every: Duration::from_secs(2),
+            progress_every: Duration::from_millis(500),
             check_retry_every: Duration::from_secs(1),
         }
     }
+}
+
+/// Progress that would show nothing new is repeated this often at most.
+pub const UNCHANGED_EVERY: Duration = Duration::from_secs(5);
+
+/// What a progress event shows a person, to tell a new one from a copy.
+fn shown(p: &Progress) -> String {
+    format!(
+        "{}|{:?}|{:?}",
+        p.percent.floor(),
+        p.remaining_mib.map(|m| m.round() as i64),
+        p.note
+    )
 }
 
 /// Where a VM is after its migration failed, as seen on this host (the
@@ -118,6 +132,7 @@ pub enum Input {
         seconds: f64,
         downtime_ms: Option<u64>,
         data_mib: Option<f64>,
+        timeline: Timeline,
     },
     Failed {
         job: u64,
@@ -203,6 +218,8 @@ struct Live {
     deadline: Instant,
     abort_signalled: bool,
     last_published: Option<Instant>,
+    /// What the last published progress showed (see [`shown`]).
+    last_shown: Option<String>,
     /// Recovered after a restart: being reconciled, not migrated by us.
     reconciling: bool,
     /// Being reconciled because its migration ended while libvirt could
@@ -293,7 +310,8 @@ impl Machine {
                 seconds,
                 downtime_ms,
                 data_mib,
-            } => self.done(job, seconds, downtime_ms, data_mib, &mut out),
+                timeline,
+            } => self.done(job, seconds, downtime_ms, data_mib, timeline, &mut out),
             Input::Failed {
                 job,
                 error,
@@ -451,6 +469,7 @@ impl Machine {
                             deadline,
                             abort_signalled: false,
                             last_published: None,
+                            last_shown: None,
                             reconciling: true,
                             cause: None,
                         },
@@ -475,17 +494,27 @@ impl Machine {
         if !live.abort_signalled {
             live.deadline = answer;
         }
-        let publish = live
-            .last_published
-            .is_none_or(|t| now.saturating_duration_since(t) >= every);
+        // A line that would say the same again (libvirt still preparing,
+        // a stall) goes out only every UNCHANGED_EVERY: a serial line is
+        // not filled with copies.
+        let shown_now = shown(&p);
+        let publish = match live.last_published {
+            None => true,
+            Some(t) => {
+                let since = now.saturating_duration_since(t);
+                since >= UNCHANGED_EVERY
+                    || (since >= every && live.last_shown.as_ref() != Some(&shown_now))
+            }
+        };
         if publish {
             live.last_published = Some(now);
+            live.last_shown = Some(shown_now);
         }
         let Some(j) = self.job_mut(id) else {
             return;
         };
         j.percent = p.percent;
-        j.remaining_mib = Some(p.remaining_mib);
+        j.remaining_mib = p.remaining_mib;
         j.rate_mib_s = p.rate_mib_s;
         j.eta_s = p.eta_s;
         j.note = p.note.clone();
@@ -512,6 +541,7 @@ impl Machine {
         seconds: f64,
         downtime_ms: Option<u64>,
         data_mib: Option<f64>,
+        timeline: Timeline,
         out: &mut Vec<Action>,
     ) {
         if !self.running(id) {
@@ -529,6 +559,7 @@ impl Machine {
         j.downtime_ms = downtime_ms;
         j.data_mib = data_mib.map(|m| (m * 10.0).round() / 10.0);
         j.note = None;
+        j.timeline = timeline.clone();
         let ev = Payload::MigrationDone(MigrationDone {
             job: j.id,
             vm: j.vm.clone(),
@@ -536,6 +567,7 @@ impl Machine {
             downtime_ms,
             seconds,
             data_mib,
+            timeline,
         });
         self.dirty = true;
         out.push(Action::Publish(ev));
@@ -571,6 +603,7 @@ impl Machine {
                     deadline: now + self.limits.reconcile_timeout,
                     abort_signalled: false,
                     last_published: None,
+                    last_shown: None,
                     reconciling: true,
                     cause: Some(error.clone()),
                 },
@@ -712,10 +745,17 @@ impl Machine {
             ),
             Some(c) => (format!("completed by libvirt after: {c}"), c.clone()),
         };
-        if moved && !is_here(&where_now) {
+        // A shut-off definition left here (a libvirtd stopped between the
+        // move and its undefine) is no copy of the VM running here.
+        let stale_definition = matches!(where_now, AfterFailure::NotRunning(DomState::ShutOff));
+        if moved && (!is_here(&where_now) || stale_definition) {
             j.phase = Phase::Done;
             j.percent = 100.0;
-            j.note = Some(what);
+            j.note = Some(if stale_definition {
+                format!("{what}; a shut-off definition of it is left on {host}")
+            } else {
+                what
+            });
         } else {
             j.phase = if aborting {
                 Phase::Aborted
@@ -832,6 +872,7 @@ impl Machine {
                             deadline: now + self.limits.answer_timeout,
                             abort_signalled: false,
                             last_published: None,
+                            last_shown: None,
                             reconciling: false,
                             cause: None,
                         },
@@ -974,6 +1015,7 @@ mod tests {
             seconds: 1.0,
             downtime_ms: Some(20),
             data_mib: Some(512.0),
+            timeline: Timeline::default(),
         }
     }
 
@@ -1112,6 +1154,26 @@ mod tests {
             .unwrap()
             .starts_with("completed by libvirt after"));
         assert!(a.contains(&Action::CheckLocal));
+        // libvirt finished it but stopped before undefining it here: the
+        // shut-off definition left behind is said, the move is done.
+        let mut m = machine(vec![job(1, "hb")]);
+        m.step(Input::Start, t, &to_hz);
+        m.step(failed(1, AfterFailure::Unknown("down".into())), t, &to_hz);
+        m.step(
+            Input::Reconciled {
+                job: 1,
+                moved: true,
+                where_now: AfterFailure::NotRunning(DomState::ShutOff),
+            },
+            t + 5 * S,
+            &to_hz,
+        );
+        assert_eq!(phase(&m, 1), Phase::Done);
+        assert!(job_of(&m, 1)
+            .note
+            .as_deref()
+            .unwrap()
+            .ends_with("a shut-off definition of it is left on ha"));
         // It stayed here: failed with the cause, and the watchers are told.
         let mut m = machine(vec![job(1, "hb")]);
         m.step(Input::Start, t, &to_hz);
@@ -1246,6 +1308,56 @@ mod tests {
     }
 
     #[test]
+    fn progress_that_shows_nothing_new_is_not_repeated_every_time() {
+        let t = Instant::now();
+        let ms = Duration::from_millis;
+        let mut m = machine(vec![job(1, "hb")]);
+        m.step(Input::Start, t, &to_hz);
+        m.step(Input::Started { job: 1 }, t, &to_hz);
+        let waiting = Progress {
+            percent: 0.0,
+            remaining_mib: None,
+            rate_mib_s: None,
+            eta_s: None,
+            downtime_ms: 100,
+            stalled: false,
+            note: None,
+        };
+        let mut published = Vec::new();
+        let mut feed = |m: &mut Machine, p: &Progress, at: Duration| {
+            let a = m.step(
+                Input::Progress {
+                    job: 1,
+                    progress: p.clone(),
+                },
+                t + at,
+                &to_hz,
+            );
+            if !a.is_empty() {
+                published.push(at);
+            }
+        };
+        // Sampled every 250 ms for 6 s while libvirt prepares.
+        for i in 0..24 {
+            feed(&mut m, &waiting, ms(250 * i));
+        }
+        // Then the transfer: each new percentage, at most every 500 ms.
+        for (i, pct) in [10.0, 20.0, 30.0, 40.0].into_iter().enumerate() {
+            let p = Progress {
+                percent: pct,
+                remaining_mib: Some(100.0 - pct),
+                ..waiting.clone()
+            };
+            feed(&mut m, &p, ms(6_000 + 250 * i as u64));
+        }
+        assert_eq!(
+            published,
+            vec![ms(0), ms(5_000), ms(6_000), ms(6_500)],
+            "the first, a reminder after 5 s, then changes 500 ms apart"
+        );
+    }
+
+    #[test]
     fn a_job_with_no_answer_by_its_deadline_fails_and_the_run_goes_on() {
         let t = Instant::now();
         let mut m = machine(vec![job(1, "hb"), job(2, "hb")]);
@@ -1256,7 +1368,7 @@ mod tests {
         assert_eq!(phase(&m, 1), Phase::Running);
         let p = Progress {
             percent: 10.0,
-            remaining_mib: 400.0,
+            remaining_mib: Some(400.0),
             rate_mib_s: Some(100.0),
             eta_s: Some(4),
             downtime_ms: 100,

@@ -53,6 +53,10 @@ pub struct Ctx {
     pub tick: Duration,
     /// How often a migration libvirt still runs after a restart is looked at.
     pub follow_every: Duration,
+    /// How long a restarted libvirtd is given to take up the migrations
+    /// it was running (its reconnect threads restore each domain's job)
+    /// before a VM with no job is believed to have none.
+    pub restart_settle: Duration,
     /// How long `identify`'s command may run before it is killed.
     pub identify_limit: Duration,
 }
@@ -81,11 +85,13 @@ impl Ctx {
                 // After a restart a migration libvirt still runs is
                 // followed to its end, up to its budget.
                 reconcile_timeout: Duration::from_secs(m.budget_s_per_gib.max(120) * 4),
-                progress_every: Duration::from_secs(2),
+                // A transfer of a second or two still shows its course.
+                progress_every: Duration::from_millis(500),
                 check_retry_every: Duration::from_secs(1),
             },
             tick: Duration::from_millis(200),
             follow_every: Duration::from_secs(1),
+            restart_settle: Duration::from_secs(5),
             identify_limit: Duration::from_secs(10),
         }
     }
@@ -146,6 +152,19 @@ fn busy() -> Refusal {
         ErrorCode::Busy,
         "an evacuation or migration is already running; see jobs, or abort",
     )
+}
+
+/// libvirt's words for a client connection that broke (the daemon
+/// stopped or restarted), as opposed to an answer about the migration.
+fn connection_lost(error: &str) -> bool {
+    [
+        "End of file while reading data",
+        "Cannot recv data",
+        "Cannot write data",
+        "client socket is closed",
+    ]
+    .iter()
+    .any(|w| error.contains(w))
 }
 
 fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
@@ -835,6 +854,7 @@ impl Controller {
             bandwidth_mib_s: self.ctx.migration.bandwidth_mib_s,
             offline: job.offline,
             auto_converge: self.ctx.migration.auto_converge,
+            tls: self.ctx.migration.tls,
             mem_mib: job.mem_mib,
             copy_local_disks: self.ctx.migration.copy_local_disks,
         };
@@ -863,6 +883,7 @@ impl Controller {
                         seconds,
                         downtime_ms,
                         data_mib,
+                        timeline,
                     } => {
                         tracing::info!(job = id, vm = %spec.vm, dest = %spec.dest, seconds, downtime_ms, "migration done");
                         Input::Done {
@@ -870,12 +891,23 @@ impl Controller {
                             seconds,
                             downtime_ms,
                             data_mib,
+                            timeline,
                         }
                     }
                     Outcome::Failed { error, aborted } => {
                         // Running means running: a VM libvirt left paused
-                        // is resumed before anyone is told.
-                        let where_now = ensure_running_after_failure(me.hv.as_ref(), &spec.vm);
+                        // is resumed before anyone is told. A call cut by
+                        // the local libvirtd going away says nothing about
+                        // the VM, and a daemon still shutting down may yet
+                        // answer "running" while QEMU migrates on: its
+                        // whereabouts are found out (reconciled) instead.
+                        let where_now = if connection_lost(&error) {
+                            AfterFailure::Unknown(format!(
+                                "libvirt's connection closed mid-migration ({error})"
+                            ))
+                        } else {
+                            ensure_running_after_failure(me.hv.as_ref(), &spec.vm)
+                        };
                         tracing::warn!(job = id, vm = %spec.vm, dest = %spec.dest, error = %error, after = ?where_now, "migration failed");
                         Input::Failed {
                             job: id,
@@ -922,19 +954,38 @@ impl Controller {
             });
         let limit = self.ctx.machine.reconcile_timeout;
         let every = self.ctx.follow_every;
+        let settle = self.ctx.restart_settle;
         let id = job.id;
         let body = move || {
             let end = Instant::now() + limit;
             // Follow a job libvirt still runs, and wait while libvirt does
             // not answer (its daemon restarting): only libvirt can say
             // where the VM ended up.
-            while Instant::now() < end
-                && matches!(
-                    me.hv.local_job_active(&job.vm),
-                    Ok(true) | Err(HvError::Unreachable(_) | HvError::TimedOut { .. })
-                )
-            {
-                std::thread::sleep(every);
+            // Returns whether libvirt was unreachable at any look.
+            let follow = || {
+                let mut saw_down = false;
+                while Instant::now() < end {
+                    match me.hv.local_job_active(&job.vm) {
+                        Ok(true) => {}
+                        Err(HvError::Unreachable(_) | HvError::TimedOut { .. }) => saw_down = true,
+                        _ => break,
+                    }
+                    std::thread::sleep(every);
+                }
+                saw_down
+            };
+            // A libvirtd shutting down may still answer (without the
+            // migration it goes on finishing), and a restarted one answers
+            // before its reconnect threads have restored each domain's job
+            // or found its QEMU gone: an answer right after libvirt was
+            // away may only mean "not yet". So look again after it has
+            // settled, until a settled look saw libvirt answer throughout.
+            follow();
+            loop {
+                std::thread::sleep(settle.min(end.saturating_duration_since(Instant::now())));
+                if !follow() || Instant::now() >= end {
+                    break;
+                }
             }
             let where_now = ensure_running_after_failure(me.hv.as_ref(), &job.vm);
             let moved = dest.as_ref().is_some_and(

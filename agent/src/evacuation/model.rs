@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::hypervisor::{DomState, DomainInfo};
 use crate::inventory::{Peer, State};
+use crate::migration::timeline::Timeline;
 use crate::placement::{Candidate, DiskNeed, Move, PoolRoom, Unplaceable, VmDemand};
 use crate::report::{JobRow, Moved, NotMoved, StillHere, Verdict};
 
@@ -39,6 +40,9 @@ pub struct Job {
     /// Room its copied local disks take on the destination.
     #[serde(default)]
     pub disks: Vec<DiskNeed>,
+    /// Where a finished migration's time went.
+    #[serde(default, skip_serializing_if = "Timeline::is_empty")]
+    pub timeline: Timeline,
 }
 
 impl Job {
@@ -62,6 +66,7 @@ impl Job {
             vcpus: vm.vcpus,
             offline,
             disks: vm.disks.clone(),
+            timeline: Timeline::default(),
         }
     }
 
@@ -85,6 +90,7 @@ impl Job {
             note: self.note.clone(),
             tried: self.tried.clone(),
             offline: self.offline,
+            timeline: self.timeline.clone(),
         }
     }
 }

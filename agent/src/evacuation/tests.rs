@@ -154,6 +154,7 @@ fn ctx() -> Ctx {
     ctx.machine.reconcile_timeout = Duration::from_secs(5);
     ctx.tick = Duration::from_millis(5);
     ctx.follow_every = Duration::from_millis(5);
+    ctx.restart_settle = Duration::from_millis(5);
     ctx
 }
 
@@ -966,4 +967,20 @@ fn an_unmovable_vm_is_never_tried_and_local_disks_go_where_they_fit() {
         w.sim.log()
     );
     assert_eq!(w.sim.state_of("ha", "gpu"), Some(DomState::Running));
+}
+
+#[test]
+fn a_cut_local_connection_is_told_from_an_answer_about_the_migration() {
+    // libvirt 9.0's words when its daemon stops under a migrate call
+    // (agent/tests/lab_faults.rs source_libvirtd_restarted_mid_migration).
+    assert!(super::connection_lost(
+        "End of file while reading data: Input/output error"
+    ));
+    assert!(super::connection_lost(
+        "Cannot recv data: Connection reset by peer"
+    ));
+    assert!(!super::connection_lost(
+        "operation failed: migration out job: unexpectedly failed"
+    ));
+    assert!(!super::connection_lost("aborted by request"));
 }

@@ -11,6 +11,7 @@
 //! or failed live migration leaves the VM on the source (running, or
 //! paused: see [`super::ensure_running_after_failure`]).
 
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
 use std::sync::OnceLock;
@@ -24,10 +25,10 @@ use super::deadline::{self, InFlight};
 use super::volumes;
 use super::{DomState, DomainInfo, HvError, Hypervisor, Limits, PeerAddr, Progress};
 use crate::libvirt_ffi::{self, JobStats};
-use crate::migration::nwfilter;
 use crate::migration::run::{
     drive, may_discard, MigrationJob, MigrationOps, Outcome, Pace, Prepared, Spec,
 };
+use crate::migration::{nwfilter, tls};
 use crate::storage;
 
 /// libvirt on this host, and its peers through their URIs.
@@ -229,6 +230,11 @@ pub(crate) fn flags(spec: &Spec, copy: &[String]) -> u32 {
         if !copy.is_empty() {
             f |= sys::VIR_MIGRATE_NON_SHARED_DISK;
         }
+        // Only a live migration has a QEMU stream to encrypt; an offline
+        // one moves the definition over libvirt's own connection.
+        if spec.tls {
+            f |= sys::VIR_MIGRATE_TLS;
+        }
     }
     f
 }
@@ -261,6 +267,9 @@ fn storage_of(dom: &Domain) -> Result<storage::Storage, String> {
     }
     Ok(s)
 }
+
+/// This host's QEMU driver configuration: where its certificates are.
+const QEMU_CONF: &str = "/etc/libvirt/qemu.conf";
 
 /// The migration loop's view of libvirt.
 #[derive(Debug, Clone)]
@@ -391,6 +400,13 @@ impl MigrationOps for LibvirtOps {
     }
 
     fn start(&self, spec: &Spec, copy: &[String]) -> Result<LibvirtJob, String> {
+        // This host's own certificates are checked here, so a missing file
+        // libvirt names later is the destination's (migration::tls).
+        if spec.tls && !spec.offline {
+            if let Some(problem) = tls::local_problem(Path::new(QEMU_CONF)) {
+                return Err(problem);
+            }
+        }
         let conn = Connect::open(Some(&self.local_uri))
             .map_err(|e| format!("cannot reach local libvirt: {}", e.message()))?;
         let dom = match conn.lookup_domain_by_name(&spec.vm) {
@@ -452,6 +468,19 @@ impl MigrationOps for LibvirtOps {
             Err(_) => (None, None),
         }
     }
+
+    fn dest_has_vm(&self, spec: &Spec) -> Option<bool> {
+        with_peer(&self.peers, &spec.dest, &spec.dest_uri, |c| {
+            Ok(match lookup(c, &spec.vm) {
+                Ok(d) => {
+                    libvirt_ffi::free_domain(d);
+                    true
+                }
+                Err(_) => false,
+            })
+        })
+        .ok()
+    }
 }
 
 /// A migration under way: the worker's answer, and a second connection
@@ -476,6 +505,11 @@ impl MigrationJob for LibvirtJob {
 
     fn stats(&self) -> Option<JobStats> {
         libvirt_ffi::job_stats(self.dom.as_ref()?, 0).ok()
+    }
+
+    fn source_paused(&self) -> Option<bool> {
+        let st = libvirt_ffi::domain_state(self.dom.as_ref()?).ok()?;
+        Some(DomState::from_libvirt(st) == DomState::Paused)
     }
 
     fn abort(&self) {
@@ -520,6 +554,7 @@ mod tests {
             bandwidth_mib_s: 0,
             offline,
             auto_converge: false,
+            tls: false,
             mem_mib: 256,
             copy_local_disks: true,
         }
@@ -538,6 +573,7 @@ mod tests {
             assert_ne!(live & f, 0);
         }
         assert_eq!(live & sys::VIR_MIGRATE_NON_SHARED_DISK, 0);
+        assert_eq!(live & sys::VIR_MIGRATE_TLS, 0, "tls off in this spec");
         let off = flags(&spec(true), &[]);
         assert_ne!(off & sys::VIR_MIGRATE_OFFLINE, 0);
         assert_eq!(off & sys::VIR_MIGRATE_LIVE, 0);
@@ -564,6 +600,19 @@ mod tests {
             0
         );
         assert!(params(&spec(true), &copy).migrate_disks.is_empty());
+    }
+
+    #[test]
+    fn tls_asks_libvirt_to_encrypt_the_stream() {
+        let mut s = spec(false);
+        s.tls = true;
+        assert_ne!(flags(&s, &[]) & sys::VIR_MIGRATE_TLS, 0);
+        s.offline = true;
+        assert_eq!(
+            flags(&s, &[]) & sys::VIR_MIGRATE_TLS,
+            0,
+            "no stream offline"
+        );
     }
 
     // The test driver is real libvirt without a network: the local calls
@@ -657,6 +706,7 @@ mod hung_peer_tests {
             bandwidth_mib_s: 0,
             offline: false,
             auto_converge: false,
+            tls: false,
             mem_mib: 256,
             copy_local_disks: true,
         }

@@ -183,7 +183,15 @@ pub fn ensure_running_after_failure(hv: &dyn Hypervisor, vm: &str) -> AfterFailu
         Err(e) => return AfterFailure::Unknown(e.to_string()),
     };
     match state {
-        DomState::Running => return AfterFailure::Running,
+        // Running with a job still on it: libvirt is still migrating it
+        // (a restarted daemon takes its migrations up again), so whether
+        // it stays here is not known yet.
+        DomState::Running => {
+            return match hv.local_job_active(vm) {
+                Ok(true) => AfterFailure::Unknown("libvirt still runs a job on it".into()),
+                _ => AfterFailure::Running,
+            }
+        }
         DomState::Paused => {}
         other => return AfterFailure::NotRunning(other),
     }
@@ -233,6 +241,23 @@ mod tests {
             AfterFailure::Running
         );
         assert_eq!(sim.counters().resumes, 0);
+    }
+
+    #[test]
+    fn running_with_a_job_still_on_it_is_not_known_to_stay() {
+        // A restarted libvirtd took the migration up again: the VM runs
+        // here now and may be on the destination in a second.
+        let sim = sim_with(DomState::Running);
+        sim.set_job_active("a", true);
+        assert!(matches!(
+            ensure_running_after_failure(&sim, "a"),
+            AfterFailure::Unknown(_)
+        ));
+        sim.set_job_active("a", false);
+        assert_eq!(
+            ensure_running_after_failure(&sim, "a"),
+            AfterFailure::Running
+        );
     }
 
     #[test]

@@ -3,3 +3,5 @@
 pub mod nwfilter;
 pub mod policy;
 pub mod run;
+pub mod timeline;
+pub mod tls;

@@ -82,7 +82,9 @@ impl Default for Limits {
 pub struct Progress {
     /// 0..=100, never decreases across the job, 100 only after `finish()`.
     pub percent: f64,
-    pub remaining_mib: f64,
+    /// None until libvirt knows the size (the transfer has not started):
+    /// never "0 MiB left" before anything is known.
+    pub remaining_mib: Option<f64>,
     /// Smoothed transfer rate; None until measured.
     pub rate_mib_s: Option<f64>,
     /// remaining / rate; None while the rate is unknown or zero, and while
@@ -242,7 +244,7 @@ impl Tracker {
         if self.finished {
             return Progress {
                 percent: 100.0,
-                remaining_mib: 0.0,
+                remaining_mib: Some(0.0),
                 rate_mib_s: self.rate_mib_s(),
                 eta_s: Some(0),
                 downtime_ms: self.downtime_ms(),
@@ -250,10 +252,10 @@ impl Tracker {
                 note: None,
             };
         }
-        let remaining_mib = mib(self.remaining);
+        let remaining_mib = self.started.then(|| mib(self.remaining));
         let rate_mib_s = self.rate_mib_s();
-        let eta_s = match rate_mib_s {
-            Some(rate) if rate > 0.0 && !self.stalled => {
+        let eta_s = match (rate_mib_s, remaining_mib) {
+            (Some(rate), Some(remaining_mib)) if rate > 0.0 && !self.stalled => {
                 let eta = (remaining_mib / rate).ceil();
                 // `as` saturates; the guard keeps an infinite ETA out.
                 eta.is_finite().then_some(eta as u64)
@@ -563,6 +565,20 @@ mod tests {
     }
 
     #[test]
+    fn nothing_is_left_unknown_before_the_size_is_known() {
+        let mut t = Tracker::new(1024, Limits::default());
+        // libvirt's job exists, the transfer has not started: no figures.
+        t.observe(&Sample {
+            elapsed: Duration::from_millis(250),
+            ..Sample::default()
+        });
+        let p = t.progress();
+        assert_eq!((p.percent, p.remaining_mib, p.eta_s), (0.0, None, None));
+        t.observe(&sample(1, 1024, 24, 1000));
+        assert_eq!(t.progress().remaining_mib, Some(1000.0));
+    }
+
+    #[test]
     fn hundred_only_after_finish() {
         let mut t = Tracker::new(1024, Limits::default());
         t.observe(&sample(1, 1024, 1024, 0));
@@ -571,7 +587,7 @@ mod tests {
         t.finish();
         let p = t.progress();
         assert_eq!(p.percent, 100.0);
-        assert_eq!(p.remaining_mib, 0.0);
+        assert_eq!(p.remaining_mib, Some(0.0));
         assert_eq!(p.note, None);
         // Late samples after success change nothing.
         assert_eq!(t.observe(&sample(2, 1024, 0, 1024)), Decision::Continue);
@@ -808,7 +824,7 @@ mod tests {
         let p = t.progress();
         assert_eq!(p.rate_mib_s, Some(100.0));
         assert_eq!(p.eta_s, Some(5));
-        assert_eq!(p.remaining_mib, 500.0);
+        assert_eq!(p.remaining_mib, Some(500.0));
     }
 
     #[test]
@@ -971,7 +987,9 @@ mod tests {
 
     fn check_progress(p: &Progress) -> Result<(), TestCaseError> {
         prop_assert!(p.percent.is_finite() && (0.0..=PERCENT_CAP).contains(&p.percent));
-        prop_assert!(p.remaining_mib.is_finite() && p.remaining_mib >= 0.0);
+        if let Some(r) = p.remaining_mib {
+            prop_assert!(r.is_finite() && r >= 0.0);
+        }
         if let Some(r) = p.rate_mib_s {
             prop_assert!(r.is_finite() && r >= 0.0);
         }

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::policy::{Decision, Limits, Progress, Sample, Tracker};
+use super::timeline::{Step, Timeline};
 use crate::hypervisor::deadline::{self, Waited};
 use crate::hypervisor::{human, DomState, HvError};
 use crate::libvirt_ffi::JobStats;
@@ -34,6 +35,8 @@ pub struct Spec {
     /// A shut-off persistent VM: move its definition (offline migration).
     pub offline: bool,
     pub auto_converge: bool,
+    /// Encrypt the migration stream (libvirt's VIR_MIGRATE_TLS).
+    pub tls: bool,
     pub mem_mib: u64,
     /// Copy local disks to the destination ([migration] copy_local_disks).
     pub copy_local_disks: bool,
@@ -57,6 +60,8 @@ pub enum Outcome {
         seconds: f64,
         downtime_ms: Option<u64>,
         data_mib: Option<f64>,
+        /// Where the time went.
+        timeline: Timeline,
     },
     Failed {
         error: String,
@@ -81,7 +86,10 @@ pub struct Pace {
 impl Default for Pace {
     fn default() -> Self {
         Pace {
-            poll: Duration::from_secs(1),
+            // Often enough that a transfer of a second or two shows
+            // intermediate percentages, and the moments of the timeline
+            // are seen within a quarter second; one local libvirt call.
+            poll: Duration::from_millis(250),
             peer_deadline: Duration::from_secs(20),
             abort_grace: Duration::from_secs(30),
         }
@@ -112,6 +120,11 @@ pub trait MigrationOps: Clone + Send + 'static {
     /// Downtime (ms) and data moved (MiB), from the destination's record of
     /// the completed job. Run under the peer deadline.
     fn completed_stats(&self, spec: &Spec) -> (Option<u64>, Option<f64>);
+    /// Whether the destination's libvirt has the VM yet (for the
+    /// timeline; None: cannot tell). Run under a deadline of one poll.
+    fn dest_has_vm(&self, _spec: &Spec) -> Option<bool> {
+        None
+    }
 }
 
 /// One migration under way.
@@ -121,6 +134,11 @@ pub trait MigrationJob {
     fn wait(&mut self, timeout: Duration) -> Option<Result<(), String>>;
     /// The job's statistics now; None when libvirt gives none.
     fn stats(&self) -> Option<JobStats>;
+    /// Whether the VM is paused here now (the switchover), for the
+    /// timeline; None: cannot tell.
+    fn source_paused(&self) -> Option<bool> {
+        None
+    }
     /// Asks libvirt to abort the job (virDomainAbortJob).
     fn abort(&self);
     /// virDomainMigrateSetMaxDowntime.
@@ -353,6 +371,14 @@ fn run_job<O: MigrationOps>(
     started: Duration,
 ) -> Outcome {
     let elapsed = || ops.now().saturating_sub(started);
+    let mut timeline = Timeline::default();
+    let mark = |t: &mut Timeline, step: Step, at: Duration| {
+        if t.at(step).is_none() {
+            tracing::debug!(vm = %spec.vm, dest = %spec.dest, step = step.as_str(), at_s = at.as_secs_f64(), "migration timeline");
+        }
+        t.mark(step, at);
+    };
+    mark(&mut timeline, Step::Accepted, Duration::ZERO);
     if abort.load(Ordering::Relaxed) {
         return aborted(ABORTED_BY_REQUEST.into());
     }
@@ -372,6 +398,7 @@ fn run_job<O: MigrationOps>(
         0
     };
     let mut tracker = Tracker::new(spec.mem_mib.saturating_add(disk_mib), limits.clone());
+    mark(&mut timeline, Step::Prepared, elapsed());
     let mut abort_reason: Option<String> = None;
     // When we asked libvirt to abort (loop clock).
     let mut abort_sent: Option<Duration> = None;
@@ -406,6 +433,21 @@ fn run_job<O: MigrationOps>(
                 ..Sample::default()
             },
         };
+        if sample.data_processed > 0 {
+            mark(&mut timeline, Step::FirstByte, now);
+        } else if !spec.offline && timeline.at(Step::DestStarted).is_none() {
+            let (o, s) = (ops.clone(), spec.clone());
+            if let Waited::Done(Some(true)) =
+                deadline::call("hv-dest", pace.poll, None, pace.poll, move || {
+                    o.dest_has_vm(&s)
+                })
+            {
+                mark(&mut timeline, Step::DestStarted, elapsed());
+            }
+        }
+        if !spec.offline && job.source_paused() == Some(true) {
+            mark(&mut timeline, Step::Switchover, elapsed());
+        }
         if !downtime_set && sample.data_total > 0 {
             downtime_set = true;
             if let Some(ms) = tracker.initial_downtime_ms() {
@@ -433,6 +475,7 @@ fn run_job<O: MigrationOps>(
 
     match result {
         Ok(()) => {
+            mark(&mut timeline, Step::Ended, elapsed());
             tracker.finish();
             progress(&tracker.progress());
             // An offline migration moves a definition: no job, no figures.
@@ -451,14 +494,19 @@ fn run_job<O: MigrationOps>(
                     _ => (None, None),
                 }
             };
+            let seconds = elapsed();
+            mark(&mut timeline, Step::Done, seconds);
+            tracing::info!(vm = %spec.vm, dest = %spec.dest, timeline = %timeline.text(), "migration timeline");
             Outcome::Done {
-                seconds: elapsed().as_secs_f64(),
+                seconds: seconds.as_secs_f64(),
                 downtime_ms,
                 data_mib,
+                timeline,
             }
         }
         Err(msg) => match abort_reason {
             Some(reason) => aborted(reason),
+            None if spec.tls => failed(super::tls::explain(&msg, &spec.dest)),
             None => failed(msg),
         },
     }
@@ -484,6 +532,7 @@ mod tests {
             bandwidth_mib_s: 0,
             offline: false,
             auto_converge: false,
+            tls: false,
             mem_mib: 1024,
             copy_local_disks: true,
         }
@@ -785,6 +834,29 @@ mod tests {
         assert_eq!(sim.state_of("hb", "a"), Some(DomState::Running));
         // The first step of the schedule is set once the transfer starts.
         assert_eq!(sim.counters().downtimes, vec![("a".to_string(), 100)]);
+    }
+
+    #[test]
+    fn a_done_migration_says_where_its_time_went_in_order() {
+        let sim = world();
+        sim.script("a", Script::Succeed { samples: 3 });
+        let (out, _) = migrate(&sim, &spec("a"), &AtomicBool::new(false));
+        let Outcome::Done { timeline, .. } = out else {
+            panic!("{out:?}")
+        };
+        let steps: Vec<Step> = timeline.marks().iter().map(|m| m.step).collect();
+        assert_eq!(
+            steps,
+            [
+                Step::Accepted,
+                Step::Prepared,
+                Step::FirstByte,
+                Step::Ended,
+                Step::Done
+            ],
+            "the sim cannot tell the destination's start or the pause"
+        );
+        assert!(timeline.marks().windows(2).all(|w| w[0].at_s <= w[1].at_s));
     }
 
     #[test]
@@ -1120,6 +1192,7 @@ mod gated_tests {
             bandwidth_mib_s: 0,
             offline: false,
             auto_converge: false,
+            tls: false,
             mem_mib: 512,
             copy_local_disks: true,
         };

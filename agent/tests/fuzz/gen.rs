@@ -6,6 +6,7 @@ use rackside_agent::events::{
     Event, HookReport, HostName, MigrationDone, MigrationFailed, MigrationProgress, Payload,
     VmStateChange,
 };
+use rackside_agent::migration::timeline::{Step, Timeline};
 use rackside_agent::placement::Unplaceable;
 use rackside_agent::report::{Moved, NotMoved, Phase, StillHere, Verdict};
 use rackside_protocol::{COMMANDS, MAX_LINE};
@@ -522,7 +523,7 @@ pub fn event(rng: &mut Rng) -> Event {
             vm: hostile(rng),
             dest: hostile(rng),
             percent: number(rng),
-            remaining_mib: number(rng),
+            remaining_mib: rng.one_in(2).then(|| number(rng)),
             rate_mib_s: rng.one_in(2).then(|| number(rng)),
             eta_s: rng.one_in(2).then(|| rng.next()),
             downtime_ms: rng.next(),
@@ -535,6 +536,15 @@ pub fn event(rng: &mut Rng) -> Event {
             downtime_ms: rng.one_in(2).then(|| rng.next()),
             seconds: number(rng),
             data_mib: rng.one_in(2).then(|| number(rng)),
+            timeline: {
+                let mut t = Timeline::default();
+                for step in [Step::Accepted, Step::FirstByte, Step::Done] {
+                    if rng.one_in(2) {
+                        t.mark(step, std::time::Duration::from_millis(rng.next() % 100_000));
+                    }
+                }
+                t
+            },
         }),
         4 => Payload::MigrationFailed(MigrationFailed {
             job: rng.next(),
