@@ -154,17 +154,11 @@ fn busy() -> Refusal {
     )
 }
 
-/// libvirt's words for a client connection that broke (the daemon
-/// stopped or restarted), as opposed to an answer about the migration.
+/// Whether a migration call failed because this host's libvirtd went away
+/// under it (stopped or restarted), rather than with an answer about the
+/// migration: see [`crate::hypervisor::LOCAL_LIBVIRT_LOST`].
 fn connection_lost(error: &str) -> bool {
-    [
-        "End of file while reading data",
-        "Cannot recv data",
-        "Cannot write data",
-        "client socket is closed",
-    ]
-    .iter()
-    .any(|w| error.contains(w))
+    error.contains(crate::hypervisor::LOCAL_LIBVIRT_LOST)
 }
 
 fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
@@ -902,9 +896,7 @@ impl Controller {
                         // answer "running" while QEMU migrates on: its
                         // whereabouts are found out (reconciled) instead.
                         let where_now = if connection_lost(&error) {
-                            AfterFailure::Unknown(format!(
-                                "libvirt's connection closed mid-migration ({error})"
-                            ))
+                            AfterFailure::Unknown(error.clone())
                         } else {
                             ensure_running_after_failure(me.hv.as_ref(), &spec.vm)
                         };

@@ -23,7 +23,9 @@ use virt::sys;
 
 use super::deadline::{self, InFlight};
 use super::volumes;
-use super::{DomState, DomainInfo, HvError, Hypervisor, Limits, PeerAddr, Progress};
+use super::{
+    DomState, DomainInfo, HvError, Hypervisor, Limits, PeerAddr, Progress, LOCAL_LIBVIRT_LOST,
+};
 use crate::libvirt_ffi::{self, JobStats};
 use crate::migration::run::{
     drive, may_discard, MigrationJob, MigrationOps, Outcome, Pace, Prepared, Spec,
@@ -429,7 +431,16 @@ impl MigrationOps for LibvirtOps {
                     let r = d
                         .migrate_to_uri3(Some(&dest_uri), params, fl)
                         .map(drop)
-                        .map_err(|e| call_err(&e));
+                        .map_err(|e| {
+                            // Only a dead connection of our own tells the
+                            // local daemon went away: libvirt's words for
+                            // it are the same as for a lost peer.
+                            if c.is_alive().unwrap_or(false) {
+                                call_err(&e)
+                            } else {
+                                HvError::Call(format!("{LOCAL_LIBVIRT_LOST}: {}", e.message()))
+                            }
+                        });
                     libvirt_ffi::free_domain(d);
                     r
                 })

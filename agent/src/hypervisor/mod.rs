@@ -79,6 +79,13 @@ pub struct PeerAddr {
     pub uri: String,
 }
 
+/// Begins the error of a migration call whose own connection to this
+/// host's libvirtd broke under it (the daemon stopped or restarted): such
+/// an error says nothing about where the VM is. A peer's libvirtd going
+/// away is reported by this host's daemon over a connection still alive,
+/// and never carries it.
+pub const LOCAL_LIBVIRT_LOST: &str = "this host's libvirtd went away during the migration call";
+
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
 pub enum HvError {
     /// libvirtd does not answer (connection refused or lost).
