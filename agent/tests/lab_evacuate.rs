@@ -317,19 +317,21 @@ fn evacuation_moves_every_vm_once_within_capacity_and_says_safe() {
     );
     // `jobs` as text: a timeline line per finished job.
     rig.line
-        .expect_text(T, "accepted 0.0")
+        .expect_text(T, " (s): prep ")
         .unwrap_or_else(|e| panic!("jobs shows no timeline: {e}"));
     std::thread::sleep(Duration::from_millis(500));
     rig.line.pump(Duration::from_millis(200));
     let transcript = String::from_utf8_lossy(&rig.line.transcript).into_owned();
     let jobs_text: Vec<&str> = transcript
         .lines()
-        .filter(|l| l.contains("accepted 0.0"))
+        .filter(|l| l.contains(" (s): prep "))
         .collect();
     eprintln!("jobs, as text:\n{}", jobs_text.join("\n"));
     assert_eq!(jobs_text.len(), names.len(), "{transcript}");
     assert!(
-        jobs_text.iter().all(|l| l.contains("first_byte")),
+        jobs_text
+            .iter()
+            .all(|l| l.contains(" data ") && l.contains(" done ")),
         "{jobs_text:?}"
     );
     rig.agent.stop();

@@ -420,12 +420,11 @@ fn event_line(data: &Payload) -> String {
         },
         Payload::MigrationProgress(p) => progress_line(p),
         Payload::MigrationDone(d) => format!(
-            "{} -> {}: done in {:.1} s, downtime {} ms; {}",
+            "{} -> {}: done in {:.1} s, downtime {} ms",
             d.vm,
             d.dest,
             d.seconds,
-            or_dash(d.downtime_ms),
-            d.timeline.text()
+            or_dash(d.downtime_ms)
         ),
         Payload::MigrationFailed(f) => format!(
             "{} -> {}: FAILED: {}; now on {}{}{}",

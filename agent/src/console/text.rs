@@ -103,9 +103,14 @@ pub fn jobs(r: &JobsReport) -> Text {
         &rows,
     );
     // Where each finished migration's time went, one line per job: too
-    // long for a column.
+    // long for a column (docs/protocol.md, "Timeline").
     for j in r.jobs.iter().filter(|j| !j.timeline.is_empty()) {
-        t.push(format!("job {} {}: {}", j.id, j.vm, j.timeline.text()));
+        t.push(format!(
+            "job {} {} (s): {}",
+            j.id,
+            j.vm,
+            j.timeline.compact()
+        ));
     }
     t
 }

@@ -138,9 +138,13 @@ impl Run {
     }
 }
 
-/// Which queued jobs may start now: at most `max_parallel` running in all
-/// and `max_per_dest` running into any one destination, in queue order
-/// (largest first, as placement ordered them).
+/// Which queued jobs may start now, in the order to start them: at most
+/// `max_parallel` running in all and `max_per_dest` running into any one
+/// destination. Destinations are filled level by level (every destination
+/// one migration before any gets a second), in queue order (largest first,
+/// as placement ordered them) within a level: a destination's QEMU
+/// startup and the link into it are what two migrations into one host
+/// share, so spreading is what makes the drain shortest.
 pub fn startable(jobs: &[Job], max_parallel: usize, max_per_dest: usize) -> Vec<usize> {
     let mut running = jobs.iter().filter(|j| j.phase == Phase::Running).count();
     let mut per_dest: BTreeMap<&str, usize> = BTreeMap::new();
@@ -148,20 +152,22 @@ pub fn startable(jobs: &[Job], max_parallel: usize, max_per_dest: usize) -> Vec<
         *per_dest.entry(j.dest.as_str()).or_default() += 1;
     }
     let mut out = Vec::new();
-    for (i, j) in jobs.iter().enumerate() {
-        if running >= max_parallel {
-            break;
+    for level in 1..=max_per_dest {
+        for (i, j) in jobs.iter().enumerate() {
+            if running >= max_parallel {
+                return out;
+            }
+            if j.phase != Phase::Queued || out.contains(&i) {
+                continue;
+            }
+            let n = per_dest.entry(j.dest.as_str()).or_default();
+            if *n >= level {
+                continue;
+            }
+            *n += 1;
+            running += 1;
+            out.push(i);
         }
-        if j.phase != Phase::Queued {
-            continue;
-        }
-        let n = per_dest.entry(j.dest.as_str()).or_default();
-        if *n >= max_per_dest {
-            continue;
-        }
-        *n += 1;
-        running += 1;
-        out.push(i);
     }
     out
 }
@@ -484,11 +490,30 @@ mod tests {
             job(4, "hc", Phase::Queued),
             job(5, "hc", Phase::Queued),
         ];
-        // 2 per destination: job 3 waits although a slot is free overall.
-        assert_eq!(startable(&jobs, 4, 2), vec![1, 3, 4]);
-        assert_eq!(startable(&jobs, 2, 2), vec![1]);
+        // 2 per destination: job 3 waits although a slot is free overall;
+        // hc, with nothing coming in yet, goes first.
+        assert_eq!(startable(&jobs, 4, 2), vec![3, 1, 4]);
+        assert_eq!(startable(&jobs, 2, 2), vec![3]);
         assert_eq!(startable(&jobs, 1, 2), Vec::<usize>::new());
         assert_eq!(startable(&jobs, 8, 1), vec![3]);
+    }
+
+    #[test]
+    fn scheduling_spreads_over_destinations_before_doubling_up() {
+        // Placement queued both of hb's first: hb and hc each get one.
+        let jobs = vec![
+            job(1, "hb", Phase::Queued),
+            job(2, "hb", Phase::Queued),
+            job(3, "hc", Phase::Queued),
+            job(4, "hc", Phase::Queued),
+        ];
+        assert_eq!(startable(&jobs, 2, 2), vec![0, 2]);
+        // With room for more, the second level follows in queue order.
+        assert_eq!(startable(&jobs, 3, 2), vec![0, 2, 1]);
+        assert_eq!(startable(&jobs, 8, 2), vec![0, 2, 1, 3]);
+        // One destination only: the limits alone decide.
+        let one = vec![job(1, "hb", Phase::Queued), job(2, "hb", Phase::Queued)];
+        assert_eq!(startable(&one, 2, 2), vec![0, 1]);
     }
 
     fn here(vms: &[(&str, DomState)]) -> Result<Vec<DomainInfo>, String> {

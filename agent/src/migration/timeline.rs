@@ -33,6 +33,19 @@ pub enum Step {
 }
 
 impl Step {
+    /// Its name on an 80-column line.
+    pub fn short(self) -> &'static str {
+        match self {
+            Step::Accepted => "acc",
+            Step::Prepared => "prep",
+            Step::DestStarted => "dest",
+            Step::FirstByte => "data",
+            Step::Switchover => "pause",
+            Step::Ended => "end",
+            Step::Done => "done",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Step::Accepted => "accepted",
@@ -84,6 +97,23 @@ impl Timeline {
         self.0.is_empty()
     }
 
+    /// For a terminal line (`jobs`): the steps after `accepted` (always
+    /// 0) with short names, `prep 0.1 dest 0.3 data 1.3 pause 2.1 end 4.1
+    /// done 4.1`; seconds.
+    pub fn compact(&self) -> String {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .filter(|m| m.step != Step::Accepted)
+            .map(|m| format!("{} {:.1}", m.step.short(), m.at_s))
+            .collect();
+        if parts.is_empty() {
+            "-".into()
+        } else {
+            parts.join(" ")
+        }
+    }
+
     /// For people: `accepted 0.0, prepared 0.1, first_byte 3.4, ... (s)`.
     pub fn text(&self) -> String {
         if self.0.is_empty() {
@@ -131,6 +161,8 @@ mod tests {
             ]
         );
         assert_eq!(t.at(Step::Prepared), Some(0.12));
+        assert_eq!(t.compact(), "prep 0.1 data 3.4 pause 4.9 end 7.9 done 8.0");
+        assert_eq!(Timeline::default().compact(), "-");
         assert_eq!(t.at(Step::DestStarted), None);
         assert_eq!(
             t.text(),
