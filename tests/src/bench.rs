@@ -208,6 +208,8 @@ struct Drain {
     first_s: Option<f64>,
     /// Per VM, where its migration's time went (the agent's rows only).
     timelines: Vec<(String, String)>,
+    /// When the drain ran, in seconds since the client probe started.
+    ran_s: (f64, f64),
 }
 
 /// The seconds of one step in a `jobs` timeline (JSON), if it is there.
@@ -515,6 +517,7 @@ fn measured(
             ("rackside, default config".to_owned(), w, None, e, t)
         }
     };
+    let ran_s = (probe.elapsed() - wall_s, probe.elapsed());
     let moved: Vec<Moved> = BENCH_GUESTS.iter().map(|g| moved(lab, kind, g)).collect();
     for m in &moved {
         match &m.host {
@@ -549,6 +552,7 @@ fn measured(
         errors,
         first_s,
         timelines,
+        ran_s,
     })
 }
 
@@ -629,6 +633,22 @@ fn table(kind: DiskKind, rows: &[Drain], out: &mut dyn Write) -> std::io::Result
             writeln!(out, "- {vm}: {t}")?;
         }
     }
+    // A silence past a second is placed against the drain, to tell the
+    // switchover from what came before or after it.
+    for r in rows {
+        for p in r.seen.iter().filter(|p| p.ping_silence.longest_ms > 1000.0) {
+            writeln!(
+                out,
+                "\nlong silence ({}): {} silent {:.0} ms from +{:.1} s; the drain ran +{:.1} to +{:.1} s",
+                r.how,
+                p.guest,
+                p.ping_silence.longest_ms,
+                p.ping_silence.longest_from_s,
+                r.ran_s.0,
+                r.ran_s.1
+            )?;
+        }
+    }
     for r in rows {
         for e in &r.errors {
             writeln!(out, "\nERROR ({}): {e}", r.how)?;
@@ -658,10 +678,36 @@ pub fn evacuate(
         fill + 96,
         DESTS.join(", ")
     )?;
+    // BENCH_ONLY narrows a run to the kinds and ways it names (words of
+    // their labels, e.g. "local rackside"); all of them by default.
+    let only: Vec<String> = std::env::var("BENCH_ONLY")
+        .unwrap_or_default()
+        .split([' ', ','])
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect();
+    let wanted = |label: &str, words: &[&str]| {
+        let named: Vec<&String> = only
+            .iter()
+            .filter(|w| words.contains(&w.as_str()))
+            .collect();
+        named.is_empty() || named.iter().any(|w| label.contains(w.as_str()))
+    };
     for kind in [DiskKind::Shared, DiskKind::Local] {
+        if !wanted(kind.label(), &["shared", "local"]) {
+            continue;
+        }
         let specs = specs(kind, fill, disk_mib);
         let mut rows = Vec::new();
         for how in [How::VirshSequential, How::VirshParallel, How::Rackside] {
+            let name = match how {
+                How::VirshSequential => "sequential",
+                How::VirshParallel => "workers",
+                How::Rackside => "rackside",
+            };
+            if !wanted(name, &["sequential", "workers", "rackside"]) {
+                continue;
+            }
             match measured(&lab, agent, kind, &specs, how) {
                 Ok(d) => rows.push(d),
                 Err(e) => writeln!(out, "\nERROR ({how:?}, {}): {e}", kind.label())?,

@@ -53,6 +53,9 @@ pub struct Silences {
     pub longest_ms: f64,
     pub p50_ms: f64,
     pub p95_ms: f64,
+    /// When the longest silence began (seconds since the probe started),
+    /// to place it against what happened meanwhile.
+    pub longest_from_s: f64,
 }
 
 /// What one guest's client saw.
@@ -146,13 +149,17 @@ pub fn silences(times: &[f64], end: f64) -> Silences {
             longest_ms: all,
             p50_ms: all,
             p95_ms: all,
+            longest_from_s: 0.0,
         };
     }
     let ms = |x: Option<f64>| x.unwrap_or(0.0) * 1000.0;
+    // gaps()[i] begins at times[i].
+    let longest = (0..g.len()).fold(0, |best, i| if g[i] > g[best] { i } else { best });
     Silences {
-        longest_ms: ms(g.iter().copied().reduce(f64::max)),
+        longest_ms: ms(Some(g[longest])),
         p50_ms: ms(percentile(&g, 50.0)),
         p95_ms: ms(percentile(&g, 95.0)),
+        longest_from_s: times[longest],
     }
 }
 
@@ -503,6 +510,7 @@ mod tests {
         let s = silences(&[0.0, 0.02, 0.04, 0.5, 0.52], 0.54);
         assert!((s.longest_ms - 460.0).abs() < 1e-6, "{s:?}");
         assert!((s.p50_ms - 20.0).abs() < 1e-6, "{s:?}");
+        assert_eq!(s.longest_from_s, 0.04, "the longest began at 0.04 s");
         let none = silences(&[], 2.0);
         assert_eq!(none.longest_ms, 2000.0);
     }
