@@ -1,6 +1,6 @@
 //! Lab guests: the Debian cloud kernel with a tiny busybox initramfs whose
 //! workload fills memory with random data, keeps dirtying it and prints a
-//! numbered tick to its console (virtio, hvc0) every second. The tick counter
+//! numbered tick to the serial console every second. The tick counter
 //! lives in guest memory, so a destination that shows ticks continuing from
 //! where the source stopped proves the guest moved alive.
 //!
@@ -248,13 +248,9 @@ impl GuestSpec {
   <devices>
     <emulator>/usr/bin/qemu-system-x86_64</emulator>
     <serial type='file'>
-      <source path='{boot_log}' append='on'/>
+      <source path='{log}' append='on'/>
       <target port='0'/>
     </serial>
-    <console type='file'>
-      <source path='{log}' append='on'/>
-      <target type='virtio' port='0'/>
-    </console>
     {nic}
     {disk}
     <memballoon model='none'/>
@@ -270,7 +266,6 @@ impl GuestSpec {
             fill = self.fill_mib,
             dirty = self.dirty_mib,
             log = self.serial_log_in_host(),
-            boot_log = boot_log_path(&self.name),
         )
     }
 }
@@ -313,17 +308,9 @@ pub fn file_stem(name: &str) -> String {
     format!("odd-{:016x}", fnv1a(name))
 }
 
-/// Where a guest's console is logged inside its host: everything its
-/// /init prints (ticks, disk counters, readiness), through the virtio
-/// console (hvc0).
+/// Where a guest's serial console is logged inside its host.
 pub fn serial_log_path(name: &str) -> String {
     format!("/var/log/libvirt/qemu/{}.serial.log", file_stem(name))
-}
-
-/// Where the guest's first serial port (ttyS0) is logged inside its host:
-/// the kernel's messages, and /init's output if hvc0 never appeared.
-pub fn boot_log_path(name: &str) -> String {
-    format!("/var/log/libvirt/qemu/{}.ttyS0.log", file_stem(name))
 }
 
 /// Text for an XML element: markup and every control character as a
@@ -358,13 +345,6 @@ sarg() { sed -n "s/.*rackside\.$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
 for m in MODULES; do
   [ -f /lib/modules/$m.ko ] && insmod /lib/modules/$m.ko
 done
-# The workload writes to the virtio console, not ttyS0: a TCG guest's
-# ttyS0 was seen to stop taking writes after a migration (QEMU running,
-# nothing written for 60 s; the 8250's transmit interrupt lost), and a
-# write that never returns stops the workload with it.
-i=0
-while [ ! -c /dev/hvc0 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
-if [ -c /dev/hvc0 ]; then exec </dev/hvc0 >/dev/hvc0 2>&1; else echo "rackside-guest: no hvc0"; fi
 ip=$(sarg ip)
 if [ -n "$ip" ]; then
   ip link set lo up
@@ -421,13 +401,12 @@ done
 
 /// Virtio modules the guest loads, in dependency order, with their place
 /// under /lib/modules/<kernel version>/kernel/ of the Debian cloud kernel.
-pub const VIRTIO_MODULES: [&str; 10] = [
+pub const VIRTIO_MODULES: [&str; 9] = [
     "drivers/virtio/virtio_ring",
     "drivers/virtio/virtio",
     "drivers/virtio/virtio_pci_legacy_dev",
     "drivers/virtio/virtio_pci_modern_dev",
     "drivers/virtio/virtio_pci",
-    "drivers/char/virtio_console",
     "net/core/failover",
     "drivers/net/net_failover",
     "drivers/net/virtio_net",
@@ -643,7 +622,7 @@ mod tests {
     #[test]
     fn the_init_loads_modules_in_order() {
         let init = init_script();
-        assert!(init.contains("for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_console failover net_failover virtio_net virtio_blk; do"), "{init}");
+        assert!(init.contains("for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci failover net_failover virtio_net virtio_blk; do"), "{init}");
         assert_eq!(
             modules_dir(Path::new("/boot/vmlinuz-6.1.0-57-cloud-amd64")),
             Some(PathBuf::from("/lib/modules/6.1.0-57-cloud-amd64"))
