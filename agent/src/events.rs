@@ -5,6 +5,7 @@
 use serde::Serialize;
 use tokio::sync::broadcast;
 
+use crate::migration::announce::Announce;
 use crate::migration::timeline::Timeline;
 use crate::report::Verdict;
 
@@ -53,6 +54,10 @@ pub struct MigrationDone {
     pub data_mib: Option<f64>,
     /// Where the time went (docs/protocol.md "Timeline").
     pub timeline: Timeline,
+    /// Whether the VM's traffic was seen to follow it, or what the agent
+    /// did about it (docs/protocol.md "Announcement"); null for an
+    /// offline move.
+    pub announce: Option<Announce>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -260,10 +265,12 @@ mod tests {
                     t.mark(Step::Done, std::time::Duration::from_millis(1500));
                     t
                 },
+                announce: Some(Announce::Seen { from_end_ms: -40 }),
             })),
             json!({"job": 1, "vm": "a", "dest": "hb", "downtime_ms": 20, "seconds": 1.5,
                    "data_mib": null, "timeline": [{"step": "accepted", "at_s": 0.0},
-                   {"step": "done", "at_s": 1.5}]})
+                   {"step": "done", "at_s": 1.5}],
+                   "announce": {"result": "seen", "from_end_ms": -40}})
         );
         let failed = MigrationFailed {
             job: 1,

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use rackside_protocol::ErrorCode;
 use serde::{Deserialize, Serialize};
 
+use crate::migration::announce::Announce;
 use crate::migration::timeline::Timeline;
 use crate::placement::{Move, Unplaceable};
 
@@ -95,6 +96,9 @@ pub struct JobRow {
     pub offline: bool,
     /// A finished migration's moments (docs/protocol.md); empty otherwise.
     pub timeline: Timeline,
+    /// A finished live migration's announcement (docs/protocol.md
+    /// "Announcement"); null otherwise.
+    pub announce: Option<Announce>,
 }
 
 /// `jobs`: the current and the last run's jobs.
@@ -240,6 +244,7 @@ mod tests {
             tried: vec!["hb".into()],
             offline: false,
             timeline: Timeline::default(),
+            announce: None,
         };
         assert_eq!(
             v(&JobsReport {
@@ -250,7 +255,7 @@ mod tests {
                 "phase": "running", "percent": 12.5, "remaining_mib": 100.0, "rate_mib_s": null,
                 "eta_s": null, "downtime_ms": null, "seconds": null, "data_mib": null,
                 "error": null, "note": "slow", "tried": ["hb"], "offline": false,
-                "timeline": []}],
+                "timeline": [], "announce": null}],
                 "running": true})
         );
         let moves = vec![Move {

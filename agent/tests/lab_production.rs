@@ -4,15 +4,20 @@
 //! pings each guest every 20 ms and holds a TCP connection to it through
 //! the whole evacuation. After the verdict: each guest answers from its new
 //! host, its connection survived, its disk counter carried on with nothing
-//! lost, the destination announced its MAC and the switch follows it; and
+//! lost, the destination announced its MAC, the source's agent heard that
+//! announcement itself, and the switch follows it; and
 //! its network policy (the hook's nftables tables on a bridged tap) let
 //! real packets to allowed ports through and dropped the rest, on the
 //! source before the move and on the destination after, with no table
 //! left on the source. The silences are printed next to libvirt's
 //! downtime, never judged.
+//!
+//! And when the source cannot hear the announcement (its bridge drops
+//! RARP before its own stack sees it), the agent asks the destination's
+//! QEMU to announce again, and says so.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rackside_lab::agent::{lab_config, AgentProcess};
 use rackside_lab::capture::{self, RarpWatch};
@@ -202,6 +207,39 @@ fn clients_do_not_notice_an_evacuation() {
             .unwrap_or_else(|| panic!("no job for {vm}: {jobs:?}"))
             .to_owned()
     };
+    // Each move's traffic followed it, and the agent saw so itself: the
+    // destination's RARP reached the source's bridge.
+    for g in guests {
+        let job = jobs.iter().find(|j| j["vm"] == g.name.as_str()).unwrap();
+        let done = events
+            .iter()
+            .find(|e| e["event"] == "migration.done" && e["data"]["vm"] == g.name.as_str())
+            .unwrap_or_else(|| panic!("no migration.done for {}", g.name));
+        assert_eq!(done["data"]["announce"], job["announce"], "{}", g.name);
+        assert_eq!(
+            job["announce"]["result"],
+            "seen",
+            "{}: {job}\n{}",
+            g.name,
+            agent.log_text()
+        );
+        let at = |step: &str| {
+            job["timeline"]
+                .as_array()
+                .and_then(|t| t.iter().find(|m| m["step"] == step))
+                .map_or("-".to_owned(), |m| m["at_s"].to_string())
+        };
+        eprintln!(
+            "{}: RARP seen on ha's bridge {} ms from libvirt's end of the migration \
+             (timeline: switchover {}, announced {}, ended {} s; downtime {} ms)",
+            g.name,
+            job["announce"]["from_end_ms"],
+            at("switchover"),
+            at("announced"),
+            at("ended"),
+            job["downtime_ms"]
+        );
+    }
     for g in guests {
         lab.wait_tick(&dest_of(&g.name), &g.name, 0, T * 6)
             .expect("ticks on the destination");
@@ -232,6 +270,11 @@ fn clients_do_not_notice_an_evacuation() {
             "{}: no RARP from {mac} on {port}: {frames:?}",
             g.name
         );
+        eprintln!(
+            "{}: {} RARP frames from {mac} came in on the switch's port {port}",
+            g.name,
+            capture::rarps_from(&frames, port, &mac).len()
+        );
         let fdb = capture::fdb_port(&d.switch_netns, &d.guest_net.switch_bridge, &mac)
             .expect("bridge fdb");
         assert_eq!(fdb.as_deref(), Some(port.as_str()), "{}", g.name);
@@ -247,5 +290,132 @@ fn clients_do_not_notice_an_evacuation() {
     for mut a in agents {
         a.stop();
     }
+    lab.teardown().expect("teardown");
+}
+
+/// Drops every RARP frame coming to `host`'s bridges' own stack (the
+/// bridge family's `input` hook); frames a bridge forwards to its other
+/// ports, and so to the switch, are untouched.
+fn deafen_to_rarp(lab: &Lab, host: &str) {
+    let rules = "table bridge rsdeaf {\n chain input {\n  \
+                 type filter hook input priority 0; policy accept;\n  \
+                 ether type 0x8035 drop\n }\n}\n";
+    let mut child = lab
+        .exec(host, "nft")
+        .unwrap()
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("nft");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("nft stdin");
+        stdin.write_all(rules.as_bytes()).expect("nft rules");
+    }
+    let out = child.wait_with_output().expect("nft");
+    assert!(
+        out.status.success(),
+        "nft on {host}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+#[ignore = "lab: needs root, libvirtd and QEMU (make test-lab)"]
+fn an_announcement_the_source_cannot_hear_is_requested() {
+    let lab = Lab::up(&LabSpec::new("prodrarp", 2)).expect("lab up");
+    let d = lab.desc().clone();
+    let g = GuestSpec::new("rarp1", 16).with_net(names::guest_addr(3));
+    let mac = g.mac();
+    lab.start_guest("ha", &g).expect("guest");
+    deafen_to_rarp(&lab, "ha");
+
+    let dir = d.dir.join("agent-ha");
+    std::fs::create_dir_all(&dir).unwrap();
+    let link = dir.join("tty");
+    let mut line = PtyLine::open(&link).unwrap();
+    let cfg = lab_config(&lab, "ha", &dir, &link, "");
+    let mut agent = AgentProcess::start(&lab, "ha", Path::new(AGENT), &dir, &cfg).unwrap();
+    line.expect_text(T, "ha> ")
+        .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_text()));
+    assert_eq!(
+        line.request(1, "subscribe", json!({}), T).unwrap()["ok"],
+        true
+    );
+    // The client hears every announcement.
+    let rarp = RarpWatch::start(&d.guest_net.client_netns).expect("capture");
+    let begun = Instant::now();
+    // The agent needs hb's first poll before it places anything there.
+    let mut started = json!(null);
+    for i in 0..60 {
+        started = line
+            .request(10 + i, "migrate", json!({"vm": g.name, "dest": "hb"}), T)
+            .unwrap();
+        if started["ok"] == true {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(started["ok"], true, "{started}\n{}", agent.log_text());
+    let done = line
+        .expect_event("migration.done", Duration::from_secs(180), |_| true)
+        .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_text()));
+    let done_at = Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    let frames = rarp.finish().expect("capture");
+
+    let announce = &done["data"]["announce"];
+    assert_eq!(
+        announce["result"],
+        "requested",
+        "{done}\n{}",
+        agent.log_text()
+    );
+    let why = announce["reason"].as_str().unwrap_or_default();
+    assert!(
+        why.contains(&format!(
+            "no RARP from {mac} seen on {}",
+            d.guest_net.host_bridge
+        )),
+        "{why}"
+    );
+    let jobs = line.request(100, "jobs", json!({}), T).unwrap();
+    let job = &jobs["data"]["jobs"][0];
+    assert_eq!(&job["announce"], announce, "{jobs}");
+    assert_eq!(lab.assert_runs_once(&g.name), "hb");
+    lab.wait_tick("hb", &g.name, 0, T * 6)
+        .expect("ticks on the destination");
+
+    // QEMU's own announcement is five rounds; the one asked for, five more.
+    // The client's only interface.
+    let from_vm = capture::rarps_from(&frames, "eth0", &mac);
+    let after_done = from_vm.iter().filter(|f| f.at > done_at).count();
+    let ms = |t: Instant| t.saturating_duration_since(begun).as_millis();
+    eprintln!(
+        "client saw {} RARP frames from {mac}, {after_done} after the agent's migration.done \
+         (at {} ms from the capture's start; frames at {:?} ms)",
+        from_vm.len(),
+        ms(done_at),
+        from_vm.iter().map(|f| ms(f.at)).collect::<Vec<_>>()
+    );
+    assert!(
+        from_vm.len() > 5,
+        "only QEMU's own announcement reached the client: {from_vm:?}"
+    );
+    // The request went through the destination's QEMU monitor, and libvirt
+    // says so in the guest's log.
+    let qemu_log = std::fs::read_to_string(
+        lab.host("hb")
+            .unwrap()
+            .outside_path(&format!("/var/log/libvirt/qemu/{}.log", g.name)),
+    )
+    .unwrap_or_default();
+    assert!(
+        qemu_log.contains("custom-monitor"),
+        "no custom-monitor taint in hb's log of {}:\n{qemu_log}",
+        g.name
+    );
+    agent.stop();
     lab.teardown().expect("teardown");
 }

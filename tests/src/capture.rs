@@ -9,6 +9,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use crate::cmd::{self, CmdError};
 use crate::netns::{self, NetnsError};
@@ -40,6 +41,8 @@ pub struct RarpFrame {
     pub incoming: bool,
     /// Source MAC, lower-case `aa:bb:...`.
     pub src_mac: String,
+    /// When the capture thread read it.
+    pub at: Instant,
 }
 
 /// True when `frames` hold a RARP from `mac` that came in on `port`.
@@ -49,8 +52,18 @@ pub fn saw_rarp(frames: &[RarpFrame], port: &str, mac: &str) -> bool {
         .any(|f| f.incoming && f.port == port && f.src_mac.eq_ignore_ascii_case(mac))
 }
 
-/// A frame as captured: interface index, packet type, source MAC.
-type Seen = (i32, u8, [u8; 6]);
+/// The RARP frames from `mac` that came in on `port`, in order. One port:
+/// a frame crossing a bridge is seen coming in on its port and again on
+/// the bridge device.
+pub fn rarps_from<'a>(frames: &'a [RarpFrame], port: &str, mac: &str) -> Vec<&'a RarpFrame> {
+    frames
+        .iter()
+        .filter(|f| f.incoming && f.port == port && f.src_mac.eq_ignore_ascii_case(mac))
+        .collect()
+}
+
+/// A frame as captured: interface index, packet type, source MAC, when.
+type Seen = (i32, u8, [u8; 6], Instant);
 
 /// Captures RARP frames on every interface of a namespace until finished.
 #[derive(Debug)]
@@ -128,9 +141,12 @@ impl RarpWatch {
                         if n >= 14 && buf[12..14] == ETH_P_RARP.to_be_bytes() {
                             let mut src = [0u8; 6];
                             src.copy_from_slice(&buf[6..12]);
-                            seen.lock()
-                                .expect("rarp frames")
-                                .push((ifindex, pkttype, src));
+                            seen.lock().expect("rarp frames").push((
+                                ifindex,
+                                pkttype,
+                                src,
+                                Instant::now(),
+                            ));
                         }
                     }
                 }
@@ -156,7 +172,7 @@ impl RarpWatch {
         let seen = self.seen.lock().expect("rarp frames").clone();
         Ok(seen
             .into_iter()
-            .map(|(ifindex, pkttype, src)| RarpFrame {
+            .map(|(ifindex, pkttype, src, at)| RarpFrame {
                 port: names
                     .iter()
                     .find(|(i, _)| *i == ifindex)
@@ -167,6 +183,7 @@ impl RarpWatch {
                     .map(|b| format!("{b:02x}"))
                     .collect::<Vec<_>>()
                     .join(":"),
+                at,
             })
             .collect())
     }
@@ -240,10 +257,14 @@ mod tests {
             port: port.into(),
             incoming,
             src_mac: "52:54:00:01:02:03".into(),
+            at: Instant::now(),
         };
         let frames = [f("g-ha", false), f("g-hb", true)];
         assert!(saw_rarp(&frames, "g-hb", "52:54:00:01:02:03"));
         assert!(!saw_rarp(&frames, "g-ha", "52:54:00:01:02:03"));
         assert!(!saw_rarp(&frames, "g-hb", "52:54:00:99:02:03"));
+        assert_eq!(rarps_from(&frames, "g-hb", "52:54:00:01:02:03").len(), 1);
+        assert!(rarps_from(&frames, "g-ha", "52:54:00:01:02:03").is_empty());
+        assert!(rarps_from(&frames, "g-hb", "52:54:00:99:02:03").is_empty());
     }
 }

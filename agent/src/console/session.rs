@@ -420,11 +420,15 @@ fn event_line(data: &Payload) -> String {
         },
         Payload::MigrationProgress(p) => progress_line(p),
         Payload::MigrationDone(d) => format!(
-            "{} -> {}: done in {:.1} s, downtime {} ms",
+            "{} -> {}: done in {:.1} s, downtime {} ms{}",
             d.vm,
             d.dest,
             d.seconds,
-            or_dash(d.downtime_ms)
+            or_dash(d.downtime_ms),
+            d.announce
+                .as_ref()
+                .and_then(|a| a.short())
+                .map_or(String::new(), |s| format!(", {s}")),
         ),
         Payload::MigrationFailed(f) => format!(
             "{} -> {}: FAILED: {}; now on {}{}{}",
@@ -451,6 +455,7 @@ mod tests {
     use crate::events::{
         HookReport, HostName, MigrationDone, MigrationFailed, MigrationProgress, VmStateChange,
     };
+    use crate::migration::announce::Announce;
     use crate::migration::timeline::Timeline;
     use crate::report::{NotMoved, Phase, StillHere, Verdict};
     use proptest::prelude::*;
@@ -478,6 +483,39 @@ mod tests {
             "a -> hb: 99% (12 MiB left, 80 MiB/s, eta 1 s)",
             "99.9 % is not 100 %"
         );
+    }
+
+    #[test]
+    fn the_done_line_says_in_a_word_whether_traffic_followed() {
+        let mut d = MigrationDone {
+            job: 1,
+            vm: "a".into(),
+            dest: "hb".into(),
+            downtime_ms: Some(155),
+            seconds: 4.1,
+            data_mib: None,
+            timeline: Timeline::default(),
+            announce: Some(Announce::Seen { from_end_ms: -40 }),
+        };
+        let line = |d: &MigrationDone| event_line(&Payload::MigrationDone(d.clone()));
+        assert_eq!(
+            line(&d),
+            "a -> hb: done in 4.1 s, downtime 155 ms, announced"
+        );
+        d.announce = Some(Announce::Requested {
+            reason: "no RARP from 52:54:00:00:00:01 seen on brvm within 1000 ms of the end".into(),
+        });
+        assert_eq!(
+            line(&d),
+            "a -> hb: done in 4.1 s, downtime 155 ms, announce requested"
+        );
+        d.announce = Some(Announce::NotConfirmed { reason: "x".into() });
+        assert!(line(&d).ends_with(", announce NOT confirmed"));
+        // No NIC, or an offline move: nothing said.
+        for a in [Some(Announce::NoNic), None] {
+            d.announce = a;
+            assert_eq!(line(&d), "a -> hb: done in 4.1 s, downtime 155 ms");
+        }
     }
 
     /// Answers every reading command with its own name, so tests see which
@@ -738,6 +776,7 @@ mod tests {
                     seconds: 1.0,
                     data_mib: None,
                     timeline: Timeline::default(),
+                    announce: None,
                 }),
                 Payload::HostEmpty(HostName { host: n() }),
                 Payload::HostPoweroff(HostName { host: n() }),

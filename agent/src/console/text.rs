@@ -102,15 +102,21 @@ pub fn jobs(r: &JobsReport) -> Text {
         ],
         &rows,
     );
-    // Where each finished migration's time went, one line per job: too
-    // long for a column (docs/protocol.md, "Timeline").
-    for j in r.jobs.iter().filter(|j| !j.timeline.is_empty()) {
-        t.push(format!(
-            "job {} {} (s): {}",
-            j.id,
-            j.vm,
-            j.timeline.compact()
-        ));
+    // Where each finished migration's time went, and whether its traffic
+    // followed it, one line each per job: too long for a column
+    // (docs/protocol.md, "Timeline").
+    for j in &r.jobs {
+        if !j.timeline.is_empty() {
+            t.push(format!(
+                "job {} {} (s): {}",
+                j.id,
+                j.vm,
+                j.timeline.compact()
+            ));
+        }
+        if let Some(a) = j.announce.as_ref().filter(|a| a.short().is_some()) {
+            t.push(format!("job {} {}: {}", j.id, j.vm, a.text()));
+        }
     }
     t
 }
@@ -231,6 +237,68 @@ mod tests {
         assert!(
             t.contains("SAFE TO POWER OFF ha") && t.ends_with('\x07'),
             "{t}"
+        );
+    }
+
+    #[test]
+    fn jobs_text_has_a_line_for_each_timeline_and_announcement() {
+        use crate::migration::announce::Announce;
+        use crate::migration::timeline::{Step, Timeline};
+        use crate::report::{JobRow, JobsReport, Kind};
+        let mut timeline = Timeline::default();
+        timeline.mark(Step::Accepted, std::time::Duration::ZERO);
+        timeline.mark(Step::Done, std::time::Duration::from_millis(4_100));
+        let row = |id, vm: &str, announce| JobRow {
+            id,
+            run: 1,
+            kind: Kind::Evacuate,
+            vm: vm.into(),
+            dest: "hb".into(),
+            phase: Phase::Done,
+            percent: 100.0,
+            remaining_mib: Some(0.0),
+            rate_mib_s: None,
+            eta_s: Some(0),
+            downtime_ms: Some(155),
+            seconds: Some(4.1),
+            data_mib: None,
+            error: None,
+            note: None,
+            tried: vec!["hb".into()],
+            offline: false,
+            timeline: timeline.clone(),
+            announce,
+        };
+        let r = JobsReport {
+            jobs: vec![
+                row(1, "db1", Some(Announce::Seen { from_end_ms: 12 })),
+                row(
+                    2,
+                    "web1",
+                    Some(Announce::Requested {
+                        reason: "NIC 52:54:00:00:00:07 is not on a bridge (macvtap)".into(),
+                    }),
+                ),
+                row(3, "idle", Some(Announce::NoNic)),
+            ],
+            running: false,
+        };
+        let lines = jobs(&r).lines();
+        let after: Vec<&str> = lines
+            .iter()
+            .skip_while(|l| !l.starts_with("job "))
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            after,
+            [
+                "job 1 db1 (s): done 4.1",
+                "job 1 db1: announced: RARP seen here 12 ms after the migration ended",
+                "job 2 web1 (s): done 4.1",
+                "job 2 web1: announcement requested from the destination \
+                 (NIC 52:54:00:00:00:07 is not on a bridge (macvtap))",
+                "job 3 idle (s): done 4.1",
+            ]
         );
     }
 }

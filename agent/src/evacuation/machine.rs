@@ -15,6 +15,7 @@ use rackside_protocol::ErrorCode;
 use super::model::{self, Job, Kind, Phase, Run};
 use crate::events::{HostName, MigrationDone, MigrationFailed, MigrationProgress, Payload};
 use crate::hypervisor::{human, AfterFailure, DomState, DomainInfo};
+use crate::migration::announce::Announce;
 use crate::migration::policy::Progress;
 use crate::migration::timeline::Timeline;
 use crate::report::{Refusal, Verdict};
@@ -133,6 +134,7 @@ pub enum Input {
         downtime_ms: Option<u64>,
         data_mib: Option<f64>,
         timeline: Timeline,
+        announce: Option<Announce>,
     },
     Failed {
         job: u64,
@@ -311,7 +313,16 @@ impl Machine {
                 downtime_ms,
                 data_mib,
                 timeline,
-            } => self.done(job, seconds, downtime_ms, data_mib, timeline, &mut out),
+                announce,
+            } => self.done(
+                job,
+                seconds,
+                downtime_ms,
+                data_mib,
+                timeline,
+                announce,
+                &mut out,
+            ),
             Input::Failed {
                 job,
                 error,
@@ -535,6 +546,7 @@ impl Machine {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn done(
         &mut self,
         id: u64,
@@ -542,6 +554,7 @@ impl Machine {
         downtime_ms: Option<u64>,
         data_mib: Option<f64>,
         timeline: Timeline,
+        announce: Option<Announce>,
         out: &mut Vec<Action>,
     ) {
         if !self.running(id) {
@@ -560,6 +573,7 @@ impl Machine {
         j.data_mib = data_mib.map(|m| (m * 10.0).round() / 10.0);
         j.note = None;
         j.timeline = timeline.clone();
+        j.announce = announce.clone();
         let ev = Payload::MigrationDone(MigrationDone {
             job: j.id,
             vm: j.vm.clone(),
@@ -568,6 +582,7 @@ impl Machine {
             seconds,
             data_mib,
             timeline,
+            announce,
         });
         self.dirty = true;
         out.push(Action::Publish(ev));
@@ -1016,6 +1031,7 @@ mod tests {
             downtime_ms: Some(20),
             data_mib: Some(512.0),
             timeline: Timeline::default(),
+            announce: None,
         }
     }
 

@@ -878,6 +878,7 @@ impl Controller {
                         downtime_ms,
                         data_mib,
                         timeline,
+                        announce,
                     } => {
                         tracing::info!(job = id, vm = %spec.vm, dest = %spec.dest, seconds, downtime_ms, "migration done");
                         Input::Done {
@@ -886,6 +887,7 @@ impl Controller {
                             downtime_ms,
                             data_mib,
                             timeline,
+                            announce,
                         }
                     }
                     Outcome::Failed { error, aborted } => {

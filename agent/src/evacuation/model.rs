@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::hypervisor::{DomState, DomainInfo};
 use crate::inventory::{Peer, State};
+use crate::migration::announce::Announce;
 use crate::migration::timeline::Timeline;
 use crate::placement::{Candidate, DiskNeed, Move, PoolRoom, Unplaceable, VmDemand};
 use crate::report::{JobRow, Moved, NotMoved, StillHere, Verdict};
@@ -43,6 +44,9 @@ pub struct Job {
     /// Where a finished migration's time went.
     #[serde(default, skip_serializing_if = "Timeline::is_empty")]
     pub timeline: Timeline,
+    /// A finished live migration's announcement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announce: Option<Announce>,
 }
 
 impl Job {
@@ -67,6 +71,7 @@ impl Job {
             offline,
             disks: vm.disks.clone(),
             timeline: Timeline::default(),
+            announce: None,
         }
     }
 
@@ -91,6 +96,7 @@ impl Job {
             tried: self.tried.clone(),
             offline: self.offline,
             timeline: self.timeline.clone(),
+            announce: self.announce.clone(),
         }
     }
 }

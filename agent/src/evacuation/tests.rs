@@ -15,12 +15,13 @@ use super::model::{Job, Kind, Phase, Run};
 use super::{Controller, Ctx, Spawner, Threads};
 use crate::config::{Config, PeerSection, Strategy};
 use crate::events::{Bus, Event, MigrationFailed, Payload};
-use crate::hypervisor::sim::{Reach, Script, Sim};
+use crate::hypervisor::sim::{Announcing, Reach, Script, Sim};
 use crate::hypervisor::{
     DomState, DomainInfo, HvError, Hypervisor, Limits, Outcome, PeerAddr, Progress, Spec,
 };
 use crate::inventory::model::{Vm, VmState};
 use crate::inventory::{Inventory, Link};
+use crate::migration::announce::Announce;
 use crate::placement::VmDemand;
 use crate::report::Verdict;
 
@@ -987,4 +988,40 @@ fn a_cut_local_connection_is_told_from_an_answer_about_the_migration() {
         "operation failed: migration out job: unexpectedly failed"
     ));
     assert!(!super::connection_lost("aborted by request"));
+}
+
+#[test]
+fn jobs_and_the_done_event_say_whether_traffic_followed_the_vm() {
+    let mut w = world("announce", &["a", "b"], vec![], |s| {
+        s.announcing("a", Announcing::Heard);
+        s.announcing("b", Announcing::Silent);
+    });
+    w.ctl.evacuate(&auto(), false, "t").unwrap();
+    let (v, events) = w.verdict();
+    assert!(v.safe_to_power_off, "{v:?}");
+    let done: Vec<(String, Option<Announce>)> = events
+        .iter()
+        .filter_map(|e| match &e.data {
+            Payload::MigrationDone(d) => Some((d.vm.clone(), d.announce.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(done.len(), 2, "{done:?}");
+    for (vm, a) in &done {
+        assert_eq!(a, &w.job(vm).announce, "{vm}");
+    }
+    assert_eq!(w.job("a").announce, Some(Announce::Seen { from_end_ms: 0 }));
+    assert!(
+        matches!(w.job("b").announce, Some(Announce::Requested { .. })),
+        "{:?}",
+        w.job("b")
+    );
+    let asked: Vec<String> = w
+        .sim
+        .counters()
+        .announce_requests
+        .into_iter()
+        .map(|(_, vm)| vm)
+        .collect();
+    assert_eq!(asked, ["b"]);
 }

@@ -30,7 +30,7 @@ use crate::libvirt_ffi::{self, JobStats};
 use crate::migration::run::{
     drive, may_discard, MigrationJob, MigrationOps, Outcome, Pace, Prepared, Spec,
 };
-use crate::migration::{nwfilter, tls};
+use crate::migration::{announce, nwfilter, rarp, tls};
 use crate::storage;
 
 /// libvirt on this host, and its peers through their URIs.
@@ -292,6 +292,7 @@ fn message(e: HvError) -> String {
 
 impl MigrationOps for LibvirtOps {
     type Job = LibvirtJob;
+    type Watch = rarp::Watch;
 
     fn now(&self) -> Duration {
         monotonic()
@@ -478,6 +479,41 @@ impl MigrationOps for LibvirtOps {
             ),
             Err(_) => (None, None),
         }
+    }
+
+    fn watch_announce(&self, spec: &Spec) -> rarp::Watch {
+        // The live definition: a network interface names its bridge only
+        // there. libvirt answers it without asking QEMU.
+        let xml = with_conn(&self.local_uri, |c| {
+            let d = lookup(c, &spec.vm)?;
+            let x = d.xml_desc(0).map_err(|e| call_err(&e));
+            libvirt_ffi::free_domain(d);
+            x
+        })
+        .map_err(message)
+        .and_then(|x| announce::nics(&x).map_err(|e| crate::hookio::chain(&e)));
+        match xml {
+            Ok(nics) => rarp::Watch::start(&spec.vm, &nics, monotonic),
+            Err(e) => rarp::Watch::blind(format!("cannot read the VM's NICs: {e}")),
+        }
+    }
+
+    fn request_announce(&self, spec: &Spec) -> Result<(), String> {
+        // libvirt marks the domain "tainted: custom-monitor" for this: the
+        // price of a command it has no API for.
+        with_peer(&self.peers, &spec.dest, &spec.dest_uri, |c| {
+            let d = lookup(c, &spec.vm)?;
+            let r = d
+                .qemu_monitor_command(announce::ANNOUNCE_SELF, 0)
+                .map_err(|e| call_err(&e));
+            libvirt_ffi::free_domain(d);
+            r
+        })
+        .map_err(|e| match e {
+            HvError::Unreachable(m) => format!("cannot reach libvirt on {}: {m}", spec.dest),
+            e => message(e),
+        })
+        .and_then(|reply| announce::qmp_reply(&reply))
     }
 
     fn dest_has_vm(&self, spec: &Spec) -> Option<bool> {
@@ -728,6 +764,7 @@ mod hung_peer_tests {
             poll: Duration::from_millis(5),
             peer_deadline: deadline,
             abort_grace: Duration::from_secs(1),
+            announce_wait: Duration::from_millis(50),
         }
     }
 

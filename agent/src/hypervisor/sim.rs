@@ -18,8 +18,9 @@ use std::time::Duration;
 use super::deadline;
 use super::{DomState, DomainInfo, HvError, Hypervisor, Limits, PeerAddr, Progress};
 use crate::libvirt_ffi::JobStats;
+use crate::migration::announce::{Heard, Mac, Watched};
 use crate::migration::run::{
-    drive, may_discard, MigrationJob, MigrationOps, Outcome, Pace, Prepared, Spec,
+    drive, may_discard, AnnounceWatch, MigrationJob, MigrationOps, Outcome, Pace, Prepared, Spec,
 };
 
 const MIB: u64 = 1024 * 1024;
@@ -53,6 +54,22 @@ pub enum Script {
     /// job). Each sample waits up to the loop's poll interval in real time.
     Gated,
 }
+
+/// What the source hears of a VM's announcement after it moved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Announcing {
+    /// The VM has no NIC (the default).
+    NoNic,
+    /// Its NIC ([`SIM_MAC`] on `br0`) is heard as the migration ends.
+    Heard,
+    /// Its NIC is watched and never heard (something drops the RARP).
+    Silent,
+    /// Its NIC cannot be watched, for this reason.
+    Unwatchable(String),
+}
+
+/// The MAC of a simulated VM's NIC.
+pub const SIM_MAC: Mac = Mac([0x52, 0x54, 0, 0, 0, 1]);
 
 /// How a host's libvirt answers calls from elsewhere.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +107,8 @@ pub struct Counters {
     pub hung_calls: u32,
     /// Migrations that have ended, whatever their result.
     pub migrations_ended: u32,
+    /// (destination, VM) for every announce-self asked of a destination.
+    pub announce_requests: Vec<(String, String)>,
 }
 
 #[derive(Debug)]
@@ -125,6 +144,10 @@ struct World {
     disks: BTreeMap<String, Vec<(String, String, u64)>>,
     /// Local VMs with a libvirt job under way.
     jobs: BTreeSet<String>,
+    /// What is heard of each VM's announcement (default: no NIC).
+    announcing: BTreeMap<String, Announcing>,
+    /// Hosts whose QEMU refuses announce-self, with the message.
+    announce_refused: BTreeMap<String, String>,
     resume: ResumeMode,
     /// How gated migrations end, once the test says ([`Sim::release`]).
     released_jobs: BTreeMap<String, Result<(), String>>,
@@ -211,6 +234,8 @@ impl Sim {
                 filters: BTreeMap::new(),
                 disks: BTreeMap::new(),
                 jobs: BTreeSet::new(),
+                announcing: BTreeMap::new(),
+                announce_refused: BTreeMap::new(),
                 resume: ResumeMode::Works,
                 released_jobs: BTreeMap::new(),
                 peer_deadline: Duration::from_millis(50),
@@ -314,6 +339,18 @@ impl Sim {
         );
     }
 
+    /// What the source hears of `vm`'s announcement after a move.
+    pub fn announcing(&self, vm: &str, how: Announcing) {
+        self.lock().announcing.insert(vm.to_owned(), how);
+    }
+
+    /// announce-self on `host` fails with `message`.
+    pub fn refuse_announce(&self, host: &str, message: &str) {
+        self.lock()
+            .announce_refused
+            .insert(host.to_owned(), message.to_owned());
+    }
+
     /// Volumes on `host` (image paths), e.g. to plant one in the way.
     pub fn volumes_on(&self, host: &str) -> BTreeSet<String> {
         self.lock()
@@ -383,6 +420,8 @@ impl Sim {
             poll: Duration::from_millis(1),
             peer_deadline: w.peer_deadline,
             abort_grace: w.abort_grace,
+            // Virtual: a silent watch moves the clock on by this much.
+            announce_wait: Duration::from_secs(1),
         }
     }
 
@@ -531,6 +570,7 @@ struct SimOps {
 
 impl MigrationOps for SimOps {
     type Job = SimJob;
+    type Watch = SimWatch;
 
     fn now(&self) -> Duration {
         Duration::from_nanos(self.clock.load(Ordering::Relaxed))
@@ -684,6 +724,87 @@ impl MigrationOps for SimOps {
         match self.inner.reach(&spec.dest, "completed job stats") {
             Ok(_) => (Some(42), Some(spec.mem_mib as f64)),
             Err(_) => (None, None),
+        }
+    }
+
+    fn watch_announce(&self, spec: &Spec) -> SimWatch {
+        let how = self
+            .inner
+            .lock()
+            .announcing
+            .get(&spec.vm)
+            .cloned()
+            .unwrap_or(Announcing::NoNic);
+        SimWatch {
+            clock: self.clock.clone(),
+            how,
+        }
+    }
+
+    fn request_announce(&self, spec: &Spec) -> Result<(), String> {
+        let mut w = self
+            .inner
+            .reach(&spec.dest, "announce-self")
+            .map_err(|e| e.to_string())?;
+        if let Some(msg) = w.announce_refused.get(&spec.dest) {
+            return Err(msg.clone());
+        }
+        let there = w
+            .hosts
+            .get(&spec.dest)
+            .is_some_and(|h| h.domains.contains_key(&spec.vm));
+        if !there {
+            return Err(format!(
+                "Domain not found: no domain with matching name '{}'",
+                spec.vm
+            ));
+        }
+        w.counters
+            .announce_requests
+            .push((spec.dest.clone(), spec.vm.clone()));
+        w.log
+            .push(format!("announce-self {} on {}", spec.vm, spec.dest));
+        self.inner.changed.notify_all();
+        Ok(())
+    }
+}
+
+/// A simulated watch: hears what [`Sim::announcing`] says, on the
+/// migration's virtual clock.
+#[derive(Debug)]
+pub struct SimWatch {
+    clock: Arc<AtomicU64>,
+    how: Announcing,
+}
+
+impl AnnounceWatch for SimWatch {
+    fn wait(&mut self, timeout: Duration) -> Heard {
+        let now = Duration::from_nanos(self.clock.load(Ordering::Relaxed));
+        let watched = |at| {
+            vec![Watched {
+                mac: SIM_MAC,
+                bridge: "br0".into(),
+                at,
+            }]
+        };
+        match &self.how {
+            Announcing::NoNic => Heard::default(),
+            Announcing::Heard => Heard {
+                watched: watched(Some(now)),
+                unwatched: Vec::new(),
+            },
+            Announcing::Silent => {
+                let later = now.saturating_add(timeout);
+                self.clock.store(
+                    u64::try_from(later.as_nanos()).unwrap_or(u64::MAX),
+                    Ordering::Relaxed,
+                );
+                Heard {
+                    watched: watched(None),
+                    unwatched: Vec::new(),
+                }
+            }
+            Announcing::Unwatchable(why) => Heard::blind(why.clone()),
         }
     }
 }

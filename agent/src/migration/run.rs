@@ -15,6 +15,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use super::announce::{self, Announce, Heard, Judged};
 use super::policy::{Decision, Limits, Progress, Sample, Tracker};
 use super::timeline::{Step, Timeline};
 use crate::hypervisor::deadline::{self, Waited};
@@ -62,6 +63,9 @@ pub enum Outcome {
         data_mib: Option<f64>,
         /// Where the time went.
         timeline: Timeline,
+        /// Whether the VM's traffic was seen to follow it (None: an
+        /// offline move, nothing runs to announce).
+        announce: Option<Announce>,
     },
     Failed {
         error: String,
@@ -81,6 +85,10 @@ pub struct Pace {
     /// How long the job may take to end after we asked libvirt to abort it,
     /// before we stop waiting and report it failed.
     pub abort_grace: Duration,
+    /// How long after libvirt's end of a live migration the destination's
+    /// announcement may still be waited for (when it has not been heard
+    /// already, as it usually has).
+    pub announce_wait: Duration,
 }
 
 impl Default for Pace {
@@ -92,6 +100,9 @@ impl Default for Pace {
             poll: Duration::from_millis(250),
             peer_deadline: Duration::from_secs(20),
             abort_grace: Duration::from_secs(30),
+            // QEMU announces as the stream ends and again 50 and 200 ms
+            // later: a second covers those, should the first be lost.
+            announce_wait: Duration::from_secs(1),
         }
     }
 }
@@ -100,6 +111,7 @@ impl Default for Pace {
 /// calls to the destination, so it holds only addresses or shared handles.
 pub trait MigrationOps: Clone + Send + 'static {
     type Job: MigrationJob;
+    type Watch: AnnounceWatch;
     /// The loop's clock: time since some fixed point (virtual in the sim).
     fn now(&self) -> Duration;
     /// Defines on the destination every nwfilter the VM needs that it
@@ -125,6 +137,23 @@ pub trait MigrationOps: Clone + Send + 'static {
     fn dest_has_vm(&self, _spec: &Spec) -> Option<bool> {
         None
     }
+    /// Starts listening here for the destination's announcement of the
+    /// VM's NICs (QEMU's RARP frames once the stream has ended). Never
+    /// fails: what cannot be watched, and why, is in what the watch hears.
+    /// Touches no QEMU.
+    fn watch_announce(&self, spec: &Spec) -> Self::Watch;
+    /// Asks the destination's QEMU to announce the VM's NICs (QMP
+    /// announce-self). Only called once the migration is done, never
+    /// while the guest switches over. Run under the peer deadline.
+    fn request_announce(&self, spec: &Spec) -> Result<(), String>;
+}
+
+/// Listening for one VM's announcement; stops listening when dropped.
+pub trait AnnounceWatch {
+    /// Waits up to `timeout` while a watched NIC has not been heard
+    /// (returns at once when none is left); what was heard, timed on the
+    /// loop's clock.
+    fn wait(&mut self, timeout: Duration) -> Heard;
 }
 
 /// One migration under way.
@@ -358,6 +387,63 @@ pub fn at_least(s: Sample, total: u64) -> Sample {
     }
 }
 
+/// After a live migration ended well: did the VM's traffic follow it?
+/// When the destination's announcement was not heard (or cannot be),
+/// asks the destination to announce the VM, only now that libvirt is done
+/// with it: nothing may reach a guest's QEMU during its switchover. `ended`:
+/// when libvirt's call returned (loop clock). Also when the last NIC's
+/// announcement was heard, for the timeline.
+fn follow_traffic<O: MigrationOps>(
+    ops: &O,
+    pace: &Pace,
+    spec: &Spec,
+    watch: &mut O::Watch,
+    ended: Duration,
+) -> (Announce, Option<Duration>) {
+    let heard = watch.wait(pace.announce_wait);
+    let judged = announce::judge(&heard, ended, pace.announce_wait);
+    let request = match &judged {
+        Judged::Unconfirmed(why) => {
+            tracing::info!(vm = %spec.vm, dest = %spec.dest, reason = %why, "announcement not confirmed: asking the destination to announce");
+            let (o, s) = (ops.clone(), spec.clone());
+            Some(
+                match deadline::call(
+                    "hv-announce",
+                    pace.peer_deadline,
+                    None,
+                    pace.poll,
+                    move || o.request_announce(&s),
+                ) {
+                    Waited::Done(r) => r,
+                    Waited::TimedOut => Err(format!(
+                        "libvirt on {} did not answer within {}",
+                        spec.dest,
+                        human(pace.peer_deadline)
+                    )),
+                    Waited::Aborted => Err("interrupted".into()),
+                    Waited::Lost(why) => Err(why),
+                },
+            )
+        }
+        Judged::NoNic | Judged::Seen { .. } => None,
+    };
+    let result = Announce::of(&judged, request);
+    match &result {
+        Announce::NoNic => {}
+        Announce::Seen { .. } | Announce::Requested { .. } => {
+            tracing::info!(vm = %spec.vm, dest = %spec.dest, announce = %result.text(), "announcement");
+        }
+        Announce::NotConfirmed { .. } => {
+            tracing::warn!(vm = %spec.vm, dest = %spec.dest, announce = %result.text(), "announcement");
+        }
+    }
+    let at = match judged {
+        Judged::Seen { at, .. } => Some(at),
+        _ => None,
+    };
+    (result, at)
+}
+
 /// The job itself, once its storage is ready.
 #[allow(clippy::too_many_arguments)]
 fn run_job<O: MigrationOps>(
@@ -382,6 +468,9 @@ fn run_job<O: MigrationOps>(
     if abort.load(Ordering::Relaxed) {
         return aborted(ABORTED_BY_REQUEST.into());
     }
+    // Listening starts before libvirt does: QEMU's first RARP can come
+    // before the migrate call returns.
+    let mut watch = (!spec.offline).then(|| ops.watch_announce(spec));
     let mut job = match ops.start(spec, &prepared.copy) {
         Ok(j) => j,
         Err(e) => return failed(e),
@@ -475,9 +564,17 @@ fn run_job<O: MigrationOps>(
 
     match result {
         Ok(()) => {
-            mark(&mut timeline, Step::Ended, elapsed());
+            let ended = ops.now();
+            mark(&mut timeline, Step::Ended, ended.saturating_sub(started));
             tracker.finish();
             progress(&tracker.progress());
+            let announce = watch.take().map(|mut w| {
+                let (a, heard_at) = follow_traffic(ops, pace, spec, &mut w, ended);
+                if let Some(at) = heard_at {
+                    timeline.insert(Step::Announced, at.saturating_sub(started));
+                }
+                a
+            });
             // An offline migration moves a definition: no job, no figures.
             let (downtime_ms, data_mib) = if spec.offline {
                 (None, None)
@@ -502,6 +599,7 @@ fn run_job<O: MigrationOps>(
                 downtime_ms,
                 data_mib,
                 timeline,
+                announce,
             }
         }
         Err(msg) => match abort_reason {
@@ -518,7 +616,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::hypervisor::sim::{Reach, Script, Sim, ABORTED_MSG};
+    use crate::hypervisor::sim::{Announcing, Reach, Script, Sim, ABORTED_MSG};
     use crate::hypervisor::{
         ensure_running_after_failure, AfterFailure, DomState, HvError, Hypervisor,
     };
@@ -857,6 +955,146 @@ mod tests {
             "the sim cannot tell the destination's start or the pause"
         );
         assert!(timeline.marks().windows(2).all(|w| w[0].at_s <= w[1].at_s));
+    }
+
+    fn announced(out: &Outcome) -> Option<Announce> {
+        match out {
+            Outcome::Done { announce, .. } => announce.clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_announcement_heard_is_seen_placed_in_the_timeline_and_not_requested() {
+        let sim = world();
+        sim.announcing("a", Announcing::Heard);
+        let (out, _) = migrate(&sim, &spec("a"), &AtomicBool::new(false));
+        assert_eq!(announced(&out), Some(Announce::Seen { from_end_ms: 0 }));
+        let Outcome::Done { timeline, .. } = &out else {
+            panic!("{out:?}")
+        };
+        assert_eq!(timeline.at(Step::Announced), timeline.at(Step::Ended));
+        assert!(sim.counters().announce_requests.is_empty());
+    }
+
+    #[test]
+    fn a_vm_without_nics_has_nothing_to_announce() {
+        let sim = world();
+        let (out, _) = migrate(&sim, &spec("a"), &AtomicBool::new(false));
+        assert_eq!(announced(&out), Some(Announce::NoNic));
+        assert!(sim.counters().announce_requests.is_empty());
+    }
+
+    #[test]
+    fn an_announcement_not_heard_is_requested_after_the_migration_is_done() {
+        let sim = world();
+        sim.announcing("a", Announcing::Silent);
+        let (out, _) = migrate(&sim, &spec("a"), &AtomicBool::new(false));
+        assert_eq!(
+            announced(&out),
+            Some(Announce::Requested {
+                reason: "no RARP from 52:54:00:00:00:01 seen on br0 within 1000 ms of the end"
+                    .into()
+            })
+        );
+        assert_eq!(
+            sim.counters().announce_requests,
+            vec![("hb".to_string(), "a".to_string())]
+        );
+        // Never while the guest switches over: only once libvirt is done.
+        let log = sim.log();
+        let done = log.iter().position(|l| l == "done a");
+        let asked = log.iter().position(|l| l == "announce-self a on hb");
+        assert!(done.is_some() && asked > done, "{log:?}");
+        let Outcome::Done { timeline, .. } = &out else {
+            panic!("{out:?}")
+        };
+        assert_eq!(timeline.at(Step::Announced), None);
+    }
+
+    #[test]
+    fn a_nic_that_cannot_be_watched_gets_an_announcement_requested() {
+        let sim = world();
+        let why = "NIC 52:54:00:00:00:07 is not on a bridge (macvtap)";
+        sim.announcing("a", Announcing::Unwatchable(why.into()));
+        let (out, _) = migrate(&sim, &spec("a"), &AtomicBool::new(false));
+        assert_eq!(
+            announced(&out),
+            Some(Announce::Requested { reason: why.into() })
+        );
+        assert_eq!(sim.counters().announce_requests.len(), 1);
+    }
+
+    #[test]
+    fn a_refused_request_says_it_could_not_and_why() {
+        let sim = world();
+        sim.announcing("a", Announcing::Silent);
+        sim.refuse_announce("hb", "QEMU refused announce-self: no");
+        let (out, _) = migrate(&sim, &spec("a"), &AtomicBool::new(false));
+        let Some(Announce::NotConfirmed { reason }) = announced(&out) else {
+            panic!("{out:?}")
+        };
+        assert!(
+            reason.ends_with(
+                "asking the destination to announce failed: QEMU refused announce-self: no"
+            ),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn a_destination_that_hangs_on_the_request_leaves_it_not_confirmed_in_bounded_time() {
+        let sim = world();
+        sim.announcing("a", Announcing::Silent);
+        // The migration itself is done before the destination starts to hang.
+        sim.script("a", Script::Succeed { samples: 1 });
+        let sim2 = sim.clone();
+        let out = sim.migrate(
+            &spec("a"),
+            &Limits::default(),
+            &AtomicBool::new(false),
+            &mut |p| {
+                if p.percent >= 100.0 {
+                    sim2.reach("hb", Reach::Hangs);
+                }
+            },
+        );
+        let Some(Announce::NotConfirmed { reason }) = announced(&out) else {
+            panic!("{out:?}")
+        };
+        assert!(
+            reason.contains("libvirt on hb did not answer within 50 ms"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn an_offline_move_has_no_announcement() {
+        let sim = Sim::new("ha");
+        sim.add_domain("ha", "off", DomState::ShutOff);
+        sim.add_host("hb");
+        sim.announcing("off", Announcing::Silent);
+        let mut s = spec("off");
+        s.offline = true;
+        let (out, _) = migrate(&sim, &s, &AtomicBool::new(false));
+        assert_eq!(announced(&out), None);
+        assert!(sim.counters().announce_requests.is_empty());
+    }
+
+    #[test]
+    fn a_failed_migration_asks_nothing_of_the_destination() {
+        let sim = world();
+        sim.announcing("a", Announcing::Silent);
+        sim.script(
+            "a",
+            Script::Fail {
+                after: 1,
+                message: "no".into(),
+            },
+        );
+        let (out, _) = migrate(&sim, &spec("a"), &AtomicBool::new(false));
+        assert!(matches!(out, Outcome::Failed { .. }), "{out:?}");
+        assert!(sim.counters().announce_requests.is_empty());
     }
 
     #[test]

@@ -28,6 +28,11 @@ pub enum Step {
     /// libvirt's migrate call returned (destination resumed, source
     /// QEMU stopped).
     Ended,
+    /// The destination's announcement of the VM (QEMU's RARP) reached
+    /// this host; of the last NIC, if several. Heard by another thread, it
+    /// is placed by its time: QEMU announces as the stream ends, so it
+    /// usually comes right after `Switchover`, before `Ended`.
+    Announced,
     /// The agent reported the migration done.
     Done,
 }
@@ -41,6 +46,7 @@ impl Step {
             Step::DestStarted => "dest",
             Step::FirstByte => "data",
             Step::Switchover => "pause",
+            Step::Announced => "ann",
             Step::Ended => "end",
             Step::Done => "done",
         }
@@ -54,6 +60,7 @@ impl Step {
             Step::FirstByte => "first_byte",
             Step::Switchover => "switchover",
             Step::Ended => "ended",
+            Step::Announced => "announced",
             Step::Done => "done",
         }
     }
@@ -83,6 +90,22 @@ impl Timeline {
         let at_s = (at.as_secs_f64() * 1000.0).round() / 1000.0;
         let at_s = self.0.last().map_or(at_s, |m| at_s.max(m.at_s));
         self.0.push(Mark { step, at_s });
+    }
+
+    /// Records `step` at `at`, placed among the marks by its time, not
+    /// its order: for a moment heard apart from the loop (the
+    /// announcement), which may come before or after others. Kept once.
+    pub fn insert(&mut self, step: Step, at: Duration) {
+        if self.at(step).is_some() {
+            return;
+        }
+        let at_s = (at.as_secs_f64() * 1000.0).round() / 1000.0;
+        let i = self
+            .0
+            .iter()
+            .position(|m| m.at_s > at_s)
+            .unwrap_or(self.0.len());
+        self.0.insert(i, Mark { step, at_s });
     }
 
     pub fn marks(&self) -> &[Mark] {
@@ -168,6 +191,35 @@ mod tests {
             t.text(),
             "accepted 0.0, prepared 0.1, first_byte 3.4, switchover 4.9, ended 7.9, done 8.0 (s)"
         );
+    }
+
+    #[test]
+    fn the_announcement_is_placed_by_its_time() {
+        let mut t = Timeline::default();
+        t.mark(Step::Accepted, ms(0));
+        t.mark(Step::Switchover, ms(2_000));
+        t.mark(Step::Ended, ms(2_300));
+        t.insert(Step::Announced, ms(2_180));
+        t.insert(Step::Announced, ms(2_900));
+        t.mark(Step::Done, ms(2_400));
+        let steps: Vec<Step> = t.marks().iter().map(|m| m.step).collect();
+        assert_eq!(
+            steps,
+            [
+                Step::Accepted,
+                Step::Switchover,
+                Step::Announced,
+                Step::Ended,
+                Step::Done
+            ]
+        );
+        assert_eq!(t.at(Step::Announced), Some(2.18));
+        // Heard after the end: after it.
+        let mut late = Timeline::default();
+        late.mark(Step::Ended, ms(1_000));
+        late.insert(Step::Announced, ms(1_050));
+        late.mark(Step::Done, ms(1_100));
+        assert_eq!(late.text(), "ended 1.0, announced 1.1, done 1.1 (s)");
     }
 
     #[test]

@@ -86,7 +86,7 @@ pub struct Devices {
     pub too_many_disks: bool,
 }
 
-fn parse_doc(text: &str) -> Result<roxmltree::Document<'_>, XmlError> {
+pub(crate) fn parse_doc(text: &str) -> Result<roxmltree::Document<'_>, XmlError> {
     let opts = roxmltree::ParsingOptions {
         allow_dtd: false,
         nodes_limit: NODES_LIMIT,
@@ -96,11 +96,14 @@ fn parse_doc(text: &str) -> Result<roxmltree::Document<'_>, XmlError> {
 }
 
 /// An element of libvirt's own (namespace-less) vocabulary.
-fn is_plain(n: &roxmltree::Node<'_, '_>, name: &str) -> bool {
+pub(crate) fn is_plain(n: &roxmltree::Node<'_, '_>, name: &str) -> bool {
     n.is_element() && n.tag_name().namespace().is_none() && n.tag_name().name() == name
 }
 
-fn child<'a, 'i>(n: roxmltree::Node<'a, 'i>, name: &str) -> Option<roxmltree::Node<'a, 'i>> {
+pub(crate) fn child<'a, 'i>(
+    n: roxmltree::Node<'a, 'i>,
+    name: &str,
+) -> Option<roxmltree::Node<'a, 'i>> {
     n.children().find(|c| is_plain(c, name))
 }
 

@@ -6,6 +6,7 @@ use rackside_agent::events::{
     Event, HookReport, HostName, MigrationDone, MigrationFailed, MigrationProgress, Payload,
     VmStateChange,
 };
+use rackside_agent::migration::announce::Announce;
 use rackside_agent::migration::timeline::{Step, Timeline};
 use rackside_agent::placement::Unplaceable;
 use rackside_agent::report::{Moved, NotMoved, Phase, StillHere, Verdict};
@@ -544,6 +545,20 @@ pub fn event(rng: &mut Rng) -> Event {
                     }
                 }
                 t
+            },
+            // Its reasons quote libvirt and the domain's XML (bridge names).
+            announce: match rng.below(5) {
+                0 => None,
+                1 => Some(Announce::NoNic),
+                2 => Some(Announce::Seen {
+                    from_end_ms: (rng.next() % 2_000) as i64 - 1_000,
+                }),
+                3 => Some(Announce::Requested {
+                    reason: hostile(rng),
+                }),
+                _ => Some(Announce::NotConfirmed {
+                    reason: hostile(rng),
+                }),
             },
         }),
         4 => Payload::MigrationFailed(MigrationFailed {
