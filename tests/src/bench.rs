@@ -484,6 +484,28 @@ enum How {
     Rackside,
 }
 
+/// The words BENCH_ONLY may hold: disk kinds, then ways of draining.
+const ONLY_WORDS: [&str; 5] = ["shared", "local", "sequential", "workers", "rackside"];
+
+/// BENCH_ONLY's words (space or comma separated, any case), each one of
+/// [`ONLY_WORDS`]; none means everything.
+pub fn only_words(s: &str) -> Result<Vec<String>, String> {
+    s.split([' ', ','])
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            let w = w.to_lowercase();
+            if ONLY_WORDS.contains(&w.as_str()) {
+                Ok(w)
+            } else {
+                Err(format!(
+                    "BENCH_ONLY: unknown word {w:?} (known: {})",
+                    ONLY_WORDS.join(", ")
+                ))
+            }
+        })
+        .collect()
+}
+
 /// Fresh guests, the client probe on, one drain, then where each guest
 /// went, what libvirt recorded and what the clients saw.
 fn measured(
@@ -663,6 +685,9 @@ pub fn evacuate(
     disk_mib: u64,
     out: &mut dyn Write,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    // BENCH_ONLY narrows a run to the kinds and ways it names; a word it
+    // does not know stops the bench before any lab comes up.
+    let only = only_words(&std::env::var("BENCH_ONLY").unwrap_or_default())?;
     let lab = crate::Lab::up(&crate::LabSpec::new("bench", 3))?;
     // libvirtd builds its host capabilities (seconds of QEMU probing) the
     // first time something needs them, such as the first guest to arrive.
@@ -678,14 +703,6 @@ pub fn evacuate(
         fill + 96,
         DESTS.join(", ")
     )?;
-    // BENCH_ONLY narrows a run to the kinds and ways it names (words of
-    // their labels, e.g. "local rackside"); all of them by default.
-    let only: Vec<String> = std::env::var("BENCH_ONLY")
-        .unwrap_or_default()
-        .split([' ', ','])
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .collect();
     let wanted = |label: &str, words: &[&str]| {
         let named: Vec<&String> = only
             .iter()
@@ -718,4 +735,20 @@ pub fn evacuate(
     }
     lab.teardown()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::only_words;
+
+    #[test]
+    fn bench_only_knows_its_words_and_refuses_others() {
+        assert_eq!(only_words("").unwrap(), Vec::<String>::new());
+        assert_eq!(
+            only_words("Local, rackside").unwrap(),
+            vec!["local".to_string(), "rackside".to_string()]
+        );
+        let err = only_words("locla rackside").unwrap_err();
+        assert!(err.contains("unknown word \"locla\""), "{err}");
+    }
 }
