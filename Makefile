@@ -12,6 +12,14 @@ DEB_PACKAGES := libvirt-daemon-system libvirt-clients libvirt-dev pkg-config \
 	qemu-system-x86 qemu-utils iproute2 nftables linux-image-cloud-amd64 busybox-static \
 	cpio socat procps util-linux coreutils iptables lintian rpm debootstrap
 
+# QEMU before 9.0 loses writes a TCG guest makes during a live migration
+# (its fast dirty-bitmap sync never re-arms TCG's dirty tracking; fixed in
+# QEMU 9.0, "physmem: Fix migration dirty bitmap coherency with TCG memory
+# access"). The lab's guests are TCG, so on Debian 12 the lab takes QEMU and
+# libvirt from bookworm-backports (README: the lab).
+LAB_BACKPORTS := qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-daemon-driver-qemu \
+	libvirt-clients libvirt-dev
+
 .PHONY: help setup build test-fast fuzz test-lab test lab-up lab-down lab-smoke demo bench-console bench-evacuate install stage deb rpm test-packaging clean fmt lint
 
 help: ## List the targets
@@ -25,6 +33,14 @@ setup: ## Install the Debian packages the build and the lab need (idempotent)
 		echo "setup: installing" $$missing; \
 		export DEBIAN_FRONTEND=noninteractive; \
 		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	@. /etc/os-release; v=$$(dpkg-query -W -f='$${Version}' qemu-system-x86 2>/dev/null); \
+	if [ "$$VERSION_CODENAME" = bookworm ] && ! dpkg --compare-versions "$$v" ge 1:9.0; then \
+		echo "setup: QEMU $$v loses TCG guests' writes in live migration; installing QEMU and libvirt from bookworm-backports"; \
+		printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+			> /etc/apt/sources.list.d/bookworm-backports.sources; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends -t bookworm-backports $(LAB_BACKPORTS) >/dev/null; \
 	fi
 	@command -v $(CARGO) >/dev/null || { echo "setup: cargo not found (install a Rust toolchain)"; exit 1; }
 

@@ -516,6 +516,27 @@ pub fn latest_tick(serial_log: &str) -> Option<u64> {
         .next_back()
 }
 
+/// Lines of a guest's serial log where its kernel reported an error (an
+/// oops, a BUG, a panic, corrupted lists, a soft lockup). The guests boot
+/// `quiet`, so their kernel prints only errors and worse, and the workload
+/// never prints these words.
+pub fn kernel_errors(serial_log: &str) -> Vec<&str> {
+    const SIGNS: [&str; 7] = [
+        "BUG:",
+        "kernel BUG at",
+        "Oops",
+        "Kernel panic",
+        "general protection fault",
+        "list_add corruption",
+        "list_del corruption",
+    ];
+    serial_log
+        .lines()
+        .map(str::trim)
+        .filter(|l| SIGNS.iter().any(|s| l.contains(s)))
+        .collect()
+}
+
 /// The last disk counter the guest printed (`rackside-disk N`): the
 /// latest number it wrote and read back.
 pub fn last_disk(serial_log: &str) -> Option<u64> {
@@ -549,6 +570,25 @@ pub fn first_tick(serial_log: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_guest_kernel_error_is_found_and_the_workload_is_not() {
+        let healthy = "rackside-guest: ready\r\nrackside-tick 1\nrackside-disk 3\n";
+        assert!(kernel_errors(healthy).is_empty());
+        let oops = "rackside-tick 21\nlist_del corruption, fffff543c0167748->next is LIST_POISON1 \
+                    (dead000000000100)\nkernel BUG at lib/list_debug.c:53!\ninvalid opcode: 0000 [#1] \
+                    PREEMPT SMP NOPTI\nwatchdog: BUG: soft lockup - CPU#0 stuck for 26s!\n\
+                    Kernel panic - not syncing: Fatal exception in interrupt\n";
+        assert_eq!(
+            kernel_errors(oops),
+            [
+                "list_del corruption, fffff543c0167748->next is LIST_POISON1 (dead000000000100)",
+                "kernel BUG at lib/list_debug.c:53!",
+                "watchdog: BUG: soft lockup - CPU#0 stuck for 26s!",
+                "Kernel panic - not syncing: Fatal exception in interrupt",
+            ]
+        );
+    }
 
     #[test]
     fn ticks_are_read_from_noisy_logs() {
