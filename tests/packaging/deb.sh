@@ -25,7 +25,11 @@ check "hook runs from qemu.d" /etc/libvirt/hooks/qemu.d/rackside-hook --version
 check "state directory" test -d /var/lib/rackside
 check "conffile registered" sh -c "dpkg-query -W -f='\${Conffiles}' rackside | grep -q /etc/rackside/agent.toml"
 check "shipped config is valid" rackside-agent check-config --config /etc/rackside/agent.toml
-check "unit verifies" sh -c "systemd-analyze verify /lib/systemd/system/rackside-agent.service 2>&1 | tee /dev/stderr | { ! grep -v 'Failed to connect to bus' | grep -q .; }"
+# verify also reads the units ours is ordered after; a complaint about one
+# of them (libvirt from bookworm-backports says Type=notify-reload, newer
+# than Debian 12's systemd) is not about ours: only lines naming no other
+# unit file, or naming ours, count.
+check "unit verifies" sh -c "systemd-analyze verify /lib/systemd/system/rackside-agent.service 2>&1 | tee /dev/stderr | grep -v 'Failed to connect to bus' | awk '!/^\/[^:]+:[0-9]+: / || /rackside-agent/' | { ! grep -q .; }"
 check "man page renders" sh -c "man -l /usr/share/man/man8/rackside-agent.8.gz | grep -q 'management line'"
 
 echo "# edited by the operator" >> /etc/rackside/agent.toml
