@@ -144,6 +144,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                 echo: c.echo,
                 pin_hash: cfg.auth.pin_hash.clone(),
                 idle_timeout: Duration::from_secs(cfg.auth.idle_timeout_s),
+                utc_offset: crate::console::clock::local_utc_offset_s,
             },
             max_failures: cfg.auth.max_failures,
             lockout: Duration::from_secs(cfg.auth.lockout_s),

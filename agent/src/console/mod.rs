@@ -3,6 +3,7 @@
 
 pub mod answer;
 pub mod client;
+pub mod clock;
 pub mod journal;
 pub mod line;
 pub mod session;

@@ -32,6 +32,10 @@ pub struct SessionConfig {
     pub echo: bool,
     pub pin_hash: Option<String>,
     pub idle_timeout: Duration,
+    /// The host's offset from UTC when an event is shown (event lines
+    /// show the local time of day); [`super::clock::local_utc_offset_s`]
+    /// outside tests.
+    pub utc_offset: fn() -> i32,
 }
 
 #[derive(Debug)]
@@ -329,7 +333,7 @@ impl Session {
             b.extend_from_slice(NL.as_bytes());
             b
         } else {
-            event_text(ev).to_bytes()
+            event_text(ev, (self.cfg.utc_offset)()).to_bytes()
         };
         if self.mode == Mode::Json {
             return body;
@@ -368,16 +372,18 @@ impl Session {
     }
 }
 
-/// An event as a person reads it: one line stamped with its time; the
-/// verdict is its own framed line after the stamp's line, so that it starts
-/// a line and nothing else can.
-pub fn event_text(ev: &Event) -> Text {
+/// An event as a person reads it: one line stamped with the local time
+/// of day (`utc_offset_s` from UTC; the stamp as sent when it is not one);
+/// the verdict is its own framed line after the stamp's line, so that it
+/// starts a line and nothing else can.
+pub fn event_text(ev: &Event, utc_offset_s: i32) -> Text {
+    let at = super::clock::time_of_day(&ev.ts, utc_offset_s).unwrap_or_else(|| ev.ts.clone());
     if let Payload::EvacuationDone(v) = &ev.data {
-        let mut t = Text::line(format!("[{}] evacuation {} finished", ev.ts, v.evacuation));
+        let mut t = Text::line(format!("[{at}] evacuation {} finished", v.evacuation));
         t.append(super::text::verdict(v));
         return t;
     }
-    Text::line(format!("[{}] {}", ev.ts, event_line(&ev.data)))
+    Text::line(format!("[{at}] {}", event_line(&ev.data)))
 }
 
 fn or_dash<T: std::fmt::Display>(v: Option<T>) -> String {
@@ -545,6 +551,7 @@ mod tests {
             echo: true,
             pin_hash: pin.map(|p| auth::hash_pin(p).unwrap()),
             idle_timeout: Duration::from_secs(60),
+            utc_offset: || 3600,
         }
     }
 
@@ -687,6 +694,8 @@ mod tests {
             out.contains("web1: stopped") && out.ends_with("ha> "),
             "{out:?}"
         );
+        // Stamped with the local time of day (this session's zone is UTC+1).
+        assert!(out.contains("[01:00:00] web1: stopped"), "{out:?}");
         s.feed(b"{\"cmd\":\"subscribe\"}\r", now, &Echo, &mut lockout());
         let out = text(&s.event(&ev));
         let line = out.split("\r\n").find(|l| l.starts_with('{')).unwrap();

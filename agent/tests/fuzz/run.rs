@@ -173,6 +173,7 @@ fn session(
         echo: script.echo,
         pin_hash: script.pin.then(|| opts.pin_hash.clone()),
         idle_timeout: Duration::from_secs(60),
+        utc_offset: || -5 * 3600,
     };
     let backend = FakeBackend::new(script.backend_seed);
     let mut lockout = Lockout::new(5, Duration::from_secs(300));
