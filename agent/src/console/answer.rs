@@ -343,9 +343,15 @@ pub fn hosts(
             } else {
                 cell(&h["name"])
             };
+            // An unreachable peer says why in a word; the note under the
+            // table has the whole message.
+            let reachable = match h["error"].as_str() {
+                Some(e) => format!("no ({})", super::reason::short_peer_error(e)),
+                None => cell(&h["reachable"]),
+            };
             vec![
                 name,
-                cell(&h["reachable"]),
+                reachable,
                 cell(&h["state"]),
                 cell(&h["vms_running"]),
                 cell(&h["cpus"]),

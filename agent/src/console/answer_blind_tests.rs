@@ -220,6 +220,10 @@ fn hosts_shows_this_hosts_health_and_why() {
             .text
             .to_string()
             .contains("note: h2 unreachable: Connection refused"));
+        // The table itself says why, in a word.
+        let h2 = a.text.to_string();
+        let h2 = h2.lines().find(|l| l.starts_with("h2 ")).unwrap();
+        assert!(h2.contains("no (refused)"), "{h2}");
         if matches!(l, L::Up) {
             assert_eq!(row["health"], "ok");
             assert!(!a.text.to_string().contains("note: h1"));

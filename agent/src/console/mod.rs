@@ -6,6 +6,7 @@ pub mod client;
 pub mod clock;
 pub mod journal;
 pub mod line;
+pub mod reason;
 pub mod session;
 pub mod text;
 pub mod tty;
