@@ -7,10 +7,21 @@ use rackside_agent::cli::{Cli, Cmd};
 use rackside_agent::config::Config;
 use rackside_agent::{auth, console, daemon};
 
+/// Like `println!`, but a closed stdout is an error to return, not a panic.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*)
+    }};
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
+        // `rackside-agent console ... | head`: the reader left, nothing to
+        // say and nobody to say it to.
+        Err(e) if broken_pipe(e.as_ref()) => ExitCode::SUCCESS,
         Err(e) => {
             // The whole chain, once: inner messages do not repeat outer ones.
             let mut msg = format!("rackside-agent: error: {e}");
@@ -23,6 +34,21 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether a closed stdout is behind `e` (anywhere in its chain).
+fn broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 fn init_logging() {
@@ -55,7 +81,7 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         }
         Some(Cmd::CheckConfig) => {
             let cfg = Config::load(&cli.config)?;
-            println!(
+            out!(
                 "{}: valid (host {}, {} line(s), {} peer(s), PIN {})",
                 cli.config.display(),
                 cfg.host_name(),
@@ -66,21 +92,19 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 } else {
                     "not set"
                 }
-            );
+            )?;
         }
         Some(Cmd::Completions { shell }) => {
             use clap::CommandFactory;
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "rackside-agent",
-                &mut std::io::stdout(),
-            );
+            // Into a buffer first: generate() panics when it cannot write.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "rackside-agent", &mut script);
+            std::io::Write::write_all(&mut std::io::stdout(), &script)?;
         }
         Some(Cmd::HashPin) => {
             let mut pin = String::new();
             std::io::stdin().lock().read_line(&mut pin)?;
-            println!("{}", auth::hash_pin(pin.trim_end_matches(['\r', '\n']))?);
+            out!("{}", auth::hash_pin(pin.trim_end_matches(['\r', '\n']))?)?;
         }
         Some(Cmd::Console {
             path,
@@ -101,9 +125,9 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             )?;
             let ok = resp["ok"] == serde_json::json!(true);
             if raw {
-                println!("{resp}");
+                out!("{resp}")?;
             } else if ok {
-                println!("{}", serde_json::to_string_pretty(&resp["data"])?);
+                out!("{}", serde_json::to_string_pretty(&resp["data"])?)?;
             } else {
                 eprintln!(
                     "error: {}: {}",
