@@ -91,6 +91,11 @@ pub enum Command {
     Login {
         pin: String,
     },
+    /// Text `login` with no PIN: the session asks for it on the next line
+    /// and does not echo it, so it stays off the screen and out of every
+    /// console server's port log. (JSON has no such form: a machine sends
+    /// the PIN in its request.)
+    AskPin,
     Logout,
     Subscribe,
     Unsubscribe,
@@ -120,7 +125,7 @@ impl Command {
             Command::Jobs => "jobs",
             Command::Abort { .. } => "abort",
             Command::Maintenance { .. } => "maintenance",
-            Command::Login { .. } => "login",
+            Command::Login { .. } | Command::AskPin => "login",
             Command::Logout => "logout",
             Command::Subscribe => "subscribe",
             Command::Unsubscribe => "unsubscribe",
@@ -159,6 +164,7 @@ impl Command {
             | Command::Plan { .. }
             | Command::Jobs
             | Command::Login { .. }
+            | Command::AskPin
             | Command::Logout
             | Command::Subscribe
             | Command::Unsubscribe
@@ -247,7 +253,11 @@ pub const HELP: &[CommandInfo] = &[
         "maintenance on|off",
         "put this host in or take it out of maintenance",
     ),
-    info("login", "login PIN", "allow commands that change the host"),
+    info(
+        "login",
+        "login [PIN]",
+        "allow changing the host (alone: asks for the PIN, unseen)",
+    ),
     info("logout", "logout", "back to read-only"),
     info(
         "subscribe",
@@ -497,6 +507,7 @@ fn text_command(word: &str, args: &[&str]) -> Result<Command, Fail> {
         },
         ("maintenance", [word]) if keyword(word, "on") => Command::Maintenance { on: true },
         ("maintenance", [word]) if keyword(word, "off") => Command::Maintenance { on: false },
+        ("login", []) => Command::AskPin,
         ("login", [pin]) => Command::Login {
             pin: check_pin(pin)?,
         },
@@ -875,6 +886,7 @@ mod tests {
         assert_eq!(text("maintenance on"), Command::Maintenance { on: true });
         assert_eq!(text("maintenance OFF"), Command::Maintenance { on: false });
         assert_eq!(text("login 4711"), Command::Login { pin: "4711".into() });
+        assert_eq!(text("login"), Command::AskPin);
         assert_eq!(text("mode json"), Command::Mode(Mode::Json));
         assert_eq!(text("mode text"), Command::Mode(Mode::Text));
         assert_eq!(text("locate db-7"), Command::Locate { vm: "db-7".into() });
@@ -918,8 +930,7 @@ mod tests {
             ("abort a b", "usage: abort [VM]"),
             ("maintenance", "usage: maintenance on|off"),
             ("maintenance maybe", "usage: maintenance on|off"),
-            ("login", "usage: login PIN"),
-            ("login 1 2", "usage: login PIN"),
+            ("login 1 2", "usage: login [PIN]"),
             ("mode", "usage: mode json|text"),
             ("mode xml", "usage: mode json|text"),
             ("locate", "usage: locate VM"),

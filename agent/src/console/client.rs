@@ -64,6 +64,11 @@ pub fn request(
     timeout: Duration,
 ) -> Result<Value, ClientError> {
     let req = match parse_line(command) {
+        Ok(Some(r)) if r.cmd == Command::AskPin => {
+            return Err(ClientError::Request(
+                "login: give the PIN (login PIN); only a terminal session asks for it".into(),
+            ))
+        }
         Ok(Some(r)) => r,
         Ok(None) => return Err(ClientError::Request("empty command".into())),
         Err(e) => {

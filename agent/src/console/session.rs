@@ -51,6 +51,9 @@ pub struct Session {
     /// The line being typed started with '{': a machine's request, not
     /// echoed (an echoed request would look like a JSON line to clients).
     json_line: bool,
+    /// `login` asked for the PIN: the next line is the PIN, not echoed and
+    /// never parsed as a command.
+    awaiting_pin: bool,
 }
 
 impl Session {
@@ -63,6 +66,7 @@ impl Session {
             subscribed: None,
             last_input: now,
             json_line: false,
+            awaiting_pin: false,
         }
     }
 
@@ -122,7 +126,7 @@ impl Session {
         // to be JSON. Serial lines are slow; this costs nothing.
         for &b in bytes {
             let mut echo = Vec::new();
-            let echo_on = self.cfg.echo && self.mode == Mode::Text;
+            let echo_on = self.cfg.echo && self.mode == Mode::Text && !self.awaiting_pin;
             self.reader.feed(&[b], echo_on, &mut echo, &mut events);
             let was_json = self.json_line;
             if events.is_empty() {
@@ -154,6 +158,9 @@ impl Session {
         out: &mut Vec<u8>,
     ) {
         let text = self.mode == Mode::Text;
+        if self.awaiting_pin {
+            return self.on_pin(ev, was_json, now, backend, lockout, out);
+        }
         if text && was_json {
             // The request was not echoed; start the answer on a fresh line
             // so it begins with '{'.
@@ -177,8 +184,39 @@ impl Session {
                 }
             },
         }
-        if self.mode == Mode::Text {
+        if self.mode == Mode::Text && !self.awaiting_pin {
             out.extend_from_slice(self.prompt().as_bytes());
+        }
+    }
+
+    /// The line typed after `PIN: `. Nothing of it was echoed; the Enter
+    /// was not either, so the answer starts on a line of its own.
+    fn on_pin(
+        &mut self,
+        ev: LineEvent,
+        was_json: bool,
+        now: Instant,
+        backend: &dyn Backend,
+        lockout: &mut Lockout,
+        out: &mut Vec<u8>,
+    ) {
+        self.awaiting_pin = false;
+        match ev {
+            // A machine's request at the PIN prompt is a request: the
+            // prompt is dropped and the request handled as ever.
+            LineEvent::Line(line) if line.trim_start().starts_with('{') => {
+                self.on_event(LineEvent::Line(line), was_json, now, backend, lockout, out)
+            }
+            LineEvent::Line(pin) => {
+                out.extend_from_slice(NL.as_bytes());
+                self.login(pin.trim(), now, lockout, None, false, out);
+                out.extend_from_slice(self.prompt().as_bytes());
+            }
+            LineEvent::Cancelled | LineEvent::TooLong => {
+                out.extend_from_slice(NL.as_bytes());
+                out.extend(Text::line("login cancelled").to_bytes());
+                out.extend_from_slice(self.prompt().as_bytes());
+            }
         }
     }
 
@@ -202,6 +240,7 @@ impl Session {
         }
         match &req.cmd {
             Command::Login { pin } => self.login(pin, now, lockout, id, json, out),
+            Command::AskPin => self.ask_pin(now, lockout, out),
             Command::Logout => {
                 self.logged_in = false;
                 self.write_ok(out, id, json, json!({"role": self.role()}), "logged out");
@@ -251,6 +290,17 @@ impl Session {
             (Some(_), true) => "operator",
             (Some(_), false) => "reader",
         }
+    }
+
+    /// `login` alone, on a text line: `PIN: ` and the next line unseen.
+    /// Without a PIN, or while locked out, the answer is what `login PIN`
+    /// would get, at once.
+    fn ask_pin(&mut self, now: Instant, lockout: &mut Lockout, out: &mut Vec<u8>) {
+        if self.cfg.pin_hash.is_none() || lockout.locked(now).is_some() {
+            return self.login("", now, lockout, None, false, out);
+        }
+        out.extend_from_slice(b"PIN: ");
+        self.awaiting_pin = true;
     }
 
     fn login(
@@ -343,6 +393,11 @@ impl Session {
         // and whatever was being typed.
         let mut s = NL.as_bytes().to_vec();
         s.extend(body);
+        if self.awaiting_pin {
+            // What was typed of the PIN stays unseen.
+            s.extend_from_slice(b"PIN: ");
+            return s;
+        }
         s.extend_from_slice(self.prompt().as_bytes());
         if self.cfg.echo && !self.json_line {
             s.extend_from_slice(self.reader.pending());
@@ -628,6 +683,66 @@ mod tests {
         for l in lines {
             assert!(serde_json::from_str::<Value>(l).unwrap().is_object());
         }
+    }
+
+    #[test]
+    fn login_alone_asks_for_the_pin_and_never_shows_it() {
+        let now = Instant::now();
+        let mut s = Session::new(cfg(Some("4711")), now);
+        let mut lo = lockout();
+        let out = text(&s.feed(b"login\r", now, &Echo, &mut lo));
+        assert!(out.ends_with("PIN: "), "{out:?}");
+        // Typed, erased, retyped: nothing of it reaches the screen.
+        let out = text(&s.feed(b"47\x7f\x7f12", now, &Echo, &mut lo));
+        assert_eq!(out, "");
+        let out = text(&s.feed(b"34\r", now, &Echo, &mut lo));
+        assert!(!out.contains("12") && !out.contains("34"), "{out:?}");
+        assert!(out.contains("wrong PIN"), "{out:?}");
+        assert!(out.ends_with("ha> "), "{out:?}");
+        assert!(!s.logged_in());
+        s.feed(b"login\r", now, &Echo, &mut lo);
+        let out = text(&s.feed(b"4711\r", now, &Echo, &mut lo));
+        assert!(!out.contains("4711"), "{out:?}");
+        assert!(out.starts_with("\r\nlogged in"), "{out:?}");
+        assert!(out.ends_with("ha> "), "{out:?}");
+        assert!(s.logged_in());
+    }
+
+    #[test]
+    fn the_pin_prompt_can_be_left_and_gives_way_to_a_machine() {
+        let now = Instant::now();
+        let mut lo = lockout();
+        let mut s = Session::new(cfg(Some("4711")), now);
+        s.feed(b"login\r", now, &Echo, &mut lo);
+        s.feed(b"subscribe\r", now, &Echo, &mut lo);
+        // "subscribe" was taken as a (wrong) PIN, not as a command.
+        assert!(!s.subscribed());
+        s.feed(b"login\r", now, &Echo, &mut lo);
+        let out = text(&s.feed(b"47\x03", now, &Echo, &mut lo));
+        assert!(
+            out.contains("login cancelled") && out.ends_with("ha> "),
+            "{out:?}"
+        );
+        assert!(!out.contains("47"), "{out:?}");
+        let ev = Event {
+            name: "host.empty",
+            ts: "2026-01-01T00:00:00Z".into(),
+            data: Payload::HostEmpty(HostName { host: "ha".into() }),
+        };
+        s.feed(b"subscribe\r", now, &Echo, &mut lo);
+        s.feed(b"login\r47", now, &Echo, &mut lo);
+        let out = text(&s.event(&ev));
+        assert!(out.ends_with("ha is empty\r\nPIN: "), "{out:?}");
+        // A JSON request at the prompt is a request.
+        let out = text(&s.feed(b"\x15{\"id\":1,\"cmd\":\"status\"}\r", now, &Echo, &mut lo));
+        assert!(out.contains("\"id\":1"), "{out:?}");
+        // Without a PIN set, login alone answers at once.
+        let mut open = Session::new(cfg(None), now);
+        let out = text(&open.feed(b"login\r", now, &Echo, &mut lo));
+        assert!(
+            out.contains("no PIN configured") && out.ends_with("ha> "),
+            "{out:?}"
+        );
     }
 
     #[test]
