@@ -78,6 +78,11 @@ impl Session {
         self.subscribed.is_some()
     }
 
+    /// `login` asked for the PIN and the next line will be taken as it.
+    pub fn awaiting_pin(&self) -> bool {
+        self.awaiting_pin
+    }
+
     pub fn logged_in(&self) -> bool {
         self.logged_in
     }
@@ -296,6 +301,10 @@ impl Session {
     /// Without a PIN, or while locked out, the answer is what `login PIN`
     /// would get, at once.
     fn ask_pin(&mut self, now: Instant, lockout: &mut Lockout, out: &mut Vec<u8>) {
+        if self.mode == Mode::Json {
+            let msg = "usage: login PIN (only a text line asks for the PIN)";
+            return self.write_error(out, None, true, ErrorCode::BadRequest, msg);
+        }
         if self.cfg.pin_hash.is_none() || lockout.locked(now).is_some() {
             return self.login("", now, lockout, None, false, out);
         }
@@ -415,6 +424,7 @@ impl Session {
         if self.logged_in && now.saturating_duration_since(self.last_input) >= self.cfg.idle_timeout
         {
             self.logged_in = false;
+            self.awaiting_pin = false;
             tracing::info!(line = %self.cfg.line, "login ended: idle");
             if self.mode == Mode::Text {
                 let mut s = NL.as_bytes().to_vec();

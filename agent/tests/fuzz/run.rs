@@ -18,6 +18,8 @@ use super::rng::Rng;
 
 /// The prompt of the sessions' host, `kvm-a`.
 const PROMPT: &[u8] = b"kvm-a> ";
+/// What ends the answer to `login` alone on a text line with a PIN set.
+const PIN_PROMPT: &[u8] = b"PIN: ";
 
 /// What every input of a run shares.
 #[derive(Debug, Clone)]
@@ -198,7 +200,12 @@ fn session(
                     let out = session.feed(chunk, now, &backend, &mut lockout);
                     if cuts.is_none() {
                         let calls = backend.calls() - calls;
-                        answer(mode, session.mode(), line_end, calls, &out)
+                        let prompt = if session.awaiting_pin() {
+                            PIN_PROMPT
+                        } else {
+                            PROMPT
+                        };
+                        answer(mode, session.mode(), line_end, calls, prompt, &out)
                             .map_err(|e| format!("feeding {}: {e}", show(chunk)))?;
                     }
                     transcript.extend_from_slice(&out);
@@ -268,7 +275,14 @@ fn at_random<'a>(rng: &mut Rng, bytes: &'a [u8]) -> Vec<(&'a [u8], bool)> {
 }
 
 /// The output of feeding one chunk that holds at most one request line.
-fn answer(before: Mode, after: Mode, line_end: bool, calls: u64, out: &[u8]) -> check::Check {
+fn answer(
+    before: Mode,
+    after: Mode,
+    line_end: bool,
+    calls: u64,
+    prompt: &[u8],
+    out: &[u8],
+) -> check::Check {
     let breaks = out.iter().any(|&b| b == b'\r' || b == b'\n');
     if !line_end {
         if calls > 0 {
@@ -298,7 +312,7 @@ fn answer(before: Mode, after: Mode, line_end: bool, calls: u64, out: &[u8]) -> 
                     show(out)
                 ));
             }
-            if after == Mode::Text && tail != PROMPT {
+            if after == Mode::Text && tail != prompt {
                 return Err(format!(
                     "not the prompt after switching to text: {}",
                     show(out)
@@ -311,7 +325,7 @@ fn answer(before: Mode, after: Mode, line_end: bool, calls: u64, out: &[u8]) -> 
             if json > 1 {
                 return Err(format!("{json} JSON answers to one line: {}", show(out)));
             }
-            if after == Mode::Text && !out.ends_with(PROMPT) {
+            if after == Mode::Text && !out.ends_with(prompt) {
                 return Err(format!("no prompt after the answer: {}", show(out)));
             }
             let written = match out.iter().position(|&b| b == b'\r' || b == b'\n') {
