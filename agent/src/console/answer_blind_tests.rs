@@ -97,6 +97,7 @@ fn state(l: L, now: Instant, vms: Vec<Vm>, peers: Vec<Peer>) -> State {
                 ..Default::default()
             },
             departed: BTreeMap::new(),
+            events: BTreeMap::new(),
         },
         peers,
     }

@@ -123,6 +123,7 @@ impl LocalPoller {
                     last_poll = Some(now);
                     self.inventory.update(|s| {
                         s.local.vms = model::vms_from_records(&records, &s.local.vms, elapsed);
+                        model::apply_newer_events(&mut s.local.vms, &mut s.local.events, now);
                         for vm in &mut s.local.vms {
                             if let Some(st) = storage.get(&vm.uuid) {
                                 vm.storage = Some(st.clone());
@@ -281,6 +282,17 @@ pub fn apply_lifecycle(inv: &Inventory, bus: &Bus, ev: &Lifecycle) {
             if let Some(vm) = s.local.vms.iter_mut().find(|v| v.uuid == ev.uuid) {
                 vm.state = st;
             }
+        }
+        // A poll under way read libvirt before this: it must not undo it.
+        if new_state.is_some() || what == "undefined" {
+            s.local.events.insert(
+                ev.uuid.clone(),
+                model::EventMark {
+                    state: new_state,
+                    gone: what == "undefined",
+                    at: Instant::now(),
+                },
+            );
         }
         match what {
             "undefined" | "left" => {

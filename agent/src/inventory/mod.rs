@@ -46,6 +46,9 @@ pub struct Local {
     pub figures: HostFigures,
     /// VMs that left this host by migration: name -> when.
     pub departed: BTreeMap<String, Instant>,
+    /// What lifecycle events said since the last poll read libvirt, by
+    /// UUID ([`model::apply_newer_events`]).
+    pub events: BTreeMap<String, model::EventMark>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -218,6 +221,7 @@ impl Inventory {
                         ..Default::default()
                     },
                     departed: BTreeMap::new(),
+                    events: BTreeMap::new(),
                 },
                 peers: peers
                     .iter()
@@ -284,6 +288,7 @@ mod tests {
                     ..Default::default()
                 },
                 departed: BTreeMap::new(),
+                events: BTreeMap::new(),
             },
             peers: Vec::new(),
         }

@@ -79,6 +79,34 @@ pub struct Vm {
     pub storage: Option<crate::storage::Storage>,
 }
 
+/// What a lifecycle event said about a VM and when: its new state, or
+/// that it is gone (undefined). A poll that read libvirt before that
+/// moment must not undo it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EventMark {
+    pub state: Option<VmState>,
+    pub gone: bool,
+    pub at: std::time::Instant,
+}
+
+/// Lays over a poll's VMs, read from libvirt at `read_at`, what events
+/// said since (a VM destroyed while the poll was under way stays shut off,
+/// not "running" until the next poll). Marks from before the read are in
+/// it already and are dropped.
+pub fn apply_newer_events(
+    vms: &mut Vec<Vm>,
+    marks: &mut std::collections::BTreeMap<String, EventMark>,
+    read_at: std::time::Instant,
+) {
+    marks.retain(|_, m| m.at > read_at);
+    vms.retain(|v| !marks.get(&v.uuid).is_some_and(|m| m.gone));
+    for v in vms.iter_mut() {
+        if let Some(st) = marks.get(&v.uuid).and_then(|m| m.state) {
+            v.state = st;
+        }
+    }
+}
+
 /// Builds VMs from a fresh poll, computing CPU use against the previous.
 pub fn vms_from_records(records: &[DomainRecord], previous: &[Vm], elapsed_s: f64) -> Vec<Vm> {
     let mut vms: Vec<Vm> = records
@@ -145,6 +173,55 @@ pub fn allocation(vms: &[Vm]) -> Allocation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_newer_than_the_poll_wins_and_older_ones_are_dropped() {
+        use std::collections::BTreeMap;
+        use std::time::{Duration, Instant};
+        let vm = |uuid: &str, state| Vm {
+            name: uuid.into(),
+            uuid: uuid.into(),
+            state,
+            vcpus: 1,
+            mem_mib: 64,
+            cpu_pct: None,
+            cpu_time_ns: None,
+            storage: None,
+        };
+        let read_at = Instant::now();
+        let (before, after) = (
+            read_at - Duration::from_millis(5),
+            read_at + Duration::from_millis(5),
+        );
+        let mark = |state, gone, at| EventMark { state, gone, at };
+        let mut marks = BTreeMap::from([
+            (
+                "web1".to_string(),
+                mark(Some(VmState::Shutoff), false, after),
+            ),
+            (
+                "db1".to_string(),
+                mark(Some(VmState::Paused), false, before),
+            ),
+            ("tmp".to_string(), mark(None, true, after)),
+        ]);
+        let mut vms = vec![
+            vm("web1", VmState::Running),
+            vm("db1", VmState::Running),
+            vm("tmp", VmState::Shutoff),
+        ];
+        apply_newer_events(&mut vms, &mut marks, read_at);
+        let got: Vec<(&str, VmState)> = vms.iter().map(|v| (v.uuid.as_str(), v.state)).collect();
+        // web1 was destroyed after the read; db1's pause is in the read
+        // already (libvirt said running since); tmp was undefined.
+        assert_eq!(got, [("web1", VmState::Shutoff), ("db1", VmState::Running)]);
+        assert_eq!(marks.keys().collect::<Vec<_>>(), ["tmp", "web1"]);
+        // The next poll, read later, takes libvirt's word again.
+        let mut vms = vec![vm("web1", VmState::Running)];
+        apply_newer_events(&mut vms, &mut marks, after + Duration::from_millis(1));
+        assert_eq!(vms[0].state, VmState::Running);
+        assert!(marks.is_empty());
+    }
 
     fn rec(name: &str, state: i32, cpu: Option<u64>) -> DomainRecord {
         DomainRecord {
