@@ -29,7 +29,8 @@ pub struct Cli {
 pub enum Cmd {
     /// Validate the configuration and exit (0: valid).
     CheckConfig,
-    /// Read a PIN from standard input and print its argon2 hash for [auth] pin_hash.
+    /// Print the argon2 hash of a PIN for [auth] pin_hash. On a terminal it
+    /// asks twice without echo; otherwise it reads the first line of stdin.
     HashPin,
     /// Print a shell completion script (bash, zsh, fish, ...).
     Completions { shell: clap_complete::Shell },

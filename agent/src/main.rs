@@ -36,6 +36,41 @@ fn main() -> ExitCode {
     }
 }
 
+/// The PIN for `hash-pin`: from a terminal, asked twice without echo (it
+/// must not stay on the screen); otherwise the first line of stdin.
+fn read_pin_to_hash() -> Result<String, Box<dyn std::error::Error>> {
+    use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+    use std::io::IsTerminal;
+    let stdin = std::io::stdin();
+    let line = || -> std::io::Result<String> {
+        let mut s = String::new();
+        stdin.lock().read_line(&mut s)?;
+        Ok(s.trim_end_matches(['\r', '\n']).to_owned())
+    };
+    if !stdin.is_terminal() {
+        return Ok(line()?);
+    }
+    let saved = tcgetattr(&stdin)?;
+    let mut quiet = saved.clone();
+    quiet.local_flags.remove(LocalFlags::ECHO);
+    tcsetattr(&stdin, SetArg::TCSANOW, &quiet)?;
+    let ask = |prompt: &str| -> std::io::Result<String> {
+        eprint!("{prompt}");
+        let pin = line();
+        // The Enter was not echoed either.
+        eprintln!();
+        pin
+    };
+    let first = ask("PIN: ");
+    let second = first.as_ref().ok().map(|_| ask("PIN again: "));
+    tcsetattr(&stdin, SetArg::TCSANOW, &saved)?;
+    let (first, second) = (first?, second.transpose()?.unwrap_or_default());
+    if first != second {
+        return Err("the two PINs differ; nothing was hashed".into());
+    }
+    Ok(first)
+}
+
 /// Whether a closed stdout is behind `e` (anywhere in its chain).
 fn broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(e);
@@ -102,9 +137,8 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             std::io::Write::write_all(&mut std::io::stdout(), &script)?;
         }
         Some(Cmd::HashPin) => {
-            let mut pin = String::new();
-            std::io::stdin().lock().read_line(&mut pin)?;
-            out!("{}", auth::hash_pin(pin.trim_end_matches(['\r', '\n']))?)?;
+            let pin = read_pin_to_hash()?;
+            out!("{}", auth::hash_pin(&pin)?)?;
         }
         Some(Cmd::Console {
             path,
