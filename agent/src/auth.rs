@@ -112,11 +112,53 @@ impl Lockout {
     pub fn failures(&self) -> u32 {
         self.failures
     }
+
+    /// Wrong PINs still allowed before the line locks.
+    pub fn tries_left(&self) -> u32 {
+        self.max_failures.saturating_sub(self.failures)
+    }
+
+    /// How long a lockout lasts, in whole seconds.
+    pub fn lockout_s(&self) -> u64 {
+        self.duration.as_secs()
+    }
+}
+
+/// What a person is told after a wrong PIN: how many tries are left
+/// before the line locks and for how long, or that it just locked.
+pub fn wrong_pin_message(tries_left: u32, lockout_s: u64) -> String {
+    match tries_left {
+        0 => format!("wrong PIN; this line is locked for {lockout_s} s"),
+        1 => format!("wrong PIN; 1 more try before this line is locked for {lockout_s} s"),
+        n => format!("wrong PIN; {n} more tries before this line is locked for {lockout_s} s"),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wrong_pin_says_how_many_tries_are_left_and_for_how_long_it_locks() {
+        let mut lo = Lockout::new(3, Duration::from_secs(300));
+        let now = Instant::now();
+        assert_eq!(lo.tries_left(), 3);
+        lo.fail(now);
+        assert_eq!(
+            wrong_pin_message(lo.tries_left(), lo.lockout_s()),
+            "wrong PIN; 2 more tries before this line is locked for 300 s"
+        );
+        lo.fail(now);
+        assert_eq!(
+            wrong_pin_message(lo.tries_left(), lo.lockout_s()),
+            "wrong PIN; 1 more try before this line is locked for 300 s"
+        );
+        assert!(lo.fail(now));
+        assert_eq!(
+            wrong_pin_message(lo.tries_left(), lo.lockout_s()),
+            "wrong PIN; this line is locked for 300 s"
+        );
+    }
 
     #[test]
     fn hash_then_verify() {

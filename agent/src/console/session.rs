@@ -343,12 +343,13 @@ impl Session {
         } else {
             let locked = lockout.fail(now);
             tracing::warn!(line = %self.cfg.line, failures = lockout.failures(), locked, "login failed");
-            if locked {
-                let msg = "wrong PIN; this line is locked out".to_string();
-                self.write_error(out, id, json, ErrorCode::LockedOut, &msg)
+            let msg = auth::wrong_pin_message(lockout.tries_left(), lockout.lockout_s());
+            let code = if locked {
+                ErrorCode::LockedOut
             } else {
-                self.write_error(out, id, json, ErrorCode::AuthFailed, "wrong PIN")
-            }
+                ErrorCode::AuthFailed
+            };
+            self.write_error(out, id, json, code, &msg)
         }
     }
 
