@@ -87,8 +87,15 @@ impl Session {
         self.logged_in
     }
 
+    /// `ha> `; with a PIN set and this session logged in, `ha# ` (the
+    /// router convention field engineers know: `#` may change things).
     fn prompt(&self) -> String {
-        format!("{}> ", screen::escape(&self.cfg.host))
+        let mark = if self.cfg.pin_hash.is_some() && self.logged_in {
+            '#'
+        } else {
+            '>'
+        };
+        format!("{}{mark} ", screen::escape(&self.cfg.host))
     }
 
     /// What a line shows when a session starts on it: the banner, then
@@ -715,8 +722,11 @@ mod tests {
         let out = text(&s.feed(b"4711\r", now, &Echo, &mut lo));
         assert!(!out.contains("4711"), "{out:?}");
         assert!(out.starts_with("\r\nlogged in"), "{out:?}");
-        assert!(out.ends_with("ha> "), "{out:?}");
+        // The prompt says the session may now change things.
+        assert!(out.ends_with("ha# "), "{out:?}");
         assert!(s.logged_in());
+        let out = text(&s.feed(b"logout\r", now, &Echo, &mut lo));
+        assert!(out.ends_with("ha> "), "{out:?}");
     }
 
     #[test]

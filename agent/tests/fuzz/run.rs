@@ -20,6 +20,8 @@ use super::rng::Rng;
 const PROMPT: &[u8] = b"kvm-a> ";
 /// What ends the answer to `login` alone on a text line with a PIN set.
 const PIN_PROMPT: &[u8] = b"PIN: ";
+/// The prompt of a session logged in with a PIN.
+const OPERATOR_PROMPT: &[u8] = b"kvm-a# ";
 
 /// What every input of a run shares.
 #[derive(Debug, Clone)]
@@ -202,6 +204,8 @@ fn session(
                         let calls = backend.calls() - calls;
                         let prompt = if session.awaiting_pin() {
                             PIN_PROMPT
+                        } else if session.logged_in() && script.pin {
+                            OPERATOR_PROMPT
                         } else {
                             PROMPT
                         };
