@@ -93,7 +93,7 @@ install: ## Install binaries, the hook and the example config under DESTDIR
 	install -d -m 0755 $(DESTDIR)$(HOOKDIR)
 	ln -sf $(PREFIX)/bin/rackside-hook $(DESTDIR)$(HOOKDIR)/rackside-hook
 	@if [ ! -e $(DESTDIR)/etc/rackside/agent.toml ]; then \
-		install -D -m 0644 packaging/agent.toml $(DESTDIR)/etc/rackside/agent.toml; fi
+		install -D -m 0640 packaging/agent.toml $(DESTDIR)/etc/rackside/agent.toml; fi
 	install -d -m 0750 $(DESTDIR)/var/lib/rackside
 	@echo "installed; libvirt finds new hooks only when it starts or reloads: systemctl reload libvirtd"
 

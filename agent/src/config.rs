@@ -266,11 +266,16 @@ fn default_parallel() -> u32 {
 pub struct AuthSection {
     /// argon2 PHC string from `rackside-agent hash-pin`; absent: no PIN.
     pub pin_hash: Option<String>,
-    /// A session's login ends after this long without input.
+    /// A session's login ends after this long without a command.
     #[serde(default = "default_idle")]
     pub idle_timeout_s: u64,
+    /// A login ends this long after it began, however busy.
+    #[serde(default = "default_login_lifetime")]
+    pub login_lifetime_s: u64,
+    /// Wrong PINs, on all lines together, before logins lock.
     #[serde(default = "default_max_failures")]
     pub max_failures: u32,
+    /// The first lockout; each one in a row lasts twice as long (to 1 h).
     #[serde(default = "default_lockout")]
     pub lockout_s: u64,
 }
@@ -280,6 +285,7 @@ impl Default for AuthSection {
         Self {
             pin_hash: None,
             idle_timeout_s: default_idle(),
+            login_lifetime_s: default_login_lifetime(),
             max_failures: default_max_failures(),
             lockout_s: default_lockout(),
         }
@@ -288,6 +294,9 @@ impl Default for AuthSection {
 
 fn default_idle() -> u64 {
     600
+}
+fn default_login_lifetime() -> u64 {
+    4 * 3600
 }
 fn default_max_failures() -> u32 {
     5

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
+use crate::auth::Logins;
 use crate::backend::AgentBackend;
 use crate::config::Config;
 use crate::console::answer::{self, HostInfo};
@@ -132,6 +133,16 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             version: env!("CARGO_PKG_VERSION"),
         },
     });
+    // One count of failed logins for every line, kept across restarts.
+    let (logins, problem) = Logins::open(
+        &cfg.state.dir,
+        cfg.auth.max_failures,
+        Duration::from_secs(cfg.auth.lockout_s),
+    );
+    if let Some(p) = problem {
+        tracing::warn!(cause = %p, "failed logins");
+    }
+    let logins = Arc::new(logins);
     let mut lines = Vec::new();
     for c in &cfg.console {
         let lc = LineConfig {
@@ -144,14 +155,19 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                 echo: c.echo,
                 pin_hash: cfg.auth.pin_hash.clone(),
                 idle_timeout: Duration::from_secs(cfg.auth.idle_timeout_s),
+                login_lifetime: Duration::from_secs(cfg.auth.login_lifetime_s),
                 utc_offset: crate::console::clock::local_utc_offset_s,
             },
-            max_failures: cfg.auth.max_failures,
-            lockout: Duration::from_secs(cfg.auth.lockout_s),
         };
         lines.push(
-            line::spawn(lc, backend.clone(), bus.clone(), stop.clone())
-                .map_err(DaemonError::Thread)?,
+            line::spawn(
+                lc,
+                backend.clone(),
+                logins.clone(),
+                bus.clone(),
+                stop.clone(),
+            )
+            .map_err(DaemonError::Thread)?,
         );
     }
 

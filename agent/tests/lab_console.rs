@@ -124,8 +124,21 @@ fn agent_tells_the_truth_and_survives_its_world() {
         dir.join("agent-ha.log")
     }
 
-    // A person's view first: the banner and prompt arrive on their own.
-    line.expect_text(T, "ha> ").expect("banner and prompt");
+    // A person's view first: the line stays quiet until Enter, then the
+    // banner says where this is and whether a PIN guards it.
+    line.pump(Duration::from_secs(2));
+    assert_eq!(
+        line.tail(100),
+        "",
+        "the agent wrote before anyone pressed Enter"
+    );
+    let banner = line.wake(T).expect("banner and prompt");
+    assert!(
+        banner.contains("location: lab / rack 1 / U01"),
+        "{banner:?}"
+    );
+    assert!(banner.contains("no PIN set"), "{banner:?}");
+    assert!(banner.ends_with("ha> "), "{banner:?}");
 
     // status and vms agree with virsh.
     let status = req(&mut line, "status", json!({}));
@@ -246,7 +259,7 @@ fn agent_tells_the_truth_and_survives_its_world() {
     drop(line);
     std::thread::sleep(Duration::from_secs(1));
     let mut line = PtyLine::open(&link).unwrap();
-    line.expect_text(Duration::from_secs(60), "ha> ")
+    line.wake(Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("no banner after reopen: {e}\n{}", agent.log_text()));
     let again = line.request(1000, "status", json!({}), T).unwrap();
     assert_eq!(ok(&again)["host"], "ha");
@@ -270,7 +283,7 @@ fn agent_tells_the_truth_and_survives_its_world() {
 
 #[test]
 #[ignore = "lab: needs root, libvirtd and QEMU (make test-lab)"]
-fn a_wrong_pin_locks_out_that_line_only() {
+fn wrong_pins_on_any_line_lock_every_line_and_a_restart_keeps_the_lock() {
     let lab = Lab::up(&LabSpec::new("pin", 2)).expect("lab up");
     let dir = work_dir(&lab);
     std::fs::create_dir_all(&dir).unwrap();
@@ -281,7 +294,7 @@ fn a_wrong_pin_locks_out_that_line_only() {
         .spawn()
         .and_then(|mut c| {
             use std::io::Write;
-            c.stdin.take().unwrap().write_all(b"4711\n")?;
+            c.stdin.take().unwrap().write_all(b"471147\n")?;
             c.wait_with_output()
         })
         .unwrap();
@@ -291,17 +304,16 @@ fn a_wrong_pin_locks_out_that_line_only() {
     let mut one = PtyLine::open(&l1).unwrap();
     let mut two = PtyLine::open(&l2).unwrap();
     let extra = format!("[auth]\npin_hash = \"{hash}\"\n");
-    let agent = AgentProcess::start(
-        &lab,
-        "ha",
-        Path::new(AGENT),
-        &dir,
-        &config(&lab, &[&l1, &l2], &extra),
-    )
-    .unwrap();
-    one.expect_text(T, "ha> ")
+    let cfg = config(&lab, &[&l1, &l2], &extra);
+    let mut agent = AgentProcess::start(&lab, "ha", Path::new(AGENT), &dir, &cfg).unwrap();
+    let banner = one
+        .wake(T)
         .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_text()));
-    two.expect_text(T, "ha> ").unwrap();
+    assert!(
+        banner.contains("PIN set: login to change things"),
+        "{banner:?}"
+    );
+    two.wake(T).unwrap();
 
     // Reading is allowed without login; changing is not.
     assert_eq!(one.request(1, "status", json!({}), T).unwrap()["ok"], true);
@@ -310,27 +322,58 @@ fn a_wrong_pin_locks_out_that_line_only() {
         .unwrap();
     assert_eq!(r["error"]["code"], "auth_required", "{r}");
 
+    // Wrong PINs count for the host, whichever line they come from: a
+    // second cable does not double anyone's guesses.
     for i in 0..4 {
-        let r = one
-            .request(10 + i, "login", json!({"pin": "0000"}), T)
+        let line = if i % 2 == 0 { &mut one } else { &mut two };
+        let r = line
+            .request(10 + i, "login", json!({"pin": "000000"}), T)
             .unwrap();
         assert_eq!(r["error"]["code"], "auth_failed", "{r}");
+        let left = 4 - i;
+        assert!(
+            r["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("{left} more tr")),
+            "{r}"
+        );
     }
-    let r = one.request(20, "login", json!({"pin": "0000"}), T).unwrap();
+    let r = two
+        .request(20, "login", json!({"pin": "000000"}), T)
+        .unwrap();
     assert_eq!(r["error"]["code"], "locked_out", "{r}");
-    // Locked out: even the right PIN is refused on this line...
-    let r = one.request(21, "login", json!({"pin": "4711"}), T).unwrap();
+    // Locked out: even the right PIN is refused, on both lines.
+    for (i, line) in [&mut one, &mut two].into_iter().enumerate() {
+        let r = line
+            .request(21 + i as u64, "login", json!({"pin": "471147"}), T)
+            .unwrap();
+        assert_eq!(r["error"]["code"], "locked_out", "{r}");
+    }
+
+    // A restart of the agent does not lift the lockout.
+    assert_eq!(agent.stop(), Some(0), "{}", agent.log_text());
+    let goodbye = one.expect_text(T, "is back").unwrap();
+    assert!(
+        goodbye.contains("rackside-agent on ha is stopping"),
+        "{goodbye:?}"
+    );
+    agent = AgentProcess::start(&lab, "ha", Path::new(AGENT), &dir, &cfg).unwrap();
+    one.clear();
+    one.wake(T)
+        .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_text()));
+    let r = one
+        .request(30, "login", json!({"pin": "471147"}), T)
+        .unwrap();
     assert_eq!(r["error"]["code"], "locked_out", "{r}");
-    // ...but the other line is not disturbed.
-    let r = two.request(22, "login", json!({"pin": "4711"}), T).unwrap();
-    assert_eq!(r["data"]["role"], "operator", "{r}");
-    let r = two.request(23, "logout", json!({}), T).unwrap();
-    assert_eq!(r["data"]["role"], "reader", "{r}");
+    let saved = std::fs::metadata(dir.join("state/logins.json")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(saved.permissions().mode() & 0o777, 0o600);
 
     let log = agent.log_text();
     assert!(
-        log.contains("login failed") && log.contains("ttyRS1"),
-        "failures not logged with the line:\n{log}"
+        log.contains("login attempt while locked out") && log.contains("ttyRS1"),
+        "refusals not logged with the line:\n{log}"
     );
     drop(agent);
     lab.teardown().expect("teardown");

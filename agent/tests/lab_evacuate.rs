@@ -86,7 +86,7 @@ impl Rig {
             &config(&lab, &[&link], extra),
         )
         .unwrap();
-        line.expect_text(T, "ha> ")
+        line.wake(T)
             .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_text()));
         let mut rig = Rig {
             lab,
@@ -462,7 +462,7 @@ fn agent_killed_mid_migration_recovers_the_truth() {
     )
     .unwrap();
     rig.line
-        .expect_text(T, "ha> ")
+        .wake(T)
         .unwrap_or_else(|e| panic!("{e}\n{}", rig.agent.log_text()));
     rig.req("subscribe", json!({}));
     let events = rig.until_done();

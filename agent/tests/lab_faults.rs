@@ -75,9 +75,11 @@ impl Node {
     /// Prompt seen and every peer polled once (placement needs them).
     fn wait_ready(&mut self) {
         let prompt = format!("{}> ", self.host);
-        self.line
-            .expect_text(T, &prompt)
+        let banner = self
+            .line
+            .wake(T)
             .unwrap_or_else(|e| panic!("{e}\n{}", self.agent.log_text()));
+        assert!(banner.ends_with(&prompt), "{banner:?}");
         for _ in 0..60 {
             let r = self.req("hosts", json!({}));
             if r["data"]["hosts"]
@@ -319,7 +321,7 @@ fn management_line_unplugged_mid_evacuation() {
     std::thread::sleep(Duration::from_secs(3));
     ha.line = PtyLine::open(&link).unwrap();
     ha.line
-        .expect_text(Duration::from_secs(60), "ha> ")
+        .wake(Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("no banner after replug: {e}\n{}", ha.agent.log_text()));
     assert!(ha.agent.running(), "the agent died with its line");
 

@@ -137,9 +137,9 @@ fn hostile_names_never_paint_a_verdict() {
         hb.migrate_uri
     );
     let agent = AgentProcess::start(&lab, "ha", Path::new(AGENT), &dir, &cfg).unwrap();
-    text.expect_text(T, "ha> ")
+    text.wake(T)
         .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_text()));
-    machine.expect_text(T, "ha> ").unwrap();
+    machine.wake(T).unwrap();
     for _ in 0..60 {
         let h = machine.request(1, "hosts", json!({}), T).unwrap();
         if h["data"]["hosts"][1]["reachable"] == json!(true) {

@@ -337,7 +337,7 @@ fn an_announcement_the_source_cannot_hear_is_requested() {
     let mut line = PtyLine::open(&link).unwrap();
     let cfg = lab_config(&lab, "ha", &dir, &link, "");
     let mut agent = AgentProcess::start(&lab, "ha", Path::new(AGENT), &dir, &cfg).unwrap();
-    line.expect_text(T, "ha> ")
+    line.wake(T)
         .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_text()));
     assert_eq!(
         line.request(1, "subscribe", json!({}), T).unwrap()["ok"],

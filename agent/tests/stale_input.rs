@@ -72,12 +72,11 @@ impl Drop for Agent {
     }
 }
 
-/// Waits for a session's banner, then asks for `status`: the banner is
-/// written after the line was opened (and flushed), so anything queued
-/// before it would already have been read and run.
+/// Presses Enter until the session's banner answers, then asks for
+/// `status`: the banner comes from a line already opened (and flushed),
+/// so anything queued before it would already have been read and run.
 fn maintenance_after_banner(line: &mut PtyLine, id: u64) -> serde_json::Value {
-    line.expect_text(WAIT, "type help")
-        .unwrap_or_else(|e| panic!("no banner: {e}"));
+    line.wake(WAIT).unwrap_or_else(|e| panic!("no banner: {e}"));
     let r = line
         .request(id, "status", json!({}), WAIT)
         .unwrap_or_else(|e| panic!("no status answer: {e}"));

@@ -17,7 +17,7 @@ pub mod table;
 pub mod wire;
 
 pub use error::ErrorCode;
-pub use line::{LineEvent, LineReader, MAX_LINE};
+pub use line::{Echo, LineEvent, LineReader, MAX_LINE};
 pub use request::{
     parse_line, validate_name, Command, CommandInfo, Dest, Identify, Mode, Request, RequestError,
     COMMANDS, HELP,

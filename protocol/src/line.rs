@@ -48,6 +48,34 @@ pub enum LineEvent {
     TooLong,
     /// Ctrl-C: the current partial line was cancelled.
     Cancelled,
+    /// Up arrow: the last line is back as the partial line (already
+    /// redrawn when echo is [`Echo::On`]).
+    Recalled,
+}
+
+/// What the reader echoes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Echo {
+    /// Nothing (a machine, a PIN being typed).
+    Off,
+    /// Everything a terminal user should see (see [`LineReader::feed`]).
+    On,
+    /// For a terminal that echoes what is typed by itself: only what such
+    /// a terminal does not show right. Erasing (it shows nothing for DEL
+    /// and only moves back for BS), Ctrl-U, Ctrl-C and the line end, so
+    /// the screen follows the line and an answer never lands on the
+    /// command's row.
+    EditsOnly,
+}
+
+impl From<bool> for Echo {
+    fn from(on: bool) -> Self {
+        if on {
+            Echo::On
+        } else {
+            Echo::Off
+        }
+    }
 }
 
 /// Where we are in a telnet command (RFC 854/855). Telnet is a layer below
@@ -97,6 +125,9 @@ pub struct LineReader {
     after_cr: bool,
     telnet: Telnet,
     escape: Escape,
+    /// The last line ended while echo was on, for Up arrow. Lines read
+    /// without echo (a PIN, a machine's) are never kept.
+    last: Vec<u8>,
 }
 
 impl LineReader {
@@ -116,12 +147,12 @@ impl LineReader {
     pub fn feed(
         &mut self,
         bytes: &[u8],
-        echo: bool,
+        echo: impl Into<Echo>,
         echo_out: &mut Vec<u8>,
         events: &mut Vec<LineEvent>,
     ) {
         let mut out = Output {
-            echo,
+            echo: echo.into(),
             echo_out,
             events,
         };
@@ -135,6 +166,11 @@ impl LineReader {
     /// Bytes of the current partial line (for tests / redraw).
     pub fn pending(&self) -> &[u8] {
         &self.buf
+    }
+
+    /// Up arrow will bring nothing back (after a line that held a PIN).
+    pub fn forget_history(&mut self) {
+        self.last.clear();
     }
 
     /// True while the current line is being discarded for being too long.
@@ -174,7 +210,12 @@ impl LineReader {
             return;
         }
         let after_cr = std::mem::take(&mut self.after_cr);
+        let in_escape = self.escape;
         if self.escape(byte) {
+            let up = matches!(in_escape, Escape::Csi(0) | Escape::Ss3) && byte == b'A';
+            if up {
+                self.recall(out);
+            }
             return;
         }
         match byte {
@@ -186,18 +227,14 @@ impl LineReader {
             b'\n' => self.end_line(out),
             CTRL_C => {
                 self.reset();
-                out.echo(b"^C\r\n");
+                out.edit(b"^C\r\n");
                 out.events.push(LineEvent::Cancelled);
             }
             CTRL_U => {
-                if out.echo {
-                    for _ in 0..display_chars(&self.buf) {
-                        out.echo_out.extend_from_slice(ERASE);
-                    }
-                }
+                self.erase_line(out);
                 self.reset();
             }
-            BS | DEL => self.erase_char(out),
+            BS | DEL => self.erase_char(byte, out),
             b'\t' => self.push(b' ', out),
             ESC => self.escape = Escape::Start,
             0x00..=0x1f => {}
@@ -244,7 +281,7 @@ impl LineReader {
         }
         if self.buf.len() >= MAX_LINE {
             self.overflow = true;
-            out.echo(&[BEL]);
+            out.edit(&[BEL]);
             return;
         }
         self.buf.push(byte);
@@ -255,7 +292,29 @@ impl LineReader {
         }
     }
 
-    fn erase_char(&mut self, out: &mut Output<'_>) {
+    /// Erases what the terminal shows of the line (all of it up to the
+    /// limit, when the line went past it).
+    fn erase_line(&self, out: &mut Output<'_>) {
+        for _ in 0..display_chars(&self.buf) {
+            out.edit(ERASE);
+        }
+    }
+
+    /// Up arrow: the last line replaces the partial one, on screen too.
+    fn recall(&mut self, out: &mut Output<'_>) {
+        if self.last.is_empty() || out.echo == Echo::Off {
+            return;
+        }
+        if out.echo == Echo::On {
+            self.erase_line(out);
+            out.echo(&self.last.clone());
+        }
+        self.buf.clone_from(&self.last);
+        self.overflow = false;
+        out.events.push(LineEvent::Recalled);
+    }
+
+    fn erase_char(&mut self, byte: u8, out: &mut Output<'_>) {
         // A line past the limit is discarded whole whatever is erased, and
         // the terminal no longer shows its tail, so there is nothing to undo.
         if self.overflow || self.buf.is_empty() {
@@ -263,7 +322,11 @@ impl LineReader {
         }
         let len = last_char_len(&self.buf);
         self.buf.truncate(self.buf.len() - len);
-        out.echo(ERASE);
+        match out.echo {
+            // A terminal echoing for itself already moved back over a BS.
+            Echo::EditsOnly if byte == BS => out.edit(b" \x08"),
+            _ => out.edit(ERASE),
+        }
     }
 
     fn end_line(&mut self, out: &mut Output<'_>) {
@@ -272,8 +335,11 @@ impl LineReader {
         } else {
             LineEvent::Line(to_text(&self.buf))
         };
+        if out.echo != Echo::Off && !self.overflow && !self.buf.is_empty() {
+            self.last.clone_from(&self.buf);
+        }
         self.reset();
-        out.echo(b"\r\n");
+        out.edit(b"\r\n");
         out.events.push(event);
     }
 
@@ -293,14 +359,22 @@ fn sub_continue(n: usize) -> Telnet {
 
 /// The caller's output buffers for one `feed`.
 struct Output<'a> {
-    echo: bool,
+    echo: Echo,
     echo_out: &'a mut Vec<u8>,
     events: &'a mut Vec<LineEvent>,
 }
 
 impl Output<'_> {
+    /// What is typed: shown only when echoing everything.
     fn echo(&mut self, bytes: &[u8]) {
-        if self.echo {
+        if self.echo == Echo::On {
+            self.echo_out.extend_from_slice(bytes);
+        }
+    }
+
+    /// What editing does to the screen: shown by any echo.
+    fn edit(&mut self, bytes: &[u8]) {
+        if self.echo != Echo::Off {
             self.echo_out.extend_from_slice(bytes);
         }
     }

@@ -25,6 +25,8 @@ check "hook runs from qemu.d" /etc/libvirt/hooks/qemu.d/rackside-hook --version
 check "state directory" test -d /var/lib/rackside
 check "conffile registered" sh -c "dpkg-query -W -f='\${Conffiles}' rackside | grep -q /etc/rackside/agent.toml"
 check "shipped config is valid" rackside-agent check-config --config /etc/rackside/agent.toml
+# It may hold the PIN's hash: an offline guess needs the hash.
+check "config not readable by others" test "$(stat -c %a:%U:%G /etc/rackside/agent.toml)" = 640:root:root
 # verify also reads the units ours is ordered after; a complaint about one
 # of them (libvirt from bookworm-backports says Type=notify-reload, newer
 # than Debian 12's systemd) is not about ours: only lines naming no other

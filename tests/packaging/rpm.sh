@@ -16,6 +16,7 @@ rpm -qlp "$rpmf" 2>/dev/null | sed 's|^/usr/lib/systemd/|/lib/systemd/|' | sort 
 dpkg-deb -c "$deb" | awk '$1 !~ /^d/ {print $6}' | sed 's|^\./|/|' | grep -v changelog.Debian.gz | sort > /tmp/rackside-deb.files
 check "same files as the deb" diff -u /tmp/rackside-deb.files <(grep -v -x -e /etc/rackside -e /var/lib/rackside /tmp/rackside-rpm.files)
 check "config is %config(noreplace)" sh -c "rpm -qp --qf '[%{FILEFLAGS:fflags} %{FILENAMES}\n]' '$rpmf' 2>/dev/null | grep -q '^cn /etc/rackside/agent.toml'"
+check "config not readable by others" sh -c "rpm -qp --qf '[%{FILEMODES:perms} %{FILEUSERNAME}:%{FILEGROUPNAME} %{FILENAMES}\n]' '$rpmf' 2>/dev/null | grep -qx -- '-rw-r----- root:root /etc/rackside/agent.toml'"
 scripts=$(rpm -qp --scripts "$rpmf" 2>/dev/null)
 for s in "daemon-reload" "enable rackside-agent.service" "check-config" "start rackside-agent.service" \
          "reload libvirtd.service" "stop rackside-agent.service" "disable rackside-agent.service" \

@@ -82,7 +82,7 @@ pub fn console(
         .spawn()?;
     let pid = child.id();
     let _guard = Killed(child);
-    line.expect_text(Duration::from_secs(30), "bench> ")?;
+    line.wake(Duration::from_secs(30))?;
     let first = line.request(1, "vms", json!({}), Duration::from_secs(30))?;
     let n = first["data"]["vms"].as_array().map_or(0, |v| v.len());
     std::thread::sleep(Duration::from_secs(2));
@@ -390,7 +390,7 @@ fn agent_drain(
     let mut line = PtyLine::open(&link)?;
     let cfg = crate::agent::lab_config(lab, SOURCE, &dir, &link, "");
     let mut proc = crate::agent::AgentProcess::start(lab, SOURCE, agent, &dir, &cfg)?;
-    line.expect_text(Duration::from_secs(30), "ha> ")?;
+    line.wake(Duration::from_secs(30))?;
     // Placement needs every peer's first poll and the guests' disks.
     let mut planned = 0;
     for _ in 0..120 {

@@ -83,7 +83,7 @@ pub fn run(agent: &Path, out: &mut dyn Write) -> Result<(), Box<dyn std::error::
         "== rackside-agent runs on ha; its management line is a pty. What the engineer sees: ==\n"
     )?;
     let banner = line
-        .expect_text(T, "ha> ")
+        .wake(T)
         .map_err(|e| format!("{e}\nagent log:\n{}", agent.log_text()))?;
     write!(out, "{}", banner.replace('\r', ""))?;
     // Let the peers' first poll come in.

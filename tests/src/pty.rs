@@ -177,6 +177,26 @@ impl PtyLine {
         }
     }
 
+    /// Presses Enter until the agent's banner answers, as a person who
+    /// just plugged in does: the agent writes nothing before the first
+    /// Enter. An Enter that reached the line before the agent opened it
+    /// was discarded with the rest of the stale input. Returns the banner
+    /// and the prompt.
+    pub fn wake(&mut self, timeout: Duration) -> Result<String, PtyError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.write(b"\r")?;
+            match self.expect_text(Duration::from_millis(500), "type help") {
+                Ok(mut seen) => {
+                    seen.push_str(&self.expect_text(Duration::from_secs(10), "> ")?);
+                    return Ok(seen);
+                }
+                Err(e) if Instant::now() >= deadline => return Err(e),
+                Err(_) => {}
+            }
+        }
+    }
+
     /// Sends a JSON request and returns the response with the same id.
     pub fn request(
         &mut self,

@@ -1,6 +1,7 @@
 //! One management line's thread: open it, run a session on it, and when
-//! the line goes away (USB unplug, pty closed) reopen it with backoff
-//! without busy-looping and without touching any other line.
+//! the line goes away (USB unplug, pty closed, a modem status line
+//! dropped) reopen it with backoff without busy-looping and without
+//! touching any other line.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,8 +12,8 @@ use tokio::sync::broadcast::error::TryRecvError;
 
 use super::answer::Backend;
 use super::session::{Session, SessionConfig};
-use super::tty::{self, Ready};
-use crate::auth::Lockout;
+use super::tty::{self, CarrierWatch, Ready};
+use crate::auth::Logins;
 use crate::events::Bus;
 
 #[derive(Debug, Clone)]
@@ -20,30 +21,34 @@ pub struct LineConfig {
     pub path: PathBuf,
     pub baud: u32,
     pub session: SessionConfig,
-    pub max_failures: u32,
-    pub lockout: Duration,
 }
+
+/// The longest wait before reopening, so a cable plugged back in after
+/// however long an absence is served within seconds.
+pub const MAX_REOPEN_DELAY: Duration = Duration::from_millis(2000);
 
 /// Delay before reopening: grows while sessions end at once (a line that
 /// opens but hangs up straight away), resets after a session that lasted.
+/// An open that fails (no such device) costs a system call, so a line
+/// that is away is tried every two seconds for as long as it is away.
 pub fn reopen_delay(quick_failures: u32) -> Duration {
-    Duration::from_millis((250u64 << quick_failures.min(7)).min(30_000))
+    Duration::from_millis(250u64 << quick_failures.min(7)).min(MAX_REOPEN_DELAY)
 }
 
 pub fn spawn(
     cfg: LineConfig,
     backend: Arc<dyn Backend>,
+    logins: Arc<Logins>,
     bus: Bus,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let name = format!("line-{}", cfg.path.display());
     std::thread::Builder::new()
         .name(name.chars().take(15).collect())
-        .spawn(move || run(cfg, backend.as_ref(), &bus, &stop))
+        .spawn(move || run(cfg, backend.as_ref(), &logins, &bus, &stop))
 }
 
-fn run(cfg: LineConfig, backend: &dyn Backend, bus: &Bus, stop: &AtomicBool) {
-    let mut lockout = Lockout::new(cfg.max_failures, cfg.lockout);
+fn run(cfg: LineConfig, backend: &dyn Backend, logins: &Logins, bus: &Bus, stop: &AtomicBool) {
     let mut quick = 0u32;
     let mut last_error: Option<String> = None;
     let mut events = bus.subscribe();
@@ -69,7 +74,7 @@ fn run(cfg: LineConfig, backend: &dyn Backend, bus: &Bus, stop: &AtomicBool) {
         // Events from before this session are not its business.
         events = events.resubscribe();
         let started = Instant::now();
-        let why = serve(&cfg, &fd, backend, &mut events, &mut lockout, stop);
+        let why = serve(&cfg, &fd, backend, &mut events, logins, stop);
         drop(fd);
         tracing::info!(line = %cfg.path.display(), reason = why, "line closed");
         if started.elapsed() > Duration::from_secs(5) {
@@ -98,10 +103,11 @@ fn serve(
     fd: &std::os::fd::OwnedFd,
     backend: &dyn Backend,
     events: &mut tokio::sync::broadcast::Receiver<crate::events::Event>,
-    lockout: &mut Lockout,
+    logins: &Logins,
     stop: &AtomicBool,
 ) -> &'static str {
     let mut session = Session::new(cfg.session.clone(), Instant::now());
+    let mut carrier = CarrierWatch::default();
     let write = |bytes: &[u8]| -> Result<(), &'static str> {
         if bytes.is_empty() {
             return Ok(());
@@ -110,9 +116,8 @@ fn serve(
             .map(|_| ())
             .map_err(|_| "write failed")
     };
-    if write(&session.greet(&backend.warnings())).is_err() {
-        return "write failed";
-    }
+    // Nothing is written until someone presses Enter: the banner then
+    // reaches whoever is there (Session::banner).
     let mut buf = [0u8; 1024];
     while !stop.load(Ordering::Relaxed) {
         match tty::wait_readable(fd, Duration::from_millis(200)) {
@@ -122,7 +127,7 @@ fn serve(
                 Ok(None) => return "hung up",
                 Ok(Some(0)) => {}
                 Ok(Some(n)) => {
-                    let out = session.feed(&buf[..n], Instant::now(), backend, lockout);
+                    let out = session.feed(&buf[..n], Instant::now(), backend, logins);
                     if let Err(e) = write(&out) {
                         return e;
                     }
@@ -148,7 +153,14 @@ fn serve(
         if let Err(e) = write(&session.tick(Instant::now())) {
             return e;
         }
+        // A UART is opened with CLOCAL, so pulling its cable ends nothing
+        // by itself; where the port reports modem status, the carrier
+        // going away ends the session, and with it the login.
+        if carrier.dropped(tty::modem_status(fd)) {
+            return "carrier lost";
+        }
     }
+    let _ = write(&session.goodbye());
     "agent stopping"
 }
 
@@ -159,7 +171,11 @@ mod tests {
     #[test]
     fn reopen_backoff_grows_and_caps() {
         assert_eq!(reopen_delay(0), Duration::from_millis(250));
-        assert_eq!(reopen_delay(3), Duration::from_millis(2000));
-        assert_eq!(reopen_delay(100), Duration::from_millis(30_000));
+        assert_eq!(reopen_delay(2), Duration::from_millis(1000));
+        assert_eq!(reopen_delay(3), MAX_REOPEN_DELAY);
+        assert!(
+            reopen_delay(100) < Duration::from_secs(3),
+            "back within 3 s"
+        );
     }
 }

@@ -1,8 +1,8 @@
 //! One session on one management line: the protocol's state machine.
 //!
 //! Pure: bytes and the time come in, bytes go out. The line's thread owns
-//! the I/O and the lockout (which outlives sessions: replugging the cable
-//! must not reset failed logins).
+//! the I/O; the failed-login count belongs to the host ([`Logins`]), so
+//! neither replugging a cable nor another line resets it.
 //!
 //! What a text session writes is, byte for byte, one of: the echo of what
 //! the person typed, a line end, or a [`Text`] (or the prompt) passed
@@ -13,12 +13,12 @@
 use std::time::{Duration, Instant};
 
 use rackside_protocol::{
-    parse_line, screen, wire, Command, ErrorCode, LineEvent, LineReader, Mode, Request, Text,
+    parse_line, screen, wire, Command, Echo, ErrorCode, LineEvent, LineReader, Mode, Request, Text,
 };
 use serde_json::{json, Value};
 
 use super::answer::Backend;
-use crate::auth::{self, Lockout};
+use crate::auth::{self, Logins};
 use crate::events::{Event, MigrationProgress, Missed, Payload};
 
 const NL: &str = "\r\n";
@@ -31,7 +31,12 @@ pub struct SessionConfig {
     pub line: String,
     pub echo: bool,
     pub pin_hash: Option<String>,
+    /// A login ends after this long without a command, and the next
+    /// Enter shows the banner again (whoever presses it may be someone
+    /// else: a UART opened with CLOCAL never sees the cable go).
     pub idle_timeout: Duration,
+    /// A login ends this long after it began, however busy the line.
+    pub login_lifetime: Duration,
     /// The host's offset from UTC when an event is shown (event lines
     /// show the local time of day); [`super::clock::local_utc_offset_s`]
     /// outside tests.
@@ -47,7 +52,12 @@ pub struct Session {
     /// Subscribed, and in which form: a machine that subscribed with a
     /// JSON request gets JSON events even on a text-mode line.
     subscribed: Option<bool>,
-    last_input: Instant,
+    /// When the last command ran: only whole commands keep a login alive,
+    /// never stray bytes (line noise).
+    last_command: Instant,
+    logged_in_at: Instant,
+    /// The banner was shown to whoever is on the line now.
+    greeted: bool,
     /// The line being typed started with '{': a machine's request, not
     /// echoed (an echoed request would look like a JSON line to clients).
     json_line: bool,
@@ -64,7 +74,9 @@ impl Session {
             mode: Mode::Text,
             logged_in: false,
             subscribed: None,
-            last_input: now,
+            last_command: now,
+            logged_in_at: now,
+            greeted: false,
             json_line: false,
             awaiting_pin: false,
         }
@@ -98,29 +110,67 @@ impl Session {
         format!("{}{mark} ", screen::escape(&self.cfg.host))
     }
 
-    /// What a line shows when a session starts on it: the banner, then
-    /// each of `warnings` on a line of its own.
-    pub fn greet(&self, warnings: &[String]) -> Vec<u8> {
-        if self.mode == Mode::Json {
-            return Vec::new();
-        }
-        let loc = if self.cfg.location.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", self.cfg.location)
-        };
-        let mut out = NL.as_bytes().to_vec();
+    /// What a person is shown first, on the first Enter of a session (a
+    /// banner written when the line opens is seen by nobody who connects
+    /// later): the host, where it is, whether a PIN guards it and how to
+    /// get help, then each of `warnings` on a line of its own.
+    pub fn banner(&self, warnings: &[String]) -> Text {
         let mut t = Text::line(format!(
-            "rackside-agent {} on {}{loc}; type help",
+            "rackside-agent {} on {}",
             env!("CARGO_PKG_VERSION"),
             self.cfg.host,
         ));
+        if !self.cfg.location.is_empty() {
+            t.push(format!("location: {}", self.cfg.location));
+        }
+        t.push(match (&self.cfg.pin_hash, self.logged_in) {
+            (None, _) => "no PIN set: every command is allowed; type help",
+            (Some(_), false) => "PIN set: login to change things; type help",
+            (Some(_), true) => "PIN set: logged in (prompt ends in #); type help",
+        });
         for w in warnings {
             t.push(w.as_str());
         }
-        out.extend(t.to_bytes());
-        out.extend_from_slice(self.prompt().as_bytes());
-        out
+        t
+    }
+
+    /// What the line says when the agent stops, so nobody waits on a
+    /// silent line: a text line for people, an `agent.stopping` event for
+    /// machines.
+    pub fn goodbye(&self) -> Vec<u8> {
+        if self.mode == Mode::Json || self.subscribed == Some(true) {
+            let data = json!({ "host": self.cfg.host });
+            let mut b = Vec::new();
+            if self.mode == Mode::Text {
+                b.extend_from_slice(NL.as_bytes());
+            }
+            b.extend(
+                wire::json_event("agent.stopping", &crate::events::now_rfc3339(), &data)
+                    .into_bytes(),
+            );
+            b.extend_from_slice(NL.as_bytes());
+            return b;
+        }
+        let mut b = NL.as_bytes().to_vec();
+        b.extend(
+            Text::line(format!(
+                "rackside-agent on {} is stopping; this line is silent until it is back",
+                self.cfg.host
+            ))
+            .to_bytes(),
+        );
+        b
+    }
+
+    /// How typed bytes are echoed: all of them, or, for a terminal that
+    /// echoes by itself, only what it cannot show (erasing, line ends,
+    /// Ctrl-C); nothing of a PIN or in JSON mode.
+    fn echo(&self) -> Echo {
+        match (self.mode, self.awaiting_pin, self.cfg.echo) {
+            (Mode::Json, _, _) | (_, true, _) => Echo::Off,
+            (Mode::Text, false, true) => Echo::On,
+            (Mode::Text, false, false) => Echo::EditsOnly,
+        }
     }
 
     /// Feeds bytes read from the line; returns what to write back.
@@ -129,17 +179,15 @@ impl Session {
         bytes: &[u8],
         now: Instant,
         backend: &dyn Backend,
-        lockout: &mut Lockout,
+        logins: &Logins,
     ) -> Vec<u8> {
-        self.last_input = now;
         let mut out = Vec::new();
         let mut events = Vec::new();
         // One byte at a time, so echo can stop as soon as a line turns out
         // to be JSON. Serial lines are slow; this costs nothing.
         for &b in bytes {
             let mut echo = Vec::new();
-            let echo_on = self.cfg.echo && self.mode == Mode::Text && !self.awaiting_pin;
-            self.reader.feed(&[b], echo_on, &mut echo, &mut events);
+            self.reader.feed(&[b], self.echo(), &mut echo, &mut events);
             let was_json = self.json_line;
             if events.is_empty() {
                 // A machine's line while its first non-blank byte is '{':
@@ -154,7 +202,7 @@ impl Session {
             for ev in events.drain(..) {
                 let was_json = self.json_line;
                 self.json_line = false;
-                self.on_event(ev, was_json, now, backend, lockout, &mut out);
+                self.on_event(ev, was_json, now, backend, logins, &mut out);
             }
         }
         out
@@ -166,12 +214,19 @@ impl Session {
         was_json: bool,
         now: Instant,
         backend: &dyn Backend,
-        lockout: &mut Lockout,
+        logins: &Logins,
         out: &mut Vec<u8>,
     ) {
         let text = self.mode == Mode::Text;
         if self.awaiting_pin {
-            return self.on_pin(ev, was_json, now, backend, lockout, out);
+            return self.on_pin(ev, was_json, now, backend, logins, out);
+        }
+        if ev == LineEvent::Recalled {
+            return self.redraw_recalled(out);
+        }
+        if text && !was_json && !self.greeted && ev != LineEvent::Cancelled {
+            self.greeted = true;
+            out.extend(self.banner(&backend.warnings()).to_bytes());
         }
         if text && was_json {
             // The request was not echoed; start the answer on a fresh line
@@ -179,7 +234,7 @@ impl Session {
             out.extend_from_slice(NL.as_bytes());
         }
         match ev {
-            LineEvent::Cancelled => {}
+            LineEvent::Cancelled | LineEvent::Recalled => {}
             LineEvent::TooLong => {
                 let msg = format!(
                     "line longer than {} bytes discarded",
@@ -189,7 +244,14 @@ impl Session {
             }
             LineEvent::Line(line) => match parse_line(&line) {
                 Ok(None) => {}
-                Ok(Some(req)) => self.run(req, now, backend, lockout, out),
+                Ok(Some(req)) => {
+                    self.last_command = now;
+                    if matches!(req.cmd, Command::Login { .. }) {
+                        // Up arrow must never bring a typed PIN back.
+                        self.reader.forget_history();
+                    }
+                    self.run(req, now, backend, logins, out)
+                }
                 Err(e) => {
                     let json = e.json || !text;
                     self.write_error(out, e.id.as_ref(), json, e.code, &e.message)
@@ -209,7 +271,7 @@ impl Session {
         was_json: bool,
         now: Instant,
         backend: &dyn Backend,
-        lockout: &mut Lockout,
+        logins: &Logins,
         out: &mut Vec<u8>,
     ) {
         self.awaiting_pin = false;
@@ -217,13 +279,15 @@ impl Session {
             // A machine's request at the PIN prompt is a request: the
             // prompt is dropped and the request handled as ever.
             LineEvent::Line(line) if line.trim_start().starts_with('{') => {
-                self.on_event(LineEvent::Line(line), was_json, now, backend, lockout, out)
+                self.on_event(LineEvent::Line(line), was_json, now, backend, logins, out)
             }
             LineEvent::Line(pin) => {
                 out.extend_from_slice(NL.as_bytes());
-                self.login(pin.trim(), now, lockout, None, false, out);
+                self.login(pin.trim(), now, logins, None, false, out);
                 out.extend_from_slice(self.prompt().as_bytes());
             }
+            // Never sent without echo; the PIN prompt stays.
+            LineEvent::Recalled => self.awaiting_pin = true,
             LineEvent::Cancelled | LineEvent::TooLong => {
                 out.extend_from_slice(NL.as_bytes());
                 out.extend(Text::line("login cancelled").to_bytes());
@@ -237,22 +301,24 @@ impl Session {
         req: Request,
         now: Instant,
         backend: &dyn Backend,
-        lockout: &mut Lockout,
+        logins: &Logins,
         out: &mut Vec<u8>,
     ) {
         let json = req.json || self.mode == Mode::Json;
         let id = req.id.clone();
         let id = id.as_ref();
         if self.cfg.pin_hash.is_some() && !self.logged_in && !req.cmd.allowed_without_login() {
+            tracing::warn!(line = %self.cfg.line, cmd = %req.cmd.name(), "refused: not logged in");
             let msg = format!("'{}' changes this host: login first", req.cmd.name());
             return self.write_error(out, id, json, ErrorCode::AuthRequired, &msg);
         }
-        if req.cmd.changes_state() {
+        let changes = req.cmd.changes_state();
+        if changes {
             tracing::info!(line = %self.cfg.line, cmd = %req.cmd.name(), args = ?req.cmd, "state-changing command");
         }
         match &req.cmd {
-            Command::Login { pin } => self.login(pin, now, lockout, id, json, out),
-            Command::AskPin => self.ask_pin(now, lockout, out),
+            Command::Login { pin } => self.login(pin, now, logins, id, json, out),
+            Command::AskPin => self.ask_pin(now, logins, out),
             Command::Logout => {
                 self.logged_in = false;
                 self.write_ok(out, id, json, json!({"role": self.role()}), "logged out");
@@ -284,6 +350,9 @@ impl Session {
             }
             cmd => match backend.answer(cmd, &self.cfg.line) {
                 Ok(a) => {
+                    if changes {
+                        tracing::info!(line = %self.cfg.line, cmd = %cmd.name(), "state-changing command done");
+                    }
                     if json {
                         out.extend_from_slice(wire::json_ok(id, &a.data).as_bytes());
                         out.extend_from_slice(NL.as_bytes());
@@ -291,9 +360,29 @@ impl Session {
                         out.extend(a.text.to_bytes());
                     }
                 }
-                Err((code, msg)) => self.write_error(out, id, json, code, &msg),
+                Err((code, msg)) => {
+                    if changes {
+                        tracing::warn!(line = %self.cfg.line, cmd = %cmd.name(), code = code.as_str(), cause = %msg, "state-changing command refused");
+                    }
+                    self.write_error(out, id, json, code, &msg)
+                }
             },
         }
+    }
+
+    /// Up arrow brought the last command back. The reader redrew it when
+    /// it echoes; a terminal that echoes by itself moved its cursor up a
+    /// row on the arrow's escape sequence, so the prompt and the command
+    /// are written over the row below, the one being typed on.
+    fn redraw_recalled(&self, out: &mut Vec<u8>) {
+        if self.echo() != Echo::EditsOnly {
+            return;
+        }
+        out.extend_from_slice(NL.as_bytes());
+        out.extend_from_slice(self.prompt().as_bytes());
+        // Written by the agent, not echoed: through the sanitiser.
+        let typed = String::from_utf8_lossy(self.reader.pending());
+        out.extend_from_slice(screen::escape(&typed).as_bytes());
     }
 
     fn role(&self) -> &'static str {
@@ -307,13 +396,13 @@ impl Session {
     /// `login` alone, on a text line: `PIN: ` and the next line unseen.
     /// Without a PIN, or while locked out, the answer is what `login PIN`
     /// would get, at once.
-    fn ask_pin(&mut self, now: Instant, lockout: &mut Lockout, out: &mut Vec<u8>) {
+    fn ask_pin(&mut self, now: Instant, logins: &Logins, out: &mut Vec<u8>) {
         if self.mode == Mode::Json {
             let msg = "usage: login PIN (only a text line asks for the PIN)";
             return self.write_error(out, None, true, ErrorCode::BadRequest, msg);
         }
-        if self.cfg.pin_hash.is_none() || lockout.locked(now).is_some() {
-            return self.login("", now, lockout, None, false, out);
+        if self.cfg.pin_hash.is_none() || logins.locked(now).is_some() {
+            return self.login("", now, logins, None, false, out);
         }
         out.extend_from_slice(b"PIN: ");
         self.awaiting_pin = true;
@@ -323,7 +412,7 @@ impl Session {
         &mut self,
         pin: &str,
         now: Instant,
-        lockout: &mut Lockout,
+        logins: &Logins,
         id: Option<&Value>,
         json: bool,
         out: &mut Vec<u8>,
@@ -337,20 +426,22 @@ impl Session {
                 "no PIN configured: every command is allowed",
             );
         };
-        if let Some(left) = lockout.locked(now) {
+        if let Some(left) = logins.locked(now) {
             tracing::warn!(line = %self.cfg.line, "login attempt while locked out");
-            let msg = format!("too many failed logins on this line; try again in {left} s");
+            let msg = format!("too many failed logins; try again in {left} s");
             return self.write_error(out, id, json, ErrorCode::LockedOut, &msg);
         }
         if auth::verify(pin, &hash) {
-            lockout.succeed();
+            logins.succeed(now);
             self.logged_in = true;
+            self.logged_in_at = now;
             tracing::info!(line = %self.cfg.line, "login");
             self.write_ok(out, id, json, json!({"role": "operator"}), "logged in");
         } else {
-            let locked = lockout.fail(now);
-            tracing::warn!(line = %self.cfg.line, failures = lockout.failures(), locked, "login failed");
-            let msg = auth::wrong_pin_message(lockout.tries_left(), lockout.lockout_s());
+            let f = logins.fail(now);
+            let locked = f.locked.is_some();
+            tracing::warn!(line = %self.cfg.line, failures = f.failures, lockout_s = f.locked.map(|d| d.as_secs()), "login failed");
+            let msg = auth::wrong_pin_message(f.tries_left, f.locked.unwrap_or(f.next_lockout));
             let code = if locked {
                 ErrorCode::LockedOut
             } else {
@@ -427,21 +518,42 @@ impl Session {
         self.event(&Event::now(Payload::EventsMissed(Missed { missed: n })))
     }
 
-    /// Time passing: ends an idle login.
+    /// Time passing: ends a login that was idle too long or is too old,
+    /// and takes an idle line for a new session (banner on the next Enter).
     pub fn tick(&mut self, now: Instant) -> Vec<u8> {
-        if self.logged_in && now.saturating_duration_since(self.last_input) >= self.cfg.idle_timeout
-        {
-            self.logged_in = false;
-            self.awaiting_pin = false;
-            tracing::info!(line = %self.cfg.line, "login ended: idle");
-            if self.mode == Mode::Text {
-                let mut s = NL.as_bytes().to_vec();
-                s.extend(Text::line("logged out: idle").to_bytes());
-                s.extend_from_slice(self.prompt().as_bytes());
-                return s;
-            }
+        let idle = now.saturating_duration_since(self.last_command) >= self.cfg.idle_timeout;
+        if idle {
+            self.greeted = false;
         }
-        Vec::new()
+        let why = if !self.logged_in {
+            return Vec::new();
+        } else if now.saturating_duration_since(self.logged_in_at) >= self.cfg.login_lifetime {
+            "lifetime"
+        } else if idle {
+            "idle"
+        } else {
+            return Vec::new();
+        };
+        self.logged_in = false;
+        self.awaiting_pin = false;
+        tracing::info!(line = %self.cfg.line, reason = why, "login ended");
+        if self.mode != Mode::Text {
+            return Vec::new();
+        }
+        let msg = match why {
+            "idle" => format!(
+                "logged out: no command for {} s",
+                self.cfg.idle_timeout.as_secs()
+            ),
+            _ => format!(
+                "logged out: logins last {} min; login again",
+                self.cfg.login_lifetime.as_secs() / 60
+            ),
+        };
+        let mut s = NL.as_bytes().to_vec();
+        s.extend(Text::line(msg).to_bytes());
+        s.extend_from_slice(self.prompt().as_bytes());
+        s
     }
 }
 
@@ -624,12 +736,13 @@ mod tests {
             echo: true,
             pin_hash: pin.map(|p| auth::hash_pin(p).unwrap()),
             idle_timeout: Duration::from_secs(60),
+            login_lifetime: Duration::from_secs(3600),
             utc_offset: || 3600,
         }
     }
 
-    fn lockout() -> Lockout {
-        Lockout::new(5, Duration::from_secs(300))
+    fn lockout() -> Logins {
+        Logins::in_memory(5, Duration::from_secs(300))
     }
 
     /// A '{' typed by mistake and erased (or a line cleared with Ctrl-U)
@@ -638,9 +751,8 @@ mod tests {
     fn an_erased_brace_gives_the_echo_back() {
         let now = Instant::now();
         for input in [&b"{\x7fvms\r"[..], b"{\"cmd\x15vms\r", b" {\x08vms\r"] {
-            let mut s = Session::new(cfg(None), now);
-            let out =
-                String::from_utf8_lossy(&s.feed(input, now, &Echo, &mut lockout())).into_owned();
+            let mut s = greeted(cfg(None), now);
+            let out = String::from_utf8_lossy(&s.feed(input, now, &Echo, &lockout())).into_owned();
             let lead = if input[0] == b' ' { " " } else { "" };
             assert_eq!(
                 out,
@@ -654,19 +766,63 @@ mod tests {
         String::from_utf8_lossy(b).into_owned()
     }
 
+    /// A session whose person pressed Enter once (and saw the banner).
+    fn greeted(cfg: SessionConfig, now: Instant) -> Session {
+        let mut s = Session::new(cfg, now);
+        s.feed(b"\r", now, &Echo, &lockout());
+        s
+    }
+
+    struct Warned;
+    impl Backend for Warned {
+        fn answer(&self, cmd: &Command, line: &str) -> Result<Answer, Refusal> {
+            Echo.answer(cmd, line)
+        }
+        fn warnings(&self) -> Vec<String> {
+            vec!["WARNING: the journal was damaged\r*** x".into()]
+        }
+    }
+
+    #[test]
+    fn the_banner_comes_with_the_first_enter_and_again_after_an_idle_spell() {
+        let now = Instant::now();
+        let mut s = Session::new(cfg(Some("471147")), now);
+        let out = text(&s.feed(b"\r", now, &Warned, &lockout()));
+        assert_eq!(
+            out,
+            format!(
+                "\r\nrackside-agent {} on ha\r\nlocation: rack 1\r\n\
+                 PIN set: login to change things; type help\r\n\
+                 WARNING: the journal was damaged\\r*** x\r\nha> ",
+                env!("CARGO_PKG_VERSION")
+            )
+        );
+        let out = text(&s.feed(b"\r", now, &Warned, &lockout()));
+        assert_eq!(out, "\r\nha> ", "once per session");
+        // Whoever presses Enter after a quiet spell may be someone else.
+        let later = now + Duration::from_secs(61);
+        assert_eq!(text(&s.tick(later)), "", "nobody logged in, nothing to say");
+        let out = text(&s.feed(b"status\r", later, &Warned, &lockout()));
+        assert!(out.starts_with("status\r\nrackside-agent"), "{out:?}");
+        assert!(out.ends_with("answer to status\r\nha> "), "{out:?}");
+        // A machine's first request gets its answer, never a banner.
+        let mut m = Session::new(cfg(None), now);
+        let out = text(&m.feed(b"{\"cmd\":\"vms\"}\r", now, &Warned, &lockout()));
+        assert!(!out.contains("rackside-agent"), "{out:?}");
+        let no_pin = text(&m.feed(b"\r", now, &Warned, &lockout()));
+        assert!(
+            no_pin.contains("no PIN set: every command is allowed"),
+            "{no_pin:?}"
+        );
+    }
+
     #[test]
     fn text_mode_echoes_answers_and_prompts() {
         let now = Instant::now();
-        let mut s = Session::new(cfg(None), now);
-        assert!(text(&s.greet(&[])).ends_with("ha> "));
-        let warned = text(&s.greet(&["WARNING: the journal was damaged\r*** x".into()]));
-        assert!(
-            warned.contains("type help\r\nWARNING: the journal was damaged\\r*** x\r\nha> "),
-            "{warned:?}"
-        );
-        let out = text(&s.feed(b"status\r", now, &Echo, &mut lockout()));
+        let mut s = greeted(cfg(None), now);
+        let out = text(&s.feed(b"status\r", now, &Echo, &lockout()));
         assert_eq!(out, "status\r\nanswer to status\r\nha> ");
-        let out = text(&s.feed(b"nosuch\r", now, &Echo, &mut lockout()));
+        let out = text(&s.feed(b"nosuch\r", now, &Echo, &lockout()));
         assert!(out.contains("error: unknown_command: "), "{out}");
         assert!(out.ends_with("ha> "));
     }
@@ -675,7 +831,7 @@ mod tests {
     fn a_json_request_on_a_text_line_is_not_echoed_and_answers_on_its_own_line() {
         let now = Instant::now();
         let mut s = Session::new(cfg(None), now);
-        let out = text(&s.feed(b"{\"id\":3,\"cmd\":\"vms\"}\r", now, &Echo, &mut lockout()));
+        let out = text(&s.feed(b"{\"id\":3,\"cmd\":\"vms\"}\r", now, &Echo, &lockout()));
         let lines: Vec<&str> = out.split("\r\n").collect();
         assert_eq!(lines[0], "", "request echoed: {out:?}");
         let v: Value = serde_json::from_str(lines[1]).unwrap();
@@ -687,14 +843,14 @@ mod tests {
     fn json_mode_has_no_echo_no_prompt_and_one_answer_per_line() {
         let now = Instant::now();
         let mut s = Session::new(cfg(None), now);
-        let out = text(&s.feed(b"mode json\r", now, &Echo, &mut lockout()));
+        let out = text(&s.feed(b"mode json\r", now, &Echo, &lockout()));
         assert!(out.ends_with("{\"ok\":true,\"data\":{}}\r\n"), "{out:?}");
-        assert!(s.greet(&[]).is_empty());
+        assert!(!text(&s.feed(b"\r", now, &Warned, &lockout())).contains("rackside"));
         let out = text(&s.feed(
             b"status\r{\"id\":\"a\",\"cmd\":\"hosts\"}\n\r\n",
             now,
             &Echo,
-            &mut lockout(),
+            &lockout(),
         ));
         let lines: Vec<&str> = out.split("\r\n").filter(|l| !l.is_empty()).collect();
         assert_eq!(lines.len(), 2, "{out:?}");
@@ -706,40 +862,40 @@ mod tests {
     #[test]
     fn login_alone_asks_for_the_pin_and_never_shows_it() {
         let now = Instant::now();
-        let mut s = Session::new(cfg(Some("4711")), now);
-        let mut lo = lockout();
-        let out = text(&s.feed(b"login\r", now, &Echo, &mut lo));
+        let mut s = Session::new(cfg(Some("471147")), now);
+        let lo = lockout();
+        let out = text(&s.feed(b"login\r", now, &Echo, &lo));
         assert!(out.ends_with("PIN: "), "{out:?}");
         // Typed, erased, retyped: nothing of it reaches the screen.
-        let out = text(&s.feed(b"47\x7f\x7f12", now, &Echo, &mut lo));
+        let out = text(&s.feed(b"47\x7f\x7f12", now, &Echo, &lo));
         assert_eq!(out, "");
-        let out = text(&s.feed(b"34\r", now, &Echo, &mut lo));
+        let out = text(&s.feed(b"34\r", now, &Echo, &lo));
         assert!(!out.contains("12") && !out.contains("34"), "{out:?}");
         assert!(out.contains("wrong PIN"), "{out:?}");
         assert!(out.ends_with("ha> "), "{out:?}");
         assert!(!s.logged_in());
-        s.feed(b"login\r", now, &Echo, &mut lo);
-        let out = text(&s.feed(b"4711\r", now, &Echo, &mut lo));
-        assert!(!out.contains("4711"), "{out:?}");
+        s.feed(b"login\r", now, &Echo, &lo);
+        let out = text(&s.feed(b"471147\r", now, &Echo, &lo));
+        assert!(!out.contains("471147"), "{out:?}");
         assert!(out.starts_with("\r\nlogged in"), "{out:?}");
         // The prompt says the session may now change things.
         assert!(out.ends_with("ha# "), "{out:?}");
         assert!(s.logged_in());
-        let out = text(&s.feed(b"logout\r", now, &Echo, &mut lo));
+        let out = text(&s.feed(b"logout\r", now, &Echo, &lo));
         assert!(out.ends_with("ha> "), "{out:?}");
     }
 
     #[test]
     fn the_pin_prompt_can_be_left_and_gives_way_to_a_machine() {
         let now = Instant::now();
-        let mut lo = lockout();
-        let mut s = Session::new(cfg(Some("4711")), now);
-        s.feed(b"login\r", now, &Echo, &mut lo);
-        s.feed(b"subscribe\r", now, &Echo, &mut lo);
+        let lo = lockout();
+        let mut s = Session::new(cfg(Some("471147")), now);
+        s.feed(b"login\r", now, &Echo, &lo);
+        s.feed(b"subscribe\r", now, &Echo, &lo);
         // "subscribe" was taken as a (wrong) PIN, not as a command.
         assert!(!s.subscribed());
-        s.feed(b"login\r", now, &Echo, &mut lo);
-        let out = text(&s.feed(b"47\x03", now, &Echo, &mut lo));
+        s.feed(b"login\r", now, &Echo, &lo);
+        let out = text(&s.feed(b"47\x03", now, &Echo, &lo));
         assert!(
             out.contains("login cancelled") && out.ends_with("ha> "),
             "{out:?}"
@@ -750,16 +906,16 @@ mod tests {
             ts: "2026-01-01T00:00:00Z".into(),
             data: Payload::HostEmpty(HostName { host: "ha".into() }),
         };
-        s.feed(b"subscribe\r", now, &Echo, &mut lo);
-        s.feed(b"login\r47", now, &Echo, &mut lo);
+        s.feed(b"subscribe\r", now, &Echo, &lo);
+        s.feed(b"login\r47", now, &Echo, &lo);
         let out = text(&s.event(&ev));
         assert!(out.ends_with("ha is empty\r\nPIN: "), "{out:?}");
         // A JSON request at the prompt is a request.
-        let out = text(&s.feed(b"\x15{\"id\":1,\"cmd\":\"status\"}\r", now, &Echo, &mut lo));
+        let out = text(&s.feed(b"\x15{\"id\":1,\"cmd\":\"status\"}\r", now, &Echo, &lo));
         assert!(out.contains("\"id\":1"), "{out:?}");
         // Without a PIN set, login alone answers at once.
         let mut open = Session::new(cfg(None), now);
-        let out = text(&open.feed(b"login\r", now, &Echo, &mut lo));
+        let out = text(&open.feed(b"login\r", now, &Echo, &lo));
         assert!(
             out.contains("no PIN configured") && out.ends_with("ha> "),
             "{out:?}"
@@ -769,9 +925,9 @@ mod tests {
     #[test]
     fn a_pin_guards_state_changes_and_locks_out_after_failures() {
         let now = Instant::now();
-        let mut s = Session::new(cfg(Some("4711")), now);
-        let mut lo = lockout();
-        let req = |s: &mut Session, lo: &mut Lockout, line: &str| -> Value {
+        let mut s = Session::new(cfg(Some("471147")), now);
+        let lo = lockout();
+        let req = |s: &mut Session, lo: &Logins, line: &str| -> Value {
             let out = text(&s.feed(format!("{line}\r").as_bytes(), now, &Echo, lo));
             let l = out
                 .split("\r\n")
@@ -780,33 +936,132 @@ mod tests {
                 .to_string();
             serde_json::from_str(&l).unwrap()
         };
-        assert_eq!(req(&mut s, &mut lo, r#"{"cmd":"status"}"#)["ok"], true);
-        let r = req(&mut s, &mut lo, r#"{"cmd":"evacuate"}"#);
+        assert_eq!(req(&mut s, &lo, r#"{"cmd":"status"}"#)["ok"], true);
+        let r = req(&mut s, &lo, r#"{"cmd":"evacuate"}"#);
         assert_eq!(r["error"]["code"], "auth_required");
         for _ in 0..4 {
-            let r = req(&mut s, &mut lo, r#"{"cmd":"login","args":{"pin":"1"}}"#);
+            let r = req(&mut s, &lo, r#"{"cmd":"login","args":{"pin":"1"}}"#);
             assert_eq!(r["error"]["code"], "auth_failed");
         }
-        let r = req(&mut s, &mut lo, r#"{"cmd":"login","args":{"pin":"1"}}"#);
+        let r = req(&mut s, &lo, r#"{"cmd":"login","args":{"pin":"1"}}"#);
         assert_eq!(r["error"]["code"], "locked_out");
-        let r = req(&mut s, &mut lo, r#"{"cmd":"login","args":{"pin":"4711"}}"#);
+        let r = req(&mut s, &lo, r#"{"cmd":"login","args":{"pin":"471147"}}"#);
         assert_eq!(r["error"]["code"], "locked_out");
         // A new session on the same line (cable replugged) is still locked.
-        let mut s2 = Session::new(cfg(Some("4711")), now);
-        let r = req(&mut s2, &mut lo, r#"{"cmd":"login","args":{"pin":"4711"}}"#);
+        let mut s2 = Session::new(cfg(Some("471147")), now);
+        let r = req(&mut s2, &lo, r#"{"cmd":"login","args":{"pin":"471147"}}"#);
         assert_eq!(r["error"]["code"], "locked_out");
         // After the lockout the right PIN works, and the command runs.
         let later = now + Duration::from_secs(301);
-        let out = text(&s2.feed(b"login 4711\r", later, &Echo, &mut lo));
+        let out = text(&s2.feed(b"login 471147\r", later, &Echo, &lo));
         assert!(out.contains("logged in"), "{out}");
         assert!(s2.logged_in());
         // The command is allowed past the PIN (and refused by the backend).
-        let out = text(&s2.feed(b"evacuate\r", later, &Echo, &mut lo));
+        let out = text(&s2.feed(b"evacuate\r", later, &Echo, &lo));
         assert!(out.contains("error: unavailable"), "{out}");
         // Idle: the login ends.
         let out = text(&s2.tick(later + Duration::from_secs(61)));
-        assert!(out.contains("logged out: idle"));
+        assert!(out.contains("logged out: no command for 60 s"), "{out:?}");
         assert!(!s2.logged_in());
+    }
+
+    #[test]
+    fn only_commands_keep_a_login_alive_and_no_login_outlives_its_lifetime() {
+        let t0 = Instant::now();
+        let lo = lockout();
+        let mut s = greeted(cfg(Some("471147")), t0);
+        s.feed(b"login 471147\r", t0, &Echo, &lo);
+        assert!(s.logged_in());
+        // Line noise and half-typed lines every few seconds: still idle.
+        for i in 1..=12 {
+            let t = t0 + Duration::from_secs(5 * i);
+            s.feed(b"x\x7f", t, &Echo, &lo);
+            let out = text(&s.tick(t));
+            if i < 12 {
+                assert!(s.logged_in(), "ended after {} s: {out:?}", 5 * i);
+            }
+        }
+        assert!(
+            !s.logged_in(),
+            "bytes that are not commands restarted the idle clock"
+        );
+
+        // A busy login still ends when its lifetime is over.
+        let mut s = greeted(cfg(Some("471147")), t0);
+        s.feed(b"login 471147\r", t0, &Echo, &lo);
+        let mut t = t0;
+        while t + Duration::from_secs(30) < t0 + Duration::from_secs(3600) {
+            t += Duration::from_secs(30);
+            s.feed(b"status\r", t, &Echo, &lo);
+            s.tick(t);
+        }
+        assert!(s.logged_in());
+        let out = text(&s.tick(t0 + Duration::from_secs(3600)));
+        assert!(out.contains("logged out: logins last 60 min"), "{out:?}");
+        assert!(!s.logged_in());
+    }
+
+    #[test]
+    fn up_arrow_brings_back_the_last_command_but_never_a_pin() {
+        let now = Instant::now();
+        let lo = lockout();
+        let mut s = greeted(cfg(Some("471147")), now);
+        s.feed(b"vms\r", now, &Echo, &lo);
+        let out = text(&s.feed(b"st\x1b[A", now, &Echo, &lo));
+        assert_eq!(out, "st\x08 \x08\x08 \x08vms");
+        let out = text(&s.feed(b"\r", now, &Echo, &lo));
+        assert!(out.contains("answer to vms"), "{out:?}");
+        s.feed(b"login 471147\r", now, &Echo, &lo);
+        let out = text(&s.feed(b"\x1b[A", now, &Echo, &lo));
+        assert_eq!(out, "", "after a login line there is nothing to recall");
+        s.feed(b"\x15login\r471147\r", now, &Echo, &lo);
+        let out = text(&s.feed(b"\x1bOA", now, &Echo, &lo));
+        assert!(!out.contains("4711"), "{out:?}");
+    }
+
+    /// `echo = false`: the terminal shows what is typed; the agent shows
+    /// what such a terminal gets wrong, so the screen matches the line.
+    #[test]
+    fn a_locally_echoing_terminal_keeps_a_true_screen() {
+        let now = Instant::now();
+        let lo = lockout();
+        let mut c = cfg(None);
+        c.echo = false;
+        let mut s = greeted(c, now);
+        // Typed characters are the terminal's to show.
+        assert_eq!(text(&s.feed(b"vms", now, &Echo, &lo)), "");
+        // DEL shows nothing on such a terminal: the agent erases; BS moved
+        // the cursor back already: the agent blanks the character.
+        assert_eq!(text(&s.feed(b"\x7f", now, &Echo, &lo)), "\x08 \x08");
+        assert_eq!(text(&s.feed(b"\x08", now, &Echo, &lo)), " \x08");
+        assert_eq!(text(&s.feed(b"\x15", now, &Echo, &lo)), "\x08 \x08");
+        // Ctrl-C and Enter leave the row, so the prompt and the answer
+        // never land on the command's row.
+        assert_eq!(text(&s.feed(b"ab\x03", now, &Echo, &lo)), "^C\r\nha> ");
+        let out = text(&s.feed(b"status\r", now, &Echo, &lo));
+        assert_eq!(out, "\r\nanswer to status\r\nha> ");
+        // Up arrow: the prompt and the command again, on the row below
+        // the one the terminal's own echo of the arrow moved up to.
+        let out = text(&s.feed(b"\x1b[A", now, &Echo, &lo));
+        assert_eq!(out, "\r\nha> status");
+    }
+
+    #[test]
+    fn the_agent_says_goodbye_to_people_and_machines() {
+        let now = Instant::now();
+        let lo = lockout();
+        let s = greeted(cfg(None), now);
+        let out = text(&s.goodbye());
+        assert_eq!(
+            out,
+            "\r\nrackside-agent on ha is stopping; this line is silent until it is back\r\n"
+        );
+        let mut m = Session::new(cfg(None), now);
+        m.feed(b"mode json\r", now, &Echo, &lo);
+        let out = text(&m.goodbye());
+        let v: Value = serde_json::from_str(out.trim_end()).unwrap();
+        assert_eq!(v["event"], "agent.stopping", "{out:?}");
+        assert_eq!(v["data"]["host"], "ha");
     }
 
     #[test]
@@ -824,7 +1079,7 @@ mod tests {
         };
         let mut s = Session::new(cfg(None), now);
         assert!(s.event(&ev).is_empty());
-        s.feed(b"subscribe\r", now, &Echo, &mut lockout());
+        s.feed(b"subscribe\r", now, &Echo, &lockout());
         let out = text(&s.event(&ev));
         assert!(
             out.contains("web1: stopped") && out.ends_with("ha> "),
@@ -832,12 +1087,12 @@ mod tests {
         );
         // Stamped with the local time of day (this session's zone is UTC+1).
         assert!(out.contains("[01:00:00] web1: stopped"), "{out:?}");
-        s.feed(b"{\"cmd\":\"subscribe\"}\r", now, &Echo, &mut lockout());
+        s.feed(b"{\"cmd\":\"subscribe\"}\r", now, &Echo, &lockout());
         let out = text(&s.event(&ev));
         let line = out.split("\r\n").find(|l| l.starts_with('{')).unwrap();
         let v: Value = serde_json::from_str(line).unwrap();
         assert_eq!(v["event"], "vm.state");
-        s.feed(b"unsubscribe\r", now, &Echo, &mut lockout());
+        s.feed(b"unsubscribe\r", now, &Echo, &lockout());
         assert!(s.event(&ev).is_empty());
     }
 
@@ -874,7 +1129,7 @@ mod tests {
     fn hostile_names_never_forge_a_verdict_or_drive_the_terminal() {
         let now = Instant::now();
         let mut s = Session::new(cfg(None), now);
-        s.feed(b"subscribe\r", now, &Echo, &mut lockout());
+        s.feed(b"subscribe\r", now, &Echo, &lockout());
         for name in HOSTILE {
             let n = || (*name).to_owned();
             for data in [
@@ -972,7 +1227,7 @@ mod tests {
                 format!("locate {name}\r").as_bytes(),
                 now,
                 &Echo,
-                &mut lockout(),
+                &lockout(),
             );
             let echo_end = out.windows(2).position(|w| w == b"\r\n").unwrap_or(0);
             assert_screen_safe(&out[echo_end..]);
@@ -1007,8 +1262,8 @@ mod tests {
         fn json_mode_never_emits_anything_but_json(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
             let now = Instant::now();
             let mut s = Session::new(cfg(None), now);
-            s.feed(b"mode json\r", now, &Echo, &mut lockout());
-            let out = s.feed(&bytes, now, &Echo, &mut lockout());
+            s.feed(b"mode json\r", now, &Echo, &lockout());
+            let out = s.feed(&bytes, now, &Echo, &lockout());
             let out = text(&out);
             let answers: Vec<&str> = out.split("\r\n").filter(|l| !l.is_empty()).collect();
             prop_assert!(answers.len() <= line_ends(&bytes) + 1);
@@ -1024,7 +1279,7 @@ mod tests {
         fn text_mode_survives_anything(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
             let now = Instant::now();
             let mut s = Session::new(cfg(None), now);
-            let out = text(&s.feed(&bytes, now, &Echo, &mut lockout()));
+            let out = text(&s.feed(&bytes, now, &Echo, &lockout()));
             for l in out.split("\r\n").filter(|l| l.starts_with('{')) {
                 prop_assert!(serde_json::from_str::<Value>(l).is_ok(), "{l:?}");
             }

@@ -163,3 +163,90 @@ pub fn write_all(fd: &OwnedFd, mut data: &[u8], limit: Duration) -> Result<usize
     }
     Ok(written)
 }
+
+/// The modem status lines a port reports (a null-modem cable wires the
+/// other end's DTR to them): present while a terminal holds the port open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Modem {
+    pub cd: bool,
+    pub dsr: bool,
+}
+
+/// The port's modem status; `None` where it has none (a pty, an adapter
+/// without the lines).
+pub fn modem_status(fd: &OwnedFd) -> Option<Modem> {
+    let mut bits: libc::c_int = 0;
+    // SAFETY: TIOCMGET writes one c_int through the pointer, which points
+    // at a live local; fd is open for the duration of the call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCMGET, &mut bits) };
+    (rc == 0).then_some(Modem {
+        cd: bits & libc::TIOCM_CD != 0,
+        dsr: bits & libc::TIOCM_DSR != 0,
+    })
+}
+
+/// Watches the carrier (CD or DSR) of a port that reports one. Only a
+/// carrier that was seen and then went away counts as a drop: a port whose
+/// lines are not wired never shows one, and must not end every session.
+#[derive(Debug, Default)]
+pub struct CarrierWatch {
+    seen: bool,
+}
+
+impl CarrierWatch {
+    /// True once, when a carrier seen before has gone.
+    pub fn dropped(&mut self, status: Option<Modem>) -> bool {
+        match status {
+            Some(Modem { cd, dsr }) if cd || dsr => {
+                self.seen = true;
+                false
+            }
+            Some(_) => std::mem::take(&mut self.seen),
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UP: Option<Modem> = Some(Modem {
+        cd: true,
+        dsr: false,
+    });
+    const DOWN: Option<Modem> = Some(Modem {
+        cd: false,
+        dsr: false,
+    });
+
+    #[test]
+    fn a_carrier_that_goes_away_ends_the_session_once() {
+        let mut w = CarrierWatch::default();
+        assert!(!w.dropped(DOWN), "never seen: lines not wired");
+        assert!(!w.dropped(UP));
+        assert!(
+            !w.dropped(Some(Modem {
+                cd: false,
+                dsr: true
+            })),
+            "DSR alone is a carrier"
+        );
+        assert!(w.dropped(DOWN));
+        assert!(!w.dropped(DOWN), "once");
+    }
+
+    #[test]
+    fn a_port_without_modem_status_never_drops() {
+        let mut w = CarrierWatch::default();
+        for _ in 0..3 {
+            assert!(!w.dropped(None));
+        }
+    }
+
+    #[test]
+    fn a_pty_reports_no_modem_status() {
+        let pty = nix::pty::openpty(None, None).unwrap();
+        assert_eq!(modem_status(&pty.slave), None);
+    }
+}

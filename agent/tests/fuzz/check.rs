@@ -111,7 +111,7 @@ fn invisible(c: char) -> bool {
 }
 
 /// The line reader's promises for one input: bounded lines without
-/// control characters, never more events than terminators, and the same
+/// control characters, never more line events than terminators, and the same
 /// events and echo however the input is cut.
 pub fn line_reader(bytes: &[u8], cuts: &[usize]) -> Result<Vec<LineEvent>, String> {
     let (whole, echo) = read(&[bytes])?;
@@ -119,10 +119,11 @@ pub fn line_reader(bytes: &[u8], cuts: &[usize]) -> Result<Vec<LineEvent>, Strin
         .iter()
         .filter(|&&b| matches!(b, b'\r' | b'\n' | 0x03))
         .count();
+    // Up arrow is an event of its own without a terminator.
+    let ended = whole.iter().filter(|e| **e != LineEvent::Recalled).count();
     ensure!(
-        whole.len() <= terminators,
-        "{} events from {terminators} terminators",
-        whole.len()
+        ended <= terminators,
+        "{ended} events from {terminators} terminators"
     );
     for event in &whole {
         if let LineEvent::Line(line) = event {

@@ -16,7 +16,7 @@ use serde_json::Value;
 use super::rng::Rng;
 
 /// The PIN configured on sessions that have one.
-pub const PIN: &str = "4711";
+pub const PIN: &str = "471147";
 
 const IAC: u8 = 255;
 
@@ -222,7 +222,7 @@ fn json_value(rng: &mut Rng, depth: usize) -> String {
         "\"on\"",
         "\"json\"",
         "\"text\"",
-        "\"4711\"",
+        "\"471147\"",
         "\"web1\"",
         "[]",
         "{}",
@@ -419,9 +419,9 @@ fn session_command(rng: &mut Rng, out: &mut Vec<u8>) {
         "mode Text\r\n",
         "{\"cmd\":\"mode\",\"args\":{\"mode\":\"json\"}}\r",
         "{\"id\":1,\"cmd\":\"mode\",\"args\":{\"mode\":\"text\"}}\r\n",
-        "login 4711\r",
+        "login 471147\r",
         "login 0000\r",
-        "{\"id\":\"l\",\"cmd\":\"login\",\"args\":{\"pin\":\"4711\"}}\r",
+        "{\"id\":\"l\",\"cmd\":\"login\",\"args\":{\"pin\":\"471147\"}}\r",
         "{\"cmd\":\"login\",\"args\":{\"pin\":\"bad\"}}\n",
         "logout\r",
         "{\"cmd\":\"logout\"}\r",
