@@ -63,6 +63,10 @@ pub enum Cmd {
 }
 
 #[cfg(test)]
+#[path = "cli_man_tests.rs"]
+mod man_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
