@@ -47,7 +47,7 @@ impl Backend for AgentBackend {
         let s = self.inventory.snapshot();
         let c = &self.controller;
         match cmd {
-            Command::Help => Ok(answer::help()),
+            Command::Help { command } => Ok(answer::help(*command)),
             Command::Status => Ok(self.status_now(&s, now)),
             Command::Vms => answer::vms(&s, now),
             Command::Hosts => {

@@ -280,6 +280,51 @@ mod tests {
         std::fs::remove_dir_all(&d).unwrap();
     }
 
+    /// `RACKSIDE_...` names in `text`.
+    fn env_names(text: &str) -> std::collections::BTreeSet<String> {
+        text.match_indices("RACKSIDE_")
+            .map(|(i, _)| {
+                text[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_uppercase() || *c == '_')
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// packaging/man/rackside-hook.8 names the options and variables the
+    /// code reads (`args::parse`, `Env::from_process`), and no others.
+    #[test]
+    fn the_man_page_names_what_the_code_reads_and_nothing_else() {
+        const PAGE: &str = include_str!("../../packaging/man/rackside-hook.8");
+        let code = include_str!("lib.rs");
+        let code = &code[..code.find("#[cfg(test)]").unwrap()];
+        let from_process: std::collections::BTreeSet<String> = code
+            .split("var_os(\"")
+            .chain(code.split("non_empty(\""))
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next())
+            .filter(|name| name.starts_with("RACKSIDE_"))
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(from_process.len(), 3, "{from_process:?}");
+        assert_eq!(env_names(PAGE), from_process);
+        assert_eq!(env_names(USAGE), from_process);
+        let args = include_str!("args.rs");
+        for opt in ["--help", "-h", "--version", "-V"] {
+            assert!(args.contains(&format!("\"{opt}\"")), "{opt}");
+            assert!(PAGE.contains(&opt.replace('-', "\\-")), "{opt}");
+        }
+        // Every long option the page names is one of those two.
+        for (i, _) in PAGE.match_indices("\\-\\-") {
+            let name: String = PAGE[i + 4..]
+                .chars()
+                .take_while(char::is_ascii_alphanumeric)
+                .collect();
+            assert!(name == "help" || name == "version", "--{name}");
+        }
+    }
+
     #[test]
     fn chain_joins_sources() {
         let e = input::InputError::Read(std::io::Error::other("boom"));

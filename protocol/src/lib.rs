@@ -10,6 +10,7 @@
 //! [`wire`] (JSON) or [`table`] and [`screen`] (text) -> bytes.
 
 pub mod error;
+pub mod help;
 pub mod line;
 pub mod request;
 pub mod screen;
@@ -17,9 +18,9 @@ pub mod table;
 pub mod wire;
 
 pub use error::ErrorCode;
+pub use help::{CommandInfo, COMMANDS, HELP};
 pub use line::{Echo, LineEvent, LineReader, MAX_LINE};
 pub use request::{
-    parse_line, validate_name, Command, CommandInfo, Dest, Identify, Mode, Request, RequestError,
-    COMMANDS, HELP,
+    parse_line, validate_name, Command, Dest, Identify, Mode, Request, RequestError,
 };
 pub use screen::Text;

@@ -9,6 +9,7 @@
 use serde_json::{Map, Value};
 
 use crate::error::ErrorCode;
+use crate::help::{self, usage, COMMANDS};
 
 /// Where a migration goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +67,10 @@ pub const MAX_PIN: usize = 128;
 /// Every command of the protocol, with its arguments checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    Help,
+    /// `help`, or `help COMMAND` (the name checked, in lower case).
+    Help {
+        command: Option<&'static str>,
+    },
     Status,
     Vms,
     Hosts,
@@ -115,7 +119,7 @@ impl Command {
     /// The protocol name ("status", "migrate", ...), as in JSON "cmd".
     pub fn name(&self) -> &'static str {
         match self {
-            Command::Help => "help",
+            Command::Help { .. } => "help",
             Command::Status => "status",
             Command::Vms => "vms",
             Command::Hosts => "hosts",
@@ -157,7 +161,7 @@ impl Command {
             | Command::Identify(_)
             | Command::Poweroff
             | Command::Journal { ack: true } => true,
-            Command::Help
+            Command::Help { .. }
             | Command::Status
             | Command::Vms
             | Command::Hosts
@@ -178,129 +182,6 @@ impl Command {
     pub fn usage(&self) -> &'static str {
         usage(self.name()).unwrap_or_default()
     }
-}
-
-/// Every command name, in help order.
-pub const COMMANDS: &[&str] = &[
-    "help",
-    "status",
-    "vms",
-    "hosts",
-    "plan",
-    "migrate",
-    "evacuate",
-    "jobs",
-    "abort",
-    "maintenance",
-    "login",
-    "logout",
-    "subscribe",
-    "unsubscribe",
-    "mode",
-    "locate",
-    "identify",
-    "poweroff",
-    "journal",
-];
-
-/// A command as `help` shows it to a person.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CommandInfo {
-    pub name: &'static str,
-    /// The text form, e.g. `"migrate VM [HOST|auto]"`.
-    pub usage: &'static str,
-    /// One line on what it is for.
-    pub summary: &'static str,
-}
-
-/// Every command, in the order of [`COMMANDS`].
-pub const HELP: &[CommandInfo] = &[
-    info("help", "help", "list the commands"),
-    info(
-        "status",
-        "status",
-        "this host: state, health, load, memory, VMs",
-    ),
-    info("vms", "vms", "the VMs defined on this host"),
-    info("hosts", "hosts", "this host and its peers"),
-    info(
-        "plan",
-        "plan [HOST|auto]",
-        "where an evacuation would move each VM (changes nothing)",
-    ),
-    info(
-        "migrate",
-        "migrate VM [HOST|auto]",
-        "live-migrate one VM (auto: the agent chooses the host)",
-    ),
-    info(
-        "evacuate",
-        "evacuate [HOST|auto] [poweroff]",
-        "move every VM off this host, then say if it is safe to power off",
-    ),
-    info(
-        "jobs",
-        "jobs",
-        "migrations: phase, progress, time left, errors",
-    ),
-    info(
-        "abort",
-        "abort [VM]",
-        "abort one VM's migration, or all of them",
-    ),
-    info(
-        "maintenance",
-        "maintenance on|off",
-        "put this host in or take it out of maintenance",
-    ),
-    info(
-        "login",
-        "login [PIN]",
-        "allow changing the host (alone: asks for the PIN, unseen)",
-    ),
-    info("logout", "logout", "back to read-only"),
-    info(
-        "subscribe",
-        "subscribe",
-        "send events (progress, verdicts) here",
-    ),
-    info("unsubscribe", "unsubscribe", "stop sending events here"),
-    info(
-        "mode",
-        "mode json|text",
-        "switch this line to JSON or to text",
-    ),
-    info("locate", "locate VM", "which host a VM is on"),
-    info(
-        "identify",
-        "identify [on|off|SECONDS]",
-        "the host's identify light: on, off, or on for SECONDS",
-    ),
-    info(
-        "poweroff",
-        "poweroff",
-        "power this host off (only when empty and allowed)",
-    ),
-    info(
-        "journal",
-        "journal [ack]",
-        "the journal's state; ack: acknowledge damage so evacuations may run again",
-    ),
-];
-
-const fn info(name: &'static str, usage: &'static str, summary: &'static str) -> CommandInfo {
-    CommandInfo {
-        name,
-        usage,
-        summary,
-    }
-}
-
-/// The text form's synopsis of a command name, if it is one.
-pub fn usage(name: &str) -> Option<&'static str> {
-    HELP.iter()
-        .find(|info| info.name == name)
-        .map(|info| info.usage)
 }
 
 /// A parsed request line.
@@ -468,7 +349,10 @@ fn parse_text(line: &str) -> Result<Request, RequestError> {
 fn text_command(word: &str, args: &[&str]) -> Result<Command, Fail> {
     let name = word.to_ascii_lowercase();
     let cmd = match (name.as_str(), args) {
-        ("help", []) => Command::Help,
+        ("help", []) => Command::Help { command: None },
+        ("help", [topic]) => Command::Help {
+            command: Some(help_topic(topic)?),
+        },
         ("status", []) => Command::Status,
         ("vms", []) => Command::Vms,
         ("hosts", []) => Command::Hosts,
@@ -532,6 +416,19 @@ fn text_command(word: &str, args: &[&str]) -> Result<Command, Fail> {
         _ => return Err(Fail::unknown(word)),
     };
     Ok(cmd)
+}
+
+/// The command `help COMMAND` asks about, any case; `not_found` (as for a
+/// VM or peer that does not exist) when it names none.
+fn help_topic(word: &str) -> Result<&'static str, Fail> {
+    let name = word.to_ascii_lowercase();
+    match help::info(&name) {
+        Some(info) => Ok(info.name),
+        None => Err(Fail {
+            code: ErrorCode::NotFound,
+            message: format!("no command {}; type help for the list", quoted(word)),
+        }),
+    }
 }
 
 /// `identify SECONDS`, the digits already checked.
@@ -598,7 +495,9 @@ fn json_command(mut request: Map<String, Value>) -> Result<Command, Fail> {
         )));
     }
     let cmd = match name.as_str() {
-        "help" => Command::Help,
+        "help" => Command::Help {
+            command: args.str("command")?.map(help_topic).transpose()?,
+        },
         "status" => Command::Status,
         "vms" => Command::Vms,
         "hosts" => Command::Hosts,
@@ -645,7 +544,8 @@ fn json_command(mut request: Map<String, Value>) -> Result<Command, Fail> {
 /// The `args` keys each JSON command takes; `None` for an unknown command.
 fn json_arg_keys(name: &str) -> Option<&'static [&'static str]> {
     let keys: &'static [&'static str] = match name {
-        "help" | "status" | "vms" | "hosts" | "jobs" | "logout" | "subscribe" | "unsubscribe"
+        "help" => &["command"],
+        "status" | "vms" | "hosts" | "jobs" | "logout" | "subscribe" | "unsubscribe"
         | "poweroff" => &[],
         "plan" => &["dest"],
         "migrate" => &["vm", "dest"],
@@ -792,7 +692,13 @@ mod tests {
 
     #[test]
     fn simple_commands() {
-        assert_eq!(text("help"), Command::Help);
+        assert_eq!(text("help"), Command::Help { command: None });
+        assert_eq!(
+            text("HELP Migrate"),
+            Command::Help {
+                command: Some("migrate")
+            }
+        );
         assert_eq!(text("status"), Command::Status);
         assert_eq!(text("vms"), Command::Vms);
         assert_eq!(text("hosts"), Command::Hosts);
@@ -923,7 +829,7 @@ mod tests {
     fn missing_and_extra_arguments_show_the_usage() {
         let cases = [
             ("status now", "usage: status"),
-            ("help me", "usage: help"),
+            ("help me now", "usage: help [COMMAND]"),
             ("migrate", "usage: migrate VM [HOST|auto]"),
             ("migrate a b c", "usage: migrate VM [HOST|auto]"),
             ("plan a b", "usage: plan [HOST|auto]"),
@@ -938,6 +844,26 @@ mod tests {
         ];
         for (line, want) in cases {
             assert_eq!(bad(line), want, "{line}");
+        }
+    }
+
+    #[test]
+    fn help_names_one_command_or_none() {
+        let err = text_err("help nosuch");
+        assert_eq!(err.code, ErrorCode::NotFound);
+        assert_eq!(err.message, "no command 'nosuch'; type help for the list");
+        let err = json_err(r#"{"id":4,"cmd":"help","args":{"command":"frob"}}"#);
+        assert_eq!((err.code, err.id), (ErrorCode::NotFound, Some(json!(4))));
+        let err = json_err(r#"{"cmd":"help","args":{"command":7}}"#);
+        assert_eq!(err.message, "argument 'command' must be a string");
+        for name in COMMANDS {
+            let cmd = text(&format!("help {}", name.to_uppercase()));
+            assert_eq!(
+                cmd,
+                Command::Help {
+                    command: Some(name)
+                }
+            );
         }
     }
 
@@ -1174,7 +1100,13 @@ mod tests {
     #[test]
     fn json_every_command() {
         let cases = [
-            (json!({"cmd":"help"}), Command::Help),
+            (json!({"cmd":"help"}), Command::Help { command: None }),
+            (
+                json!({"cmd":"help","args":{"command":"vms"}}),
+                Command::Help {
+                    command: Some("vms"),
+                },
+            ),
             (json!({"cmd":"status"}), Command::Status),
             (json!({"cmd":"vms"}), Command::Vms),
             (json!({"cmd":"hosts"}), Command::Hosts),
@@ -1302,7 +1234,7 @@ mod tests {
     #[test]
     fn names_match_commands_list_and_help() {
         let every = [
-            Command::Help,
+            Command::Help { command: None },
             Command::Status,
             Command::Vms,
             Command::Hosts,
@@ -1330,9 +1262,9 @@ mod tests {
         ];
         let names: Vec<&str> = every.iter().map(Command::name).collect();
         assert_eq!(names, COMMANDS);
-        let help: Vec<&str> = HELP.iter().map(|info| info.name).collect();
+        let help: Vec<&str> = help::HELP.iter().map(|info| info.name).collect();
         assert_eq!(help, COMMANDS);
-        for (cmd, info) in every.iter().zip(HELP) {
+        for (cmd, info) in every.iter().zip(help::HELP) {
             assert!(info.usage.starts_with(info.name));
             assert_eq!(cmd.usage(), info.usage);
             assert!(json_arg_keys(info.name).is_some());

@@ -476,7 +476,8 @@ fn dest() -> impl Strategy<Value = Dest> {
 
 fn command() -> impl Strategy<Value = Command> {
     prop_oneof![
-        Just(Command::Help),
+        prop::option::of(prop::sample::select(rackside_protocol::COMMANDS))
+            .prop_map(|command| Command::Help { command }),
         Just(Command::Status),
         Just(Command::Vms),
         Just(Command::Hosts),
@@ -537,6 +538,7 @@ fn text_words(cmd: &Command, explicit_auto: bool) -> Vec<(String, bool)> {
         Command::Identify(Identify::Off) => words.push(keyword("off")),
         Command::Identify(Identify::Seconds(s)) => words.push(name(&s.to_string())),
         Command::Journal { ack: true } => words.push(keyword("ack")),
+        Command::Help { command: Some(c) } => words.push(keyword(c)),
         _ => {}
     }
     words
@@ -560,6 +562,7 @@ fn json_form(cmd: &Command) -> Value {
         Command::Identify(Identify::Off) => json!({"seconds": 0}),
         Command::Identify(Identify::Seconds(s)) => json!({"seconds": s}),
         Command::Journal { ack } => json!({"ack": ack}),
+        Command::Help { command } => json!({"command": command}),
         _ => json!({}),
     };
     json!({"cmd": cmd.name(), "args": args})

@@ -56,36 +56,20 @@ pub struct HostInfo {
     pub version: &'static str,
 }
 
-pub fn help() -> Answer {
-    const LINES: &[(&str, &str)] = &[
-        ("help", "this list"),
-        ("status", "this host: state, health, CPU, memory, VMs"),
-        ("vms", "the VMs on this host"),
-        ("hosts", "this host and its peers"),
-        ("plan [HOST|auto]", "dry run of an evacuation"),
-        ("migrate VM [HOST|auto]", "live-migrate one VM"),
-        ("evacuate [HOST|auto] [poweroff]", "move every VM away"),
-        ("jobs", "migrations of the current and last evacuation"),
-        ("abort [VM]", "stop migrations"),
-        ("maintenance on|off", "keep this host out of plans"),
-        (
-            "login PIN / logout",
-            "unlock / lock commands that change things",
-        ),
-        ("subscribe / unsubscribe", "events on this line"),
-        ("mode json|text", "switch this line's format"),
-        ("locate VM", "where a VM is"),
-        ("identify [on|off|SECONDS]", "blink this host's locator"),
-        ("poweroff", "switch this host off, only when empty"),
-        ("journal [ack]", "the journal's state / acknowledge damage"),
-    ];
-    let rows: Vec<Vec<String>> = LINES
-        .iter()
-        .map(|(c, d)| vec![c.to_string(), d.to_string()])
-        .collect();
-    Answer {
-        data: json!({ "commands": rackside_protocol::COMMANDS }),
-        text: table::render(&["COMMAND", "WHAT"], &rows),
+/// `help`: every command, one line each; `help COMMAND`: that command's
+/// page. Both from the one table in [`rackside_protocol::help`]; the
+/// parser has already refused a name that is no command.
+pub fn help(command: Option<&str>) -> Answer {
+    use rackside_protocol::help;
+    match command.and_then(help::info) {
+        Some(info) => Answer {
+            data: help::page_data(info),
+            text: help::page_text(info),
+        },
+        None => Answer {
+            data: help::list_data(),
+            text: help::list_text(),
+        },
     }
 }
 

@@ -50,6 +50,7 @@ pub fn to_json(cmd: &Command, id: &str) -> Value {
         Command::Identify(Identify::Off) => json!({"on": false}),
         Command::Identify(Identify::Seconds(s)) => json!({"seconds": s}),
         Command::Journal { ack } => json!({"ack": ack}),
+        Command::Help { command } => json!({"command": command}),
         _ => json!({}),
     };
     json!({"id": id, "cmd": cmd.name(), "args": args})
@@ -204,6 +205,8 @@ mod tests {
             "maintenance on",
             "mode json",
             "login 1234",
+            "help",
+            "help migrate",
         ] {
             let r = parse_line(c).unwrap().unwrap();
             let back = parse_line(&to_json(&r.cmd, "i").to_string())

@@ -718,7 +718,7 @@ mod tests {
                 Command::Status
                 | Command::Vms
                 | Command::Hosts
-                | Command::Help
+                | Command::Help { .. }
                 | Command::Locate { .. } => Ok(Answer {
                     data: json!({"cmd": cmd.name()}),
                     text: Text::line(format!("answer to {}", cmd.name())),
@@ -825,6 +825,54 @@ mod tests {
         let out = text(&s.feed(b"nosuch\r", now, &Echo, &lockout()));
         assert!(out.contains("error: unknown_command: "), "{out}");
         assert!(out.ends_with("ha> "));
+    }
+
+    /// The agent's own help answers, everything else refused.
+    struct Helpful;
+    impl Backend for Helpful {
+        fn answer(&self, cmd: &Command, _line: &str) -> Result<Answer, Refusal> {
+            match cmd {
+                Command::Help { command } => Ok(crate::console::answer::help(*command)),
+                _ => Err((ErrorCode::Unavailable, "not yet".into())),
+            }
+        }
+    }
+
+    #[test]
+    fn help_lists_every_command_and_help_command_explains_one() {
+        let now = Instant::now();
+        let mut s = greeted(cfg(Some("471147")), now);
+        let out = text(&s.feed(b"help\r", now, &Helpful, &lockout()));
+        let lines: Vec<&str> = out.split("\r\n").collect();
+        assert_eq!(lines[1], "COMMAND                          WHAT");
+        assert_eq!(lines.len(), 1 + 1 + rackside_protocol::COMMANDS.len() + 1);
+        assert!(lines.iter().all(|l| l.chars().count() <= 80), "{out}");
+        let out = text(&s.feed(b"help MIGRATE\r", now, &Helpful, &lockout()));
+        assert!(
+            out.starts_with("help MIGRATE\r\nmigrate VM [HOST|auto]: live-migrate one VM\r\n"),
+            "{out}"
+        );
+        assert!(out.contains("\r\nlogin: needed when a PIN is set"), "{out}");
+        assert!(out.ends_with("ha> "));
+        // Nothing but the error: no list, no other page.
+        let out = text(&s.feed(b"help nosuch\r", now, &Helpful, &lockout()));
+        assert_eq!(
+            out,
+            "help nosuch\r\nerror: not_found: no command 'nosuch'; type help for the list\r\nha> "
+        );
+        let out = text(&s.feed(
+            b"{\"id\":1,\"cmd\":\"help\",\"args\":{\"command\":\"journal\"}}\r",
+            now,
+            &Helpful,
+            &lockout(),
+        ));
+        let v: Value = serde_json::from_str(out.split("\r\n").nth(1).unwrap()).unwrap();
+        assert_eq!(v["data"]["command"], "journal");
+        assert_eq!(v["data"]["usage"], "journal [ack]");
+        assert_eq!(v["data"]["login"], true);
+        let out = text(&s.feed(b"{\"id\":2,\"cmd\":\"help\"}\r", now, &Helpful, &lockout()));
+        let v: Value = serde_json::from_str(out.split("\r\n").nth(1).unwrap()).unwrap();
+        assert_eq!(v["data"], json!({"commands": rackside_protocol::COMMANDS}));
     }
 
     #[test]
