@@ -68,7 +68,11 @@ pub const MAX_PIN: usize = 128;
 pub enum Command {
     Help,
     Status,
-    Vms,
+    /// `vms`; `vms long` adds each VM's UUID (text only: JSON always
+    /// carries it).
+    Vms {
+        long: bool,
+    },
     Hosts,
     Plan {
         dest: Dest,
@@ -117,7 +121,7 @@ impl Command {
         match self {
             Command::Help => "help",
             Command::Status => "status",
-            Command::Vms => "vms",
+            Command::Vms { .. } => "vms",
             Command::Hosts => "hosts",
             Command::Plan { .. } => "plan",
             Command::Migrate { .. } => "migrate",
@@ -159,7 +163,7 @@ impl Command {
             | Command::Journal { ack: true } => true,
             Command::Help
             | Command::Status
-            | Command::Vms
+            | Command::Vms { .. }
             | Command::Hosts
             | Command::Plan { .. }
             | Command::Jobs
@@ -221,7 +225,11 @@ pub const HELP: &[CommandInfo] = &[
         "status",
         "this host: state, health, load, memory, VMs",
     ),
-    info("vms", "vms", "the VMs defined on this host"),
+    info(
+        "vms",
+        "vms [long]",
+        "the VMs defined on this host (long: with their UUIDs)",
+    ),
     info("hosts", "hosts", "this host and its peers"),
     info(
         "plan",
@@ -470,7 +478,8 @@ fn text_command(word: &str, args: &[&str]) -> Result<Command, Fail> {
     let cmd = match (name.as_str(), args) {
         ("help", []) => Command::Help,
         ("status", []) => Command::Status,
-        ("vms", []) => Command::Vms,
+        ("vms", []) => Command::Vms { long: false },
+        ("vms", [word]) if keyword(word, "long") => Command::Vms { long: true },
         ("hosts", []) => Command::Hosts,
         ("plan", []) => Command::Plan { dest: Dest::Auto },
         ("plan", [host]) => Command::Plan {
@@ -600,7 +609,9 @@ fn json_command(mut request: Map<String, Value>) -> Result<Command, Fail> {
     let cmd = match name.as_str() {
         "help" => Command::Help,
         "status" => Command::Status,
-        "vms" => Command::Vms,
+        "vms" => Command::Vms {
+            long: args.bool("long")?.unwrap_or(false),
+        },
         "hosts" => Command::Hosts,
         "plan" => Command::Plan { dest: args.dest()? },
         "migrate" => Command::Migrate {
@@ -645,8 +656,9 @@ fn json_command(mut request: Map<String, Value>) -> Result<Command, Fail> {
 /// The `args` keys each JSON command takes; `None` for an unknown command.
 fn json_arg_keys(name: &str) -> Option<&'static [&'static str]> {
     let keys: &'static [&'static str] = match name {
-        "help" | "status" | "vms" | "hosts" | "jobs" | "logout" | "subscribe" | "unsubscribe"
+        "help" | "status" | "hosts" | "jobs" | "logout" | "subscribe" | "unsubscribe"
         | "poweroff" => &[],
+        "vms" => &["long"],
         "plan" => &["dest"],
         "migrate" => &["vm", "dest"],
         "evacuate" => &["dest", "poweroff"],
@@ -794,7 +806,9 @@ mod tests {
     fn simple_commands() {
         assert_eq!(text("help"), Command::Help);
         assert_eq!(text("status"), Command::Status);
-        assert_eq!(text("vms"), Command::Vms);
+        assert_eq!(text("vms"), Command::Vms { long: false });
+        assert_eq!(text("vms long"), Command::Vms { long: true });
+        assert_eq!(text("VMS Long"), Command::Vms { long: true });
         assert_eq!(text("hosts"), Command::Hosts);
         assert_eq!(text("jobs"), Command::Jobs);
         assert_eq!(text("logout"), Command::Logout);
@@ -1176,7 +1190,11 @@ mod tests {
         let cases = [
             (json!({"cmd":"help"}), Command::Help),
             (json!({"cmd":"status"}), Command::Status),
-            (json!({"cmd":"vms"}), Command::Vms),
+            (json!({"cmd":"vms"}), Command::Vms { long: false }),
+            (
+                json!({"cmd":"vms","args":{"long":true}}),
+                Command::Vms { long: true },
+            ),
             (json!({"cmd":"hosts"}), Command::Hosts),
             (json!({"cmd":"plan"}), Command::Plan { dest: Dest::Auto }),
             (
@@ -1304,7 +1322,7 @@ mod tests {
         let every = [
             Command::Help,
             Command::Status,
-            Command::Vms,
+            Command::Vms { long: false },
             Command::Hosts,
             Command::Plan { dest: Dest::Auto },
             Command::Migrate {

@@ -478,7 +478,7 @@ fn command() -> impl Strategy<Value = Command> {
     prop_oneof![
         Just(Command::Help),
         Just(Command::Status),
-        Just(Command::Vms),
+        any::<bool>().prop_map(|long| Command::Vms { long }),
         Just(Command::Hosts),
         dest().prop_map(|dest| Command::Plan { dest }),
         (name(), dest()).prop_map(|(vm, dest)| Command::Migrate { vm, dest }),
@@ -537,6 +537,7 @@ fn text_words(cmd: &Command, explicit_auto: bool) -> Vec<(String, bool)> {
         Command::Identify(Identify::Off) => words.push(keyword("off")),
         Command::Identify(Identify::Seconds(s)) => words.push(name(&s.to_string())),
         Command::Journal { ack: true } => words.push(keyword("ack")),
+        Command::Vms { long: true } => words.push(keyword("long")),
         _ => {}
     }
     words
@@ -560,6 +561,7 @@ fn json_form(cmd: &Command) -> Value {
         Command::Identify(Identify::Off) => json!({"seconds": 0}),
         Command::Identify(Identify::Seconds(s)) => json!({"seconds": s}),
         Command::Journal { ack } => json!({"ack": ack}),
+        Command::Vms { long } => json!({"long": long}),
         _ => json!({}),
     };
     json!({"cmd": cmd.name(), "args": args})
