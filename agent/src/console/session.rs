@@ -116,7 +116,7 @@ impl Session {
             self.cfg.host,
         ));
         for w in warnings {
-            t.push(w.as_str());
+            t.push_wrapped(w, 2);
         }
         out.extend(t.to_bytes());
         out.extend_from_slice(self.prompt().as_bytes());
@@ -381,7 +381,9 @@ impl Session {
             out.extend_from_slice(wire::json_error(id, code, msg).as_bytes());
             out.extend_from_slice(NL.as_bytes());
         } else {
-            out.extend(Text::line(wire::text_error(code, msg)).to_bytes());
+            let mut t = Text::new();
+            t.push_wrapped(&wire::text_error(code, msg), 2);
+            out.extend(t.to_bytes());
         }
     }
 
