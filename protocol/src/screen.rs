@@ -190,7 +190,8 @@ impl Text {
     /// escaping): broken at spaces, every line after the first `indent`
     /// spaces in; a word too long for a line is cut.
     pub fn push_wrapped(&mut self, s: &str, indent: usize) -> &mut Self {
-        for l in wrap(&escape(s), indent, WIDTH) {
+        // A line shown one space in (see `not_json`) is measured so.
+        for l in wrap(&not_json(escape(s)), indent, WIDTH) {
             self.push(l);
         }
         self
@@ -362,6 +363,11 @@ mod tests {
         let mut t = Text::new();
         t.push_wrapped("", 2);
         assert_eq!(t.lines(), [""]);
+        // A line shown one space in (it starts with '{') still fits.
+        let mut t = Text::new();
+        t.push_wrapped(&format!("{{{}", "x ".repeat(40)), 2);
+        assert!(t.lines().iter().all(|l| l.chars().count() <= WIDTH));
+        assert!(t.lines()[0].starts_with(" {x"));
         // Wrapping a whole text leaves its verdict lines and bell alone.
         let mut t = Text::line("a ".repeat(50));
         t.verdict(format!("*** {} ***", "v".repeat(90))).bell();
