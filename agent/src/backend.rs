@@ -26,14 +26,15 @@ impl AgentBackend {
         let running = s.live_vms_running(now);
         let hs = self.controller.host_state(running);
         let warning = self.controller.warning();
-        answer::status(
-            s,
-            &self.host,
-            now,
-            hs,
-            self.controller.maintenance_on(),
-            warning.as_deref(),
-        )
+        let last = self.controller.last_result();
+        let control = answer::Control {
+            state: hs,
+            maintenance: self.controller.maintenance_on(),
+            journal_note: warning.as_deref(),
+            last_result: last.as_ref(),
+            utc_offset_s: crate::console::clock::local_utc_offset_s(),
+        };
+        answer::status(s, &self.host, now, &control)
     }
 }
 
@@ -49,7 +50,7 @@ impl Backend for AgentBackend {
         match cmd {
             Command::Help { command } => Ok(answer::help(*command)),
             Command::Status => Ok(self.status_now(&s, now)),
-            Command::Vms => answer::vms(&s, now),
+            Command::Vms { long } => answer::vms(&s, now, *long),
             Command::Hosts => {
                 let me = self.status_now(&s, now);
                 Ok(answer::hosts(

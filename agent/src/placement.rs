@@ -97,15 +97,32 @@ pub struct Move {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Unplaceable {
     pub vm: String,
+    /// Why, in one line, with the figures: complete on its own.
+    pub reason: String,
+    /// It cannot move at all ([`VmDemand::unmovable`]): no peer could take
+    /// it, whatever room they had. Absent (false) in older journals.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unmovable: bool,
+}
+
+/// Why one peer took none of the VMs left unplaced (not those that cannot
+/// move at all), in the few words a person reads once for all of them:
+/// `full (needs 2048 MiB, has 0 MiB free after the 1 GiB reserve)`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PeerReason {
+    pub host: String,
     pub reason: String,
 }
 
 /// Moves and unplaceable VMs, each in largest-first order. Every VM passed
-/// to [`plan`] is in exactly one of the two lists.
+/// to [`plan`] is in exactly one of the two lists. When a VM that could
+/// move was left unplaced, `peer_reasons` says why each peer took none of
+/// those, in peer name order (empty when no peer is known).
 #[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
 pub struct Plan {
     pub moves: Vec<Move>,
     pub unplaceable: Vec<Unplaceable>,
+    pub peer_reasons: Vec<PeerReason>,
 }
 
 /// How many vCPUs a host with `cpus` CPUs may carry: floor(overcommit x
@@ -209,22 +226,39 @@ pub fn plan(
                     .map(|vm| Unplaceable {
                         vm: vm.name.clone(),
                         reason: vm.unmovable.clone().unwrap_or_else(|| reason.clone()),
+                        unmovable: vm.unmovable.is_some(),
                     })
                     .collect(),
+                peer_reasons: if order.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![PeerReason {
+                        host: name.clone(),
+                        reason: "no such peer".into(),
+                    }]
+                },
             };
         }
     }
 
-    // Destinations in name order, and why each other host is not one.
+    // Destinations in name order, and why each other host is not one (in
+    // a sentence, and in a word or two for `peer_reasons`).
     let mut dests = Vec::new();
     let mut screened_out = Vec::new();
+    let mut screened_short = Vec::new();
     for (name, listed) in &by_name {
         if matches!(target, Target::Host(t) if t != name) {
             continue;
         }
         match listed.as_slice() {
             [only] => match screen(only, policy) {
-                Some(why) => screened_out.push(why),
+                Some((why, short)) => {
+                    screened_out.push(why);
+                    screened_short.push(PeerReason {
+                        host: (*name).to_owned(),
+                        reason: short,
+                    });
+                }
                 None => dests.push(Dest {
                     host: only,
                     planned_mem: 0,
@@ -232,7 +266,13 @@ pub fn plan(
                     planned_disk: BTreeMap::new(),
                 }),
             },
-            _ => screened_out.push(format!("{name} is listed more than once")),
+            _ => {
+                screened_out.push(format!("{name} is listed more than once"));
+                screened_short.push(PeerReason {
+                    host: (*name).to_owned(),
+                    reason: "listed more than once".into(),
+                });
+            }
         }
     }
 
@@ -263,6 +303,27 @@ pub fn plan(
     }
 
     let mut out = Plan::default();
+    // The destinations as this plan leaves them, and what it strands.
+    let mut after = dests.clone();
+    let mut stranded = Vec::new();
+    for (vm, r) in order.iter().zip(&outcome) {
+        match r {
+            Ok(i) => after[*i].take(vm),
+            Err(_) => stranded.push(*vm),
+        }
+    }
+    if !stranded.is_empty() {
+        let mut reasons: Vec<PeerReason> = after
+            .iter()
+            .map(|d| PeerReason {
+                host: d.host.name.clone(),
+                reason: peer_reason(d, &stranded, &ctx),
+            })
+            .chain(screened_short)
+            .collect();
+        reasons.sort_by(|a, b| a.host.cmp(&b.host));
+        out.peer_reasons = reasons;
+    }
     let mut placed: BTreeMap<&str, Result<usize, String>> = order
         .iter()
         .map(|vm| vm.name.as_str())
@@ -284,6 +345,7 @@ pub fn plan(
             Err(reason) => out.unplaceable.push(Unplaceable {
                 vm: vm.name.clone(),
                 reason,
+                unmovable: vm.unmovable.is_some(),
             }),
         }
     }
@@ -298,32 +360,106 @@ fn largest_first(a: &VmDemand, b: &VmDemand) -> Ordering {
         .then(a.name.cmp(&b.name))
 }
 
-/// Why `host` is not a destination at all, if it is not.
-fn screen(host: &Candidate, policy: &Policy) -> Option<String> {
+/// Why `host` is not a destination at all, if it is not: in a sentence
+/// ("hb is unreachable") and in a word or two ("unreachable").
+fn screen(host: &Candidate, policy: &Policy) -> Option<(String, String)> {
     let name = &host.name;
+    let both = |short: String| Some((format!("{name} is {short}"), short));
     if !host.reachable {
-        return Some(format!("{name} is unreachable"));
+        return both("unreachable".into());
     }
     if host.unavailable {
-        return Some(format!("{name} is in maintenance or evacuating"));
+        return both("in maintenance or evacuating".into());
     }
     // The threshold comes before capacity: a busy host is a poor destination
     // however much room it has.
     let pct = host.cpu_pct.unwrap_or(0.0);
     if pct.is_nan() {
-        return Some(format!("{name} reports an unreadable CPU load"));
+        return Some((
+            format!("{name} reports an unreadable CPU load"),
+            "unreadable CPU load".into(),
+        ));
     }
     // A threshold of 1 (100 %) turns the filter off: the only way to say
     // "CPU use does not matter here" (hosts sharing CPUs, as in a lab).
     let under = policy.load_threshold >= 1.0 || pct / 100.0 < policy.load_threshold;
     if !under {
-        return Some(format!(
-            "{name} is at {}% CPU (threshold {}%)",
+        return both(format!(
+            "at {}% CPU (threshold {}%)",
             percent(pct),
             percent(policy.load_threshold * 100.0)
         ));
     }
-    no_capacity(host)
+    no_capacity(host).map(|why| {
+        let short = why
+            .strip_prefix(name.as_str())
+            .unwrap_or(&why)
+            .trim_start()
+            .to_owned();
+        (why, short)
+    })
+}
+
+/// "1 GiB" for whole GiB, else "1536 MiB".
+fn mib_words(mib: u64) -> String {
+    if mib >= 1024 && mib.is_multiple_of(1024) {
+        format!("{} GiB", mib / 1024)
+    } else {
+        format!("{mib} MiB")
+    }
+}
+
+/// Why the destination `d`, as the plan leaves it, takes none of
+/// `stranded` (VMs that could move), in a few words: the limit none of
+/// them fits, with the smallest need and what the host has.
+fn peer_reason(d: &Dest<'_>, stranded: &[&VmDemand], ctx: &Ctx<'_>) -> String {
+    let room = d.room(ctx.policy);
+    let tried: Vec<&VmDemand> = stranded
+        .iter()
+        .copied()
+        .filter(|vm| !ctx.excluded(vm, d.host))
+        .collect();
+    if tried.is_empty() {
+        return "tried already".into();
+    }
+    let least_mem = tried.iter().map(|v| v.mem_mib).min().unwrap_or(0);
+    let least_vcpus = tried.iter().map(|v| v.vcpus).min().unwrap_or(0);
+    let some = |s: &str| {
+        if tried.len() > 1 {
+            format!("{s} ")
+        } else {
+            String::new()
+        }
+    };
+    let reserve = if room.reserve == 0 {
+        String::new()
+    } else {
+        format!(" after the {} reserve", mib_words(room.reserve))
+    };
+    let mem_has = format!("{} MiB free{reserve}", room.mem_free());
+    let vcpu_has = format!("{} of {} vCPUs", room.vcpus_left(), room.vcpu_limit);
+    let no_mem = tried.iter().all(|v| !room.mem_fits(v));
+    let no_vcpus = tried.iter().all(|v| !room.vcpus_fit(v));
+    let least = some("at least");
+    match (no_mem, no_vcpus) {
+        (true, true) => format!(
+            "full (needs {least}{least_mem} MiB and {least_vcpus} vCPUs, has {mem_has} and {vcpu_has})"
+        ),
+        (true, false) => format!("full (needs {least}{least_mem} MiB, has {mem_has})"),
+        (false, true) => format!("no vCPUs (needs {least}{least_vcpus}, has {vcpu_has} left)"),
+        (false, false) => match tried
+            .iter()
+            .filter(|v| room.fits(v))
+            .find_map(|v| d.disk_shortfall(v))
+        {
+            Some(disk) => {
+                let prefix = format!("{} has ", d.host.name);
+                let disk = disk.strip_prefix(prefix.as_str()).unwrap_or(&disk);
+                format!("disks: {disk}")
+            }
+            None => format!("too full for these VMs (has {mem_has} and {vcpu_has} left)"),
+        },
+    }
 }
 
 /// A host reporting no CPUs or no memory fits nothing.
@@ -880,7 +1016,8 @@ mod tests {
             p.unplaceable,
             vec![Unplaceable {
                 vm: "gpu".into(),
-                reason: "cannot move: a host device is passed through to it (<hostdev>)".into()
+                reason: "cannot move: a host device is passed through to it (<hostdev>)".into(),
+                unmovable: true,
             }]
         );
         // Named destinations too, even an unknown one.
@@ -1390,6 +1527,69 @@ mod tests {
     }
 
     #[test]
+    fn each_peer_says_once_why_it_took_none_of_the_vms_left() {
+        let mut pol = policy(Strategy::Balance);
+        pol.mem_reserve_mib = 1024;
+        let mut full = host("hb", 8, 4096);
+        full.mem_committed_mib = 3072;
+        let mut down = host("hc", 8, 65536);
+        down.reachable = false;
+        let few_cpus = host("hd", 2, 65536);
+        let mut gpu = vm("gpu", 1, 512);
+        gpu.unmovable = Some("cannot move: a host device is passed through to it".into());
+        let vms = [
+            vm("a", 4, 2048),
+            vm("b", 4, 4096),
+            vm("c", 1, 1024),
+            vm("d", 1, 1024),
+            gpu,
+        ];
+        let p = auto(&vms, &[full, down, few_cpus], &pol);
+        assert_eq!(dests(&p), [("c", "hd"), ("d", "hd")]);
+        let reasons: Vec<(&str, &str)> = p
+            .peer_reasons
+            .iter()
+            .map(|r| (r.host.as_str(), r.reason.as_str()))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                (
+                    "hb",
+                    "full (needs at least 2048 MiB, has 0 MiB free after the 1 GiB reserve)"
+                ),
+                ("hc", "unreachable"),
+                ("hd", "no vCPUs (needs at least 4, has 0 of 2 vCPUs left)"),
+            ]
+        );
+        // The per-VM reasons are as complete as ever; the unmovable VM is
+        // marked, and no peer reason is about it.
+        assert!(reason(&p, "a").contains("not considered: hc is unreachable"));
+        let gpu = p.unplaceable.iter().find(|u| u.vm == "gpu").unwrap();
+        assert!(gpu.unmovable);
+        assert!(!p.unplaceable.iter().any(|u| u.vm != "gpu" && u.unmovable));
+        // Nothing stranded, no peer reasons; only unmovable VMs, none either.
+        let p = auto(&vms[2..], &[host("hb", 8, 65536)], &pol);
+        assert!(p.peer_reasons.is_empty(), "{p:?}");
+        // A named peer that does not exist is one reason.
+        let p = plan(&vms, &[], &pol, &Target::Host("hx".into()), &none());
+        assert_eq!(
+            p.peer_reasons,
+            [PeerReason {
+                host: "hx".into(),
+                reason: "no such peer".into()
+            }]
+        );
+        // One VM: its own need, not "at least"; both limits when both.
+        let p = auto(&vms[1..2], &[host("hb", 2, 4096)], &pol);
+        assert_eq!(
+            p.peer_reasons[0].reason,
+            "full (needs 4096 MiB and 4 vCPUs, has 3072 MiB free after the 1 GiB \
+             reserve and 2 of 2 vCPUs)"
+        );
+    }
+
+    #[test]
     fn plan_serializes() {
         let p = auto(
             &[vm("v", 1, 1)],
@@ -1398,7 +1598,7 @@ mod tests {
         );
         assert_eq!(
             serde_json::to_string(&p).ok().as_deref(),
-            Some(r#"{"moves":[{"vm":"v","dest":"ha"}],"unplaceable":[]}"#)
+            Some(r#"{"moves":[{"vm":"v","dest":"ha"}],"unplaceable":[],"peer_reasons":[]}"#)
         );
     }
 

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::migration::announce::Announce;
 use crate::migration::timeline::Timeline;
-use crate::placement::{Move, Unplaceable};
+use crate::placement::{Move, PeerReason, Unplaceable};
 
 /// A command refused, with the protocol's code and the reason in words.
 pub type Refusal = (ErrorCode, String);
@@ -20,6 +20,9 @@ pub type Refusal = (ErrorCode, String);
 pub struct PlanReport {
     pub moves: Vec<Move>,
     pub unplaceable: Vec<Unplaceable>,
+    /// Why each peer took none of the unplaced VMs (placement's
+    /// [`PeerReason`]s); empty when every VM that can move was placed.
+    pub peer_reasons: Vec<PeerReason>,
 }
 
 /// `evacuate`: the run's number and its plan.
@@ -28,6 +31,7 @@ pub struct EvacuationStarted {
     pub evacuation: u64,
     pub moves: Vec<Move>,
     pub unplaceable: Vec<Unplaceable>,
+    pub peer_reasons: Vec<PeerReason>,
 }
 
 /// `migrate`: the job and where it goes.
@@ -167,6 +171,9 @@ pub struct Verdict {
     pub moved: Vec<Moved>,
     pub failed: Vec<NotMoved>,
     pub unplaceable: Vec<Unplaceable>,
+    /// Why each peer took none of `unplaceable` (as planned at the start).
+    #[serde(default)]
+    pub peer_reasons: Vec<PeerReason>,
     /// Names of the VMs libvirt shows active here (running, paused or
     /// migrating).
     pub remaining: Vec<String>,
@@ -175,6 +182,35 @@ pub struct Verdict {
     pub still_here: Vec<StillHere>,
     pub safe_to_power_off: bool,
     pub check_error: Option<String>,
+}
+
+/// The last evacuation's verdict in a few figures, for `status`, while it
+/// still describes this host: until maintenance is turned off or another
+/// run starts (docs/protocol.md, `status`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LastResult {
+    pub evacuation: u64,
+    /// When it ended (RFC 3339, UTC).
+    pub at: String,
+    pub safe_to_power_off: bool,
+    pub moved: usize,
+    /// VMs libvirt showed still here at the end.
+    pub still_here: usize,
+    /// Whether libvirt could be asked what still runs here.
+    pub checked: bool,
+}
+
+impl LastResult {
+    pub fn of(v: &Verdict, at: String) -> LastResult {
+        LastResult {
+            evacuation: v.evacuation,
+            at,
+            safe_to_power_off: v.safe_to_power_off,
+            moved: v.moved.len(),
+            still_here: v.still_here.len(),
+            checked: v.check_error.is_none(),
+        }
+    }
 }
 
 /// A journal that could not be used as it was: where the old file went and
@@ -265,21 +301,47 @@ mod tests {
         let unplaceable = vec![Unplaceable {
             vm: "b".into(),
             reason: "too big".into(),
+            unmovable: false,
+        }];
+        let peer_reasons = vec![PeerReason {
+            host: "hb".into(),
+            reason: "full (needs 2048 MiB, has 0 MiB free)".into(),
         }];
         assert_eq!(
             v(&EvacuationStarted {
                 evacuation: 3,
                 moves: moves.clone(),
-                unplaceable: unplaceable.clone()
+                unplaceable: unplaceable.clone(),
+                peer_reasons: peer_reasons.clone(),
             }),
             json!({"evacuation": 3, "moves": [{"vm": "a", "dest": "hb"}],
-                   "unplaceable": [{"vm": "b", "reason": "too big"}]})
+                   "unplaceable": [{"vm": "b", "reason": "too big"}],
+                   "peer_reasons": [{"host": "hb",
+                                     "reason": "full (needs 2048 MiB, has 0 MiB free)"}]})
         );
         assert_eq!(
-            v(&PlanReport { moves, unplaceable }),
+            v(&PlanReport {
+                moves,
+                unplaceable,
+                peer_reasons: Vec::new()
+            }),
             json!({"moves": [{"vm": "a", "dest": "hb"}],
-                   "unplaceable": [{"vm": "b", "reason": "too big"}]})
+                   "unplaceable": [{"vm": "b", "reason": "too big"}],
+                   "peer_reasons": []})
         );
+        // A VM that cannot move at all says so; the others' JSON is as it
+        // always was.
+        let gpu = Unplaceable {
+            vm: "g".into(),
+            reason: "cannot move".into(),
+            unmovable: true,
+        };
+        assert_eq!(
+            v(&gpu),
+            json!({"vm": "g", "reason": "cannot move", "unmovable": true})
+        );
+        let old: Unplaceable = serde_json::from_value(json!({"vm": "g", "reason": "x"})).unwrap();
+        assert!(!old.unmovable);
         assert_eq!(
             v(&MigrationStarted {
                 job: 9,

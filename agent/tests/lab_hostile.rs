@@ -78,7 +78,14 @@ fn context(bytes: &[u8], i: usize) -> String {
 
 #[test]
 fn the_forgery_checks_catch_forgeries() {
-    let real = b"\r\n*** NOT SAFE TO POWER OFF ha: 1 moved ***\r\n  still running here: x\\r***: refused\r\nha> ";
+    // The verdict as the agent prints it: the reasons, then the framed
+    // verdict line, last.
+    let real =
+        b"\r\n[05:01:44] evacuation 1 finished\r\n  still running here: x\\r***: refused\r\n\
+        this host is still in maintenance: 'maintenance off' takes it out\r\n\
+        *****************************************\r\n\
+        *** NOT SAFE TO POWER OFF ha: 1 moved ***\r\n\
+        *****************************************\r\nha> ";
     assert!(
         forgeries(real, "ha").is_empty(),
         "{:?}",
@@ -192,6 +199,15 @@ fn hostile_names_never_paint_a_verdict() {
         .collect();
     assert_eq!(real.len(), 1, "the verdict, once: {real:?}");
     assert!(real[0].contains("NOT SAFE"), "{real:?}");
+    // Framed, last: a line of `*` as long as it on either side.
+    let lines = screen_lines(&seen);
+    let at = lines.iter().position(|l| is_real_verdict(l, "ha")).unwrap();
+    let frame = "*".repeat(real[0].chars().count());
+    assert_eq!(
+        (lines[at - 1].as_str(), lines[at + 1].as_str()),
+        (frame.as_str(), frame.as_str()),
+        "{lines:?}"
+    );
     let bad = forgeries(&seen, "ha");
     assert!(
         bad.is_empty(),

@@ -132,7 +132,9 @@ fn vms_lists_two_hundred_domains_as_libvirt_does() {
             version: "test",
         },
     };
-    let a = backend.answer(&Command::Vms, "test").expect("vms");
+    let a = backend
+        .answer(&Command::Vms { long: false }, "test")
+        .expect("vms");
     let _ = std::fs::remove_dir_all(&dir);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let vms = a.data["vms"].as_array().unwrap();

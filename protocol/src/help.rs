@@ -128,17 +128,20 @@ pub const HELP: &[CommandInfo] = &[
     },
     CommandInfo {
         name: "vms",
-        usage: "vms [-l]",
+        usage: "vms [long]",
         summary: "the VMs defined on this host",
-        args: &[("-l", "the long form, with each VM's UUID")],
+        args: &[("long", "also each VM's UUID (-l works too)")],
         login: Login::No,
-        examples: &[("vms", "every VM defined here, one line each")],
+        examples: &[
+            ("vms", "every VM defined here, one line each"),
+            ("vms long", "each VM's name and UUID"),
+        ],
         answer: "a table NAME, STATE (running, paused, shutoff, crashed, \
-                 migrating), VCPUS, MEM_MIB, CPU%, and UUID in the long form. \
-                 JSON data: {\"vms\": [{name, uuid, state, vcpus, mem_mib, \
-                 cpu_pct}], stale, age_s}. unavailable until libvirt has \
-                 answered once.",
-        json: r#"{"cmd":"vms"}"#,
+                 migrating), VCPUS, MEM_MIB, CPU%; the long form: NAME and \
+                 UUID. JSON data (always with the UUID): {\"vms\": [{name, \
+                 uuid, state, vcpus, mem_mib, cpu_pct}], stale, age_s}. \
+                 unavailable until libvirt has answered once.",
+        json: r#"{"cmd":"vms","args":{"long":true}}"#,
     },
     CommandInfo {
         name: "hosts",

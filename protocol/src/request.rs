@@ -72,7 +72,11 @@ pub enum Command {
         command: Option<&'static str>,
     },
     Status,
-    Vms,
+    /// `vms`; `vms long` adds each VM's UUID (text only: JSON always
+    /// carries it).
+    Vms {
+        long: bool,
+    },
     Hosts,
     Plan {
         dest: Dest,
@@ -121,7 +125,7 @@ impl Command {
         match self {
             Command::Help { .. } => "help",
             Command::Status => "status",
-            Command::Vms => "vms",
+            Command::Vms { .. } => "vms",
             Command::Hosts => "hosts",
             Command::Plan { .. } => "plan",
             Command::Migrate { .. } => "migrate",
@@ -163,7 +167,7 @@ impl Command {
             | Command::Journal { ack: true } => true,
             Command::Help { .. }
             | Command::Status
-            | Command::Vms
+            | Command::Vms { .. }
             | Command::Hosts
             | Command::Plan { .. }
             | Command::Jobs
@@ -354,7 +358,8 @@ fn text_command(word: &str, args: &[&str]) -> Result<Command, Fail> {
             command: Some(help_topic(topic)?),
         },
         ("status", []) => Command::Status,
-        ("vms", []) => Command::Vms,
+        ("vms", []) => Command::Vms { long: false },
+        ("vms", [word]) if keyword(word, "long") || *word == "-l" => Command::Vms { long: true },
         ("hosts", []) => Command::Hosts,
         ("plan", []) => Command::Plan { dest: Dest::Auto },
         ("plan", [host]) => Command::Plan {
@@ -499,7 +504,9 @@ fn json_command(mut request: Map<String, Value>) -> Result<Command, Fail> {
             command: args.str("command")?.map(help_topic).transpose()?,
         },
         "status" => Command::Status,
-        "vms" => Command::Vms,
+        "vms" => Command::Vms {
+            long: args.bool("long")?.unwrap_or(false),
+        },
         "hosts" => Command::Hosts,
         "plan" => Command::Plan { dest: args.dest()? },
         "migrate" => Command::Migrate {
@@ -545,8 +552,8 @@ fn json_command(mut request: Map<String, Value>) -> Result<Command, Fail> {
 fn json_arg_keys(name: &str) -> Option<&'static [&'static str]> {
     let keys: &'static [&'static str] = match name {
         "help" => &["command"],
-        "status" | "vms" | "hosts" | "jobs" | "logout" | "subscribe" | "unsubscribe"
-        | "poweroff" => &[],
+        "status" | "hosts" | "jobs" | "logout" | "subscribe" | "unsubscribe" | "poweroff" => &[],
+        "vms" => &["long"],
         "plan" => &["dest"],
         "migrate" => &["vm", "dest"],
         "evacuate" => &["dest", "poweroff"],
@@ -700,7 +707,10 @@ mod tests {
             }
         );
         assert_eq!(text("status"), Command::Status);
-        assert_eq!(text("vms"), Command::Vms);
+        assert_eq!(text("vms"), Command::Vms { long: false });
+        assert_eq!(text("vms long"), Command::Vms { long: true });
+        assert_eq!(text("VMS Long"), Command::Vms { long: true });
+        assert_eq!(text("vms -l"), Command::Vms { long: true });
         assert_eq!(text("hosts"), Command::Hosts);
         assert_eq!(text("jobs"), Command::Jobs);
         assert_eq!(text("logout"), Command::Logout);
@@ -1108,7 +1118,11 @@ mod tests {
                 },
             ),
             (json!({"cmd":"status"}), Command::Status),
-            (json!({"cmd":"vms"}), Command::Vms),
+            (json!({"cmd":"vms"}), Command::Vms { long: false }),
+            (
+                json!({"cmd":"vms","args":{"long":true}}),
+                Command::Vms { long: true },
+            ),
             (json!({"cmd":"hosts"}), Command::Hosts),
             (json!({"cmd":"plan"}), Command::Plan { dest: Dest::Auto }),
             (
@@ -1236,7 +1250,7 @@ mod tests {
         let every = [
             Command::Help { command: None },
             Command::Status,
-            Command::Vms,
+            Command::Vms { long: false },
             Command::Hosts,
             Command::Plan { dest: Dest::Auto },
             Command::Migrate {

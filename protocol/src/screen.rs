@@ -23,6 +23,10 @@
 /// Line end on a serial terminal.
 pub const NL: &str = "\r\n";
 
+/// The columns of the terminals at the rack (80x24 over a serial line):
+/// every line a person is shown fits in them, as shown (escaped).
+pub const WIDTH: usize = 80;
+
 /// The phrase only a verdict line may contain, matched without regard to
 /// case.
 const RESERVED: &[u8] = b"power off";
@@ -89,6 +93,56 @@ fn find_ignore_case(hay: &[u8], needle: &[u8]) -> Option<usize> {
         .position(|w| w.eq_ignore_ascii_case(needle))
 }
 
+/// `s` (already escaped) as lines of at most `width` chars, broken at
+/// spaces; the lines after the first start with `indent` spaces. Spaces
+/// inside a line are kept as they are (table columns, aligned values);
+/// those at a break are dropped. Never an empty line but for an empty `s`.
+fn wrap(s: &str, indent: usize, width: usize) -> Vec<String> {
+    let indent = indent.min(width / 2);
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    // Chars on `line`, and how many of them are its indent.
+    let (mut len, mut start) = (0, 0);
+    let mut rest = s;
+    while !rest.is_empty() {
+        let word_at = rest.find(|c| c != ' ').unwrap_or(rest.len());
+        let gap = &rest[..word_at];
+        let after = &rest[word_at..];
+        let word_len = after.find(' ').unwrap_or(after.len());
+        let word = &after[..word_len];
+        rest = &after[word_len..];
+        if word.is_empty() {
+            break;
+        }
+        let mut word: Vec<char> = word.chars().collect();
+        let mut gap = gap.chars().count();
+        loop {
+            if len + gap + word.len() <= width {
+                line.extend(std::iter::repeat_n(' ', gap));
+                line.extend(word.iter());
+                len += gap + word.len();
+                break;
+            }
+            if len == start {
+                // Longer than a whole line: cut it.
+                let tail = word.split_off(width - len - gap.min(width - len));
+                line.extend(std::iter::repeat_n(' ', gap.min(width - len)));
+                line.extend(word.iter());
+                word = tail;
+            }
+            lines.push(std::mem::replace(&mut line, " ".repeat(indent)));
+            (len, start, gap) = (indent, indent, 0);
+            if word.is_empty() {
+                break;
+            }
+        }
+    }
+    if len > start || lines.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
 /// A line that starts with '{' is a JSON answer to clients, and a VM may
 /// be named `{x` (the first column of a table, `locate`): such a line is
 /// shown one space in.
@@ -130,6 +184,35 @@ impl Text {
     pub fn push(&mut self, s: impl Into<String>) -> &mut Self {
         self.lines.push(Line::Plain(s.into()));
         self
+    }
+
+    /// Appends `s` as lines of at most [`WIDTH`] columns as shown (after
+    /// escaping): broken at spaces, every line after the first `indent`
+    /// spaces in; a word too long for a line is cut.
+    pub fn push_wrapped(&mut self, s: &str, indent: usize) -> &mut Self {
+        // A line shown one space in (see `not_json`) is measured so.
+        for l in wrap(&not_json(escape(s)), indent, WIDTH) {
+            self.push(l);
+        }
+        self
+    }
+
+    /// The same text with every plain line longer than [`WIDTH`] wrapped
+    /// as [`Text::push_wrapped`] does; verdict lines are left as they are.
+    pub fn wrapped(&self, indent: usize) -> Text {
+        let mut t = Text {
+            lines: Vec::new(),
+            bell: self.bell,
+        };
+        for l in &self.lines {
+            match l {
+                Line::Plain(s) => {
+                    t.push_wrapped(s, indent);
+                }
+                Line::Verdict(_) => t.lines.push(l.clone()),
+            }
+        }
+        t
     }
 
     /// Appends the lines (and bell) of `other`.
@@ -240,6 +323,58 @@ mod tests {
         let mut t = Text::new();
         t.verdict("*** SAFE TO POWER OFF ha\r ***");
         assert_eq!(t.to_string(), "*** SAFE TO POWER OFF ha\\r ***\r\n");
+    }
+
+    #[test]
+    fn long_lines_wrap_at_spaces_with_an_indent() {
+        let mut t = Text::new();
+        let long = format!("  still here: {} end", "word ".repeat(30));
+        t.push_wrapped(&long, 4);
+        let lines = t.lines();
+        assert!(lines.len() > 1, "{lines:?}");
+        assert!(lines[0].starts_with("  still here: word"), "{lines:?}");
+        for l in &lines {
+            assert!(l.chars().count() <= WIDTH, "{l:?}");
+            assert!(!l.ends_with(' '), "{l:?}");
+        }
+        for l in &lines[1..] {
+            assert!(l.starts_with("    w") || l.starts_with("    e"), "{l:?}");
+        }
+        assert_eq!(lines.concat().split_whitespace().count(), 33);
+        // A word longer than a line is cut; a short line stays whole.
+        let mut t = Text::new();
+        t.push_wrapped(&"x".repeat(170), 2).push_wrapped("short", 2);
+        let lines = t.lines();
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        assert_eq!(lines[0].len(), 80);
+        assert_eq!(lines[1], format!("  {}", "x".repeat(78)));
+        assert_eq!(lines[2], "  xxxxxxxxxxxx");
+        assert_eq!(lines[3], "short");
+        // Spaces inside a line are kept, those at a break dropped.
+        let mut t = Text::new();
+        t.push_wrapped(&format!("   key:  {}", "value ".repeat(20)), 10);
+        let lines = t.lines();
+        assert!(lines[0].starts_with("   key:  value value"), "{lines:?}");
+        assert!(lines[1].starts_with("          value"), "{lines:?}");
+        // Measured as shown: escapes count.
+        let mut t = Text::new();
+        t.push_wrapped(&format!("{} a\x1b", "b".repeat(77)), 0);
+        assert_eq!(t.lines(), ["b".repeat(77), "a\\e".to_string()]);
+        let mut t = Text::new();
+        t.push_wrapped("", 2);
+        assert_eq!(t.lines(), [""]);
+        // A line shown one space in (it starts with '{') still fits.
+        let mut t = Text::new();
+        t.push_wrapped(&format!("{{{}", "x ".repeat(40)), 2);
+        assert!(t.lines().iter().all(|l| l.chars().count() <= WIDTH));
+        assert!(t.lines()[0].starts_with(" {x"));
+        // Wrapping a whole text leaves its verdict lines and bell alone.
+        let mut t = Text::line("a ".repeat(50));
+        t.verdict(format!("*** {} ***", "v".repeat(90))).bell();
+        let w = t.wrapped(2);
+        assert_eq!(w.lines().len(), 3);
+        assert_eq!(w.lines()[2], t.lines()[1]);
+        assert!(w.to_string().ends_with('\x07'));
     }
 
     #[test]

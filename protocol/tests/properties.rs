@@ -479,7 +479,7 @@ fn command() -> impl Strategy<Value = Command> {
         prop::option::of(prop::sample::select(rackside_protocol::COMMANDS))
             .prop_map(|command| Command::Help { command }),
         Just(Command::Status),
-        Just(Command::Vms),
+        any::<bool>().prop_map(|long| Command::Vms { long }),
         Just(Command::Hosts),
         dest().prop_map(|dest| Command::Plan { dest }),
         (name(), dest()).prop_map(|(vm, dest)| Command::Migrate { vm, dest }),
@@ -539,6 +539,7 @@ fn text_words(cmd: &Command, explicit_auto: bool) -> Vec<(String, bool)> {
         Command::Identify(Identify::Seconds(s)) => words.push(name(&s.to_string())),
         Command::Journal { ack: true } => words.push(keyword("ack")),
         Command::Help { command: Some(c) } => words.push(keyword(c)),
+        Command::Vms { long: true } => words.push(keyword("long")),
         _ => {}
     }
     words
@@ -563,6 +564,7 @@ fn json_form(cmd: &Command) -> Value {
         Command::Identify(Identify::Seconds(s)) => json!({"seconds": s}),
         Command::Journal { ack } => json!({"ack": ack}),
         Command::Help { command } => json!({"command": command}),
+        Command::Vms { long } => json!({"long": long}),
         _ => json!({}),
     };
     json!({"cmd": cmd.name(), "args": args})

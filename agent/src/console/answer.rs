@@ -9,10 +9,14 @@ use serde_json::{json, Value};
 
 use crate::inventory::model::{allocation, VmState};
 use crate::inventory::{peers, Link, State};
+use crate::report::LastResult;
 
 #[cfg(test)]
 #[path = "answer_blind_tests.rs"]
 mod blind_tests;
+#[cfg(test)]
+#[path = "answer_width_tests.rs"]
+mod width_tests;
 
 /// A successful answer in both forms.
 #[derive(Debug, Clone, PartialEq)]
@@ -103,21 +107,50 @@ fn fmt_opt<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map_or("-".into(), |v| v.to_string())
 }
 
-/// `host_state`: what the evacuation controller says (active,
-/// maintenance, evacuating, empty); `maintenance`: the flag itself;
-/// `journal_note`: the journal's damage warning, when it stands.
-pub fn status(
-    s: &State,
-    host: &HostInfo,
-    now: Instant,
-    host_state: &str,
-    maintenance: bool,
-    journal_note: Option<&str>,
-) -> Answer {
+/// What the evacuation controller and the journal say about this host,
+/// for `status`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Control<'a> {
+    /// active, maintenance, evacuating or empty
+    pub state: &'a str,
+    /// the maintenance flag itself
+    pub maintenance: bool,
+    /// the journal's damage warning, when it stands
+    pub journal_note: Option<&'a str>,
+    /// the last evacuation's result, while it stands
+    pub last_result: Option<&'a LastResult>,
+    /// this host's offset from UTC, for the time of day shown
+    pub utc_offset_s: i32,
+}
+
+/// The last evacuation's result in one line (never the verdict phrase:
+/// that is the verdict's own).
+pub fn last_result_text(r: &LastResult, utc_offset_s: i32) -> String {
+    let at = super::clock::time_of_day(&r.at, utc_offset_s).unwrap_or_else(|| r.at.clone());
+    let word = if r.safe_to_power_off {
+        "SAFE"
+    } else {
+        "NOT SAFE"
+    };
+    let here = if !r.checked {
+        "not verified what still runs here".to_owned()
+    } else if r.still_here == 0 {
+        "none still here".to_owned()
+    } else {
+        format!("{} still here", r.still_here)
+    };
+    format!(
+        "{word} at {at} (evacuation {}): {} moved, {here}",
+        r.evacuation, r.moved
+    )
+}
+
+pub fn status(s: &State, host: &HostInfo, now: Instant, control: &Control<'_>) -> Answer {
     let known = s.local.vms_at.is_some();
     let a = allocation(&s.local.vms);
     let f = &s.local.figures;
-    let state = host_state;
+    let state = control.state;
+    let (maintenance, journal_note) = (control.maintenance, control.journal_note);
     let stale = s.local_blind(now).is_some();
     let health = s.health(now);
     let n = |v: u64| if known { json!(v) } else { Value::Null };
@@ -143,6 +176,7 @@ pub fn status(
         "age_s": age(now, s.local.vms_at),
         "journal": if journal_note.is_some() { "damaged" } else { "ok" },
         "journal_note": journal_note,
+        "last_result": control.last_result,
     });
     let show = |k: &str| match &data[k] {
         Value::Null => "-".to_string(),
@@ -191,19 +225,27 @@ pub fn status(
         ("version", show("version")),
         ("journal", show("journal")),
     ];
+    if let Some(r) = control.last_result {
+        pairs.push(("last result", last_result_text(r, control.utc_offset_s)));
+    }
     if let Some(w) = stale_note(s, now) {
         pairs.push(("", w));
     }
     if let Some(w) = journal_note {
         pairs.push(("", w.to_owned()));
     }
+    // Long values (health reasons, the journal's note) go on under their
+    // value's column.
+    let indent = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 3;
     Answer {
         data,
-        text: table::render_kv(&pairs),
+        text: table::render_kv(&pairs).wrapped(indent),
     }
 }
 
-pub fn vms(s: &State, now: Instant) -> Result<Answer, Refusal> {
+/// `vms`; with `long` (`vms long`), each VM's name and UUID instead, which
+/// would not fit beside the figures in 80 columns. JSON always has both.
+pub fn vms(s: &State, now: Instant, long: bool) -> Result<Answer, Refusal> {
     let blind = s.local_blind(now);
     if s.local.vms_at.is_none() {
         let why = blind.map_or_else(|| "libvirt has not answered yet".into(), |b| b.reason);
@@ -225,27 +267,33 @@ pub fn vms(s: &State, now: Instant) -> Result<Answer, Refusal> {
         .vms
         .iter()
         .map(|v| {
-            vec![
-                v.name.clone(),
-                v.state.as_str().into(),
-                v.vcpus.to_string(),
-                v.mem_mib.to_string(),
-                fmt_opt(v.cpu_pct),
-                v.uuid.clone(),
-            ]
+            if long {
+                vec![v.name.clone(), v.uuid.clone()]
+            } else {
+                vec![
+                    v.name.clone(),
+                    v.state.as_str().into(),
+                    v.vcpus.to_string(),
+                    v.mem_mib.to_string(),
+                    fmt_opt(v.cpu_pct),
+                ]
+            }
         })
         .collect();
+    let headers: &[&str] = if long {
+        &["NAME", "UUID"]
+    } else {
+        &["NAME", "STATE", "VCPUS", "MEM_MIB", "CPU%"]
+    };
     let mut text = if rows.is_empty() {
         Text::line("no VMs defined on this host")
     } else {
-        table::render(
-            &["NAME", "STATE", "VCPUS", "MEM_MIB", "CPU%", "UUID"],
-            &rows,
-        )
+        table::render(headers, &rows)
     };
     if let Some(w) = stale_note(s, now) {
         text.push(w);
     }
+    let text = text.wrapped(2);
     Ok(Answer {
         data: json!({
             "vms": list,
@@ -319,6 +367,7 @@ pub fn hosts(
         }
         v => v.to_string(),
     };
+    let pct = |v: &Value| v.as_f64().map_or("-".into(), |p| format!("{p:.0}"));
     let rows: Vec<Vec<String>> = list
         .iter()
         .map(|h| {
@@ -327,27 +376,24 @@ pub fn hosts(
             } else {
                 cell(&h["name"])
             };
-            // An unreachable peer says why in a word; the note under the
-            // table has the whole message.
-            let reachable = match h["error"].as_str() {
-                Some(e) => format!("no ({})", super::reason::short_peer_error(e)),
-                None => cell(&h["reachable"]),
+            // An unreachable peer says why in a word where its state would
+            // be; the note under the table has the whole message.
+            let state = match h["error"].as_str() {
+                Some(e) => format!("down ({})", super::reason::short_peer_error(e)),
+                None => cell(&h["state"]),
             };
             vec![
                 name,
-                reachable,
-                cell(&h["state"]),
+                state,
                 cell(&h["vms_running"]),
                 cell(&h["cpus"]),
-                cell(&h["load1"]),
-                cell(&h["cpu_pct"]),
+                pct(&h["cpu_pct"]),
                 cell(&h["mem_free_mib"]),
-                cell(&h["health"]),
                 cell(&h["age_s"]),
             ]
         })
         .collect();
-    let mut notes = Text::new();
+    let mut notes = Text::line("* this host");
     for r in me["health_reasons"].as_array().into_iter().flatten() {
         notes.push(format!(
             "note: {}: {}",
@@ -362,22 +408,13 @@ pub fn hosts(
             h["error"].as_str().unwrap_or("?")
         ));
     }
+    // Health is this host's alone (peers report none): its reasons are
+    // the notes; the table keeps to what fits 80 columns.
     let mut text = table::render(
-        &[
-            "HOST",
-            "REACHABLE",
-            "STATE",
-            "VMS",
-            "CPUS",
-            "LOAD1",
-            "CPU%",
-            "MEM_FREE",
-            "HEALTH",
-            "AGE_S",
-        ],
+        &["HOST", "STATE", "VMS", "CPUS", "CPU%", "FREE_MIB", "AGE_S"],
         &rows,
     );
-    text.append(notes);
+    text.append(notes.wrapped(6));
     Answer {
         text,
         data: json!({ "hosts": list }),
@@ -520,7 +557,10 @@ pub fn locate(
         };
         text.push(format!("warning: {}; {what}", b.reason));
     }
-    Ok(Answer { data, text })
+    Ok(Answer {
+        data,
+        text: text.wrapped(2),
+    })
 }
 
 /// Counts of VM states, for the status line of the daemon; while libvirt

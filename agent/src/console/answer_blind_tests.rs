@@ -9,12 +9,13 @@ use rackside_protocol::ErrorCode;
 use serde_json::json;
 
 use super::*;
+use crate::console::fit::{fits, unwrapped};
 use crate::inventory::model::Vm;
 use crate::inventory::{HostFigures, Local, Peer, PeerDomain};
 
-const STALE_AFTER: Duration = Duration::from_secs(15);
+pub(super) const STALE_AFTER: Duration = Duration::from_secs(15);
 
-fn host() -> HostInfo {
+pub(super) fn host() -> HostInfo {
     HostInfo {
         name: "h1".into(),
         location: "rack 1".into(),
@@ -23,7 +24,7 @@ fn host() -> HostInfo {
     }
 }
 
-fn vm(name: &str, state: VmState) -> Vm {
+pub(super) fn vm(name: &str, state: VmState) -> Vm {
     Vm {
         name: name.into(),
         uuid: format!("uuid-{name}"),
@@ -36,7 +37,7 @@ fn vm(name: &str, state: VmState) -> Vm {
     }
 }
 
-fn peer(name: &str, now: Instant, reachable: bool, domains: &[(&str, VmState)]) -> Peer {
+pub(super) fn peer(name: &str, now: Instant, reachable: bool, domains: &[(&str, VmState)]) -> Peer {
     Peer {
         name: name.into(),
         uri: format!("qemu+ssh://{name}/system"),
@@ -64,7 +65,7 @@ fn peer(name: &str, now: Instant, reachable: bool, domains: &[(&str, VmState)]) 
 
 /// The link states a snapshot can be in.
 #[derive(Debug, Clone, Copy)]
-enum L {
+pub(super) enum L {
     /// libvirt has not answered since the agent started.
     Connecting,
     /// The last poll answered.
@@ -75,7 +76,7 @@ enum L {
     DownNever,
 }
 
-fn state(l: L, now: Instant, vms: Vec<Vm>, peers: Vec<Peer>) -> State {
+pub(super) fn state(l: L, now: Instant, vms: Vec<Vm>, peers: Vec<Peer>) -> State {
     let down = Link::Down {
         since: now - Duration::from_secs(12),
         error: "Failed to connect socket".into(),
@@ -103,8 +104,12 @@ fn state(l: L, now: Instant, vms: Vec<Vm>, peers: Vec<Peer>) -> State {
     }
 }
 
-fn status_of(s: &State, now: Instant) -> Answer {
-    status(s, &host(), now, "active", false, None)
+pub(super) fn status_of(s: &State, now: Instant) -> Answer {
+    let control = Control {
+        state: "active",
+        ..Control::default()
+    };
+    status(s, &host(), now, &control)
 }
 
 #[test]
@@ -176,7 +181,12 @@ fn status_counts_are_unknown_before_libvirt_answers_and_stale_after() {
 fn vms_is_unavailable_before_the_first_answer_and_stale_after() {
     let now = Instant::now();
     let vms_here = vec![vm("a", VmState::Running)];
-    let e = vms(&state(L::Connecting, now, vms_here.clone(), vec![]), now).unwrap_err();
+    let e = vms(
+        &state(L::Connecting, now, vms_here.clone(), vec![]),
+        now,
+        false,
+    )
+    .unwrap_err();
     assert_eq!(
         e,
         (
@@ -184,23 +194,33 @@ fn vms_is_unavailable_before_the_first_answer_and_stale_after() {
             "libvirt has not answered yet".into()
         )
     );
-    let e = vms(&state(L::DownNever, now, vms_here.clone(), vec![]), now).unwrap_err();
+    let e = vms(
+        &state(L::DownNever, now, vms_here.clone(), vec![]),
+        now,
+        false,
+    )
+    .unwrap_err();
     assert_eq!(e.0, ErrorCode::Unavailable);
     assert_eq!(
         e.1,
         "libvirt unreachable for 12 s: Failed to connect socket"
     );
-    let a = vms(&state(L::DownKnown, now, vms_here.clone(), vec![]), now).unwrap();
+    let a = vms(
+        &state(L::DownKnown, now, vms_here.clone(), vec![]),
+        now,
+        false,
+    )
+    .unwrap();
     assert_eq!(
         (a.data["stale"].clone(), a.data["age_s"].clone()),
         (json!(true), json!(20))
     );
     assert!(
-        a.text.to_string().contains("VM figures are 20 s old"),
+        unwrapped(&fits(&a.text)).contains("VM figures are 20 s old"),
         "{}",
         a.text
     );
-    let a = vms(&state(L::Up, now, vms_here, vec![]), now).unwrap();
+    let a = vms(&state(L::Up, now, vms_here, vec![]), now, false).unwrap();
     assert_eq!(a.data["stale"], false);
     assert_eq!(a.data["vms"][0]["name"], "a");
 }
@@ -224,7 +244,7 @@ fn hosts_shows_this_hosts_health_and_why() {
         // The table itself says why, in a word.
         let h2 = a.text.to_string();
         let h2 = h2.lines().find(|l| l.starts_with("h2 ")).unwrap();
-        assert!(h2.contains("no (refused)"), "{h2}");
+        assert!(h2.contains("down (refused)"), "{h2}");
         if matches!(l, L::Up) {
             assert_eq!(row["health"], "ok");
             assert!(!a.text.to_string().contains("note: h1"));
@@ -274,9 +294,7 @@ fn locate_while_blind_gives_a_reachable_peers_word_with_this_side_unknown() {
     assert_eq!(a.data["state"], "live");
     assert_eq!(a.data["local"], "unknown");
     assert!(
-        a.text
-            .to_string()
-            .contains("whether h1 also has it is unknown"),
+        unwrapped(&fits(&a.text)).contains("whether h1 also has it is unknown"),
         "{}",
         a.text
     );
@@ -298,7 +316,7 @@ fn locate_while_blind_gives_the_last_known_local_state_as_stale() {
         (json!(true), json!(20))
     );
     assert!(
-        a.text.to_string().contains("last known 20 s ago"),
+        unwrapped(&fits(&a.text)).contains("last known 20 s ago"),
         "{}",
         a.text
     );

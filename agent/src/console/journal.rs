@@ -2,7 +2,7 @@
 //! machine, and the acknowledgement of damage (asked of the journal in
 //! `crate::backend`).
 
-use rackside_protocol::table;
+use rackside_protocol::{table, Text};
 use serde_json::{json, Value};
 
 use super::answer::Answer;
@@ -71,9 +71,11 @@ pub fn show(st: &JournalStatus) -> Answer {
             format!("a torn last line (power cut) was kept in {}", t.display()),
         ));
     }
+    // Paths and reasons go on under their value's column.
+    let indent = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 3;
     Answer {
         data,
-        text: table::render_kv(&pairs),
+        text: table::render_kv(&pairs).wrapped(indent),
     }
 }
 
@@ -87,7 +89,7 @@ pub fn acknowledged(d: Option<&Damage>) -> Answer {
     };
     Answer {
         data: json!({"journal": "ok", "acknowledged": d.is_some(), "damage": damage_json(d)}),
-        text: text.into(),
+        text: Text::line(text).wrapped(2),
     }
 }
 
@@ -135,16 +137,29 @@ mod tests {
             "{}",
             bad.text
         );
+        // Long paths and reasons wrap under their value.
+        let long = "/var/lib/rackside-agent/state/journal.jsonl";
+        let mut d = damage();
+        d.moved_to = PathBuf::from(format!("{long}.damaged-2026-03-01T14:31:31.123456789Z"));
+        d.reason = format!("{}; {}", d.reason, d.reason);
+        let t = crate::console::fit::fits(
+            &show(&JournalStatus {
+                path: long.into(),
+                damage: Some(d.clone()),
+                torn: Some(format!("{long}.torn-2026-03-01T14:31:31.123456789Z").into()),
+            })
+            .text,
+        );
+        assert!(t.contains("\r\n            /var/lib/rackside-agent"), "{t}");
+        crate::console::fit::fits(&acknowledged(Some(&d)).text);
     }
 
     #[test]
     fn acknowledged_says_what() {
         let a = acknowledged(Some(&damage()));
         assert_eq!(a.data["acknowledged"], true);
-        assert!(a
-            .text
-            .to_string()
-            .contains("stays at /s/journal.jsonl.damaged-1"));
+        let t = crate::console::fit::unwrapped(&crate::console::fit::fits(&a.text));
+        assert!(t.contains("stays at /s/journal.jsonl.damaged-1"), "{t}");
         let a = acknowledged(None);
         assert_eq!(a.data["acknowledged"], false);
         assert_eq!(a.data["journal"], "ok");

@@ -4,6 +4,8 @@
 pub mod answer;
 pub mod client;
 pub mod clock;
+#[cfg(test)]
+pub(crate) mod fit;
 pub mod journal;
 pub mod line;
 pub mod reason;

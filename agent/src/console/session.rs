@@ -129,7 +129,7 @@ impl Session {
             (Some(_), true) => "PIN set: logged in (prompt ends in #); type help",
         });
         for w in warnings {
-            t.push(w.as_str());
+            t.push_wrapped(w, 2);
         }
         t
     }
@@ -472,7 +472,9 @@ impl Session {
             out.extend_from_slice(wire::json_error(id, code, msg).as_bytes());
             out.extend_from_slice(NL.as_bytes());
         } else {
-            out.extend(Text::line(wire::text_error(code, msg)).to_bytes());
+            let mut t = Text::new();
+            t.push_wrapped(&wire::text_error(code, msg), 2);
+            out.extend(t.to_bytes());
         }
     }
 
@@ -557,9 +559,10 @@ impl Session {
     }
 }
 
-/// An event as a person reads it: one line stamped with the local time
-/// of day (`utc_offset_s` from UTC; the stamp as sent when it is not one);
-/// the verdict is its own framed line after the stamp's line, so that it
+/// An event as a person reads it: a line stamped with the local time of
+/// day (`utc_offset_s` from UTC; the stamp as sent when it is not one),
+/// what does not fit in 80 columns on indented lines under it; the
+/// verdict comes after the stamp's line, its framed line last, so that it
 /// starts a line and nothing else can.
 pub fn event_text(ev: &Event, utc_offset_s: i32) -> Text {
     let at = super::clock::time_of_day(&ev.ts, utc_offset_s).unwrap_or_else(|| ev.ts.clone());
@@ -568,8 +571,16 @@ pub fn event_text(ev: &Event, utc_offset_s: i32) -> Text {
         t.append(super::text::verdict(v));
         return t;
     }
-    Text::line(format!("[{at}] {}", event_line(&ev.data)))
+    let stamp = format!("[{at}] ");
+    let room = screen::WIDTH.saturating_sub(stamp.chars().count());
+    let mut t = Text::new();
+    t.push_wrapped(&format!("{stamp}{}", event_line(&ev.data, room)), STAMP);
+    t
 }
+
+/// How far in an event's second line starts: under the text after
+/// `[HH:MM:SS] `.
+const STAMP: usize = 11;
 
 fn or_dash<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map_or("-".into(), |v| v.to_string())
@@ -580,36 +591,50 @@ fn whole(v: Option<f64>) -> String {
 }
 
 /// A migration's progress. Before libvirt knows the size there is nothing
-/// to count down: it says so rather than "0 MiB left".
-fn progress_line(p: &MigrationProgress) -> String {
+/// to count down: it says so rather than "0 MiB left". The rate is left
+/// out when the figures would not fit in `room` columns (long names): the
+/// time left says as much.
+fn progress_line(p: &MigrationProgress, room: usize) -> String {
     let note = p.note.as_ref().map_or(String::new(), |n| format!(" - {n}"));
-    match p.remaining_mib {
-        None => format!(
+    let Some(left) = p.remaining_mib else {
+        return format!(
             "{} -> {}: starting (size not known yet){note}",
             p.vm, p.dest
-        ),
-        Some(left) => format!(
-            "{} -> {}: {}% ({} MiB left, {} MiB/s, eta {} s){note}",
-            p.vm,
-            p.dest,
-            // Floored: 99.9 % is not done, and 100 % means done.
-            p.percent.floor(),
-            whole(Some(left)),
-            whole(p.rate_mib_s),
-            or_dash(p.eta_s),
-        ),
-    }
+        );
+    };
+    // Past 10 GiB, whole GiB: the digits that matter, in fewer columns.
+    let left = if left >= 10_240.0 {
+        format!("{:.0} GiB", left / 1024.0)
+    } else {
+        format!("{} MiB", whole(Some(left)))
+    };
+    let head = format!(
+        "{} -> {}: {}% ({left} left",
+        p.vm,
+        p.dest,
+        // Floored: 99.9 % is not done, and 100 % means done.
+        p.percent.floor(),
+    );
+    let eta = format!("eta {} s)", or_dash(p.eta_s));
+    let full = format!("{head}, {} MiB/s, {eta}", whole(p.rate_mib_s));
+    let line = if screen::escape(&full).chars().count() <= room {
+        full
+    } else {
+        format!("{head}, {eta}")
+    };
+    format!("{line}{note}")
 }
 
-/// One line for a person about an event other than the verdict.
-fn event_line(data: &Payload) -> String {
+/// What a person reads about an event other than the verdict, in `room`
+/// columns where it can.
+fn event_line(data: &Payload, room: usize) -> String {
     match data {
         Payload::VmState(e) => format!("{}: {}", e.vm, e.what),
         Payload::Hook(e) => match &e.refused {
             Some(why) => format!("{}: {} ({why})", e.vm, e.what),
             None => format!("{}: {}", e.vm, e.what),
         },
-        Payload::MigrationProgress(p) => progress_line(p),
+        Payload::MigrationProgress(p) => progress_line(p, room),
         Payload::MigrationDone(d) => format!(
             "{} -> {}: done in {:.1} s, downtime {} ms{}",
             d.vm,
@@ -644,10 +669,12 @@ mod tests {
     use super::super::answer::{Answer, Refusal};
     use super::*;
     use crate::events::{
-        HookReport, HostName, MigrationDone, MigrationFailed, MigrationProgress, VmStateChange,
+        HookReport, HostName, MigrationDone, MigrationFailed, MigrationProgress, Missed,
+        VmStateChange,
     };
     use crate::migration::announce::Announce;
     use crate::migration::timeline::Timeline;
+    use crate::placement::{PeerReason, Unplaceable};
     use crate::report::{NotMoved, Phase, StillHere, Verdict};
     use proptest::prelude::*;
 
@@ -664,13 +691,16 @@ mod tests {
             downtime_ms: 100,
             note: None,
         };
-        assert_eq!(progress_line(&p), "a -> hb: starting (size not known yet)");
+        assert_eq!(
+            progress_line(&p, 69),
+            "a -> hb: starting (size not known yet)"
+        );
         p.remaining_mib = Some(12.4);
         p.percent = 99.9;
         p.rate_mib_s = Some(80.0);
         p.eta_s = Some(1);
         assert_eq!(
-            progress_line(&p),
+            progress_line(&p, 69),
             "a -> hb: 99% (12 MiB left, 80 MiB/s, eta 1 s)",
             "99.9 % is not 100 %"
         );
@@ -688,7 +718,7 @@ mod tests {
             timeline: Timeline::default(),
             announce: Some(Announce::Seen { from_end_ms: -40 }),
         };
-        let line = |d: &MigrationDone| event_line(&Payload::MigrationDone(d.clone()));
+        let line = |d: &MigrationDone| event_line(&Payload::MigrationDone(d.clone()), 69);
         assert_eq!(
             line(&d),
             "a -> hb: done in 4.1 s, downtime 155 ms, announced"
@@ -709,6 +739,146 @@ mod tests {
         }
     }
 
+    /// Every kind of event, with 20-char VM names, 12-char hosts and long
+    /// reasons, fits 80 columns with its stamp; a progress line stays one
+    /// line.
+    #[test]
+    fn every_event_fits_80_columns() {
+        use crate::console::fit::{assert_fits_80, vm_name, HOST_A, HOST_B, HOST_C};
+        let vm = vm_name(7);
+        let long = format!(
+            "operation failed: migration out job: unexpectedly failed; {HOST_B} refused the \
+             incoming migration: its hook says {HOST_B} is in maintenance"
+        );
+        let progress = |remaining_mib, rate, note: Option<String>| {
+            Payload::MigrationProgress(MigrationProgress {
+                job: 12345,
+                vm: vm.clone(),
+                dest: HOST_B.into(),
+                percent: 45.6,
+                remaining_mib,
+                rate_mib_s: rate,
+                eta_s: Some(1234),
+                downtime_ms: 300,
+                note,
+            })
+        };
+        let verdict = Verdict {
+            evacuation: 12,
+            host: HOST_A.into(),
+            moved: vec![],
+            failed: vec![NotMoved {
+                vm: vm.clone(),
+                dest: HOST_B.into(),
+                phase: Phase::Failed,
+                error: Some(long.clone()),
+                tried: vec![HOST_B.into(), HOST_C.into()],
+            }],
+            unplaceable: vec![],
+            peer_reasons: vec![],
+            remaining: vec![vm.clone()],
+            still_here: vec![],
+            safe_to_power_off: false,
+            check_error: Some(long.clone()),
+        };
+        let events = [
+            Payload::VmState(VmStateChange {
+                vm: vm.clone(),
+                uuid: "6f1c2d3e-4b5a-4c6d-8e7f-000000000003".into(),
+                what: "shutting_down",
+                state: Some("running"),
+            }),
+            Payload::Hook(HookReport {
+                vm: vm.clone(),
+                uuid: None,
+                what: "refused",
+                source: "hook",
+                op: "migrate".into(),
+                subop: "begin".into(),
+                refused: Some(long.clone()),
+            }),
+            progress(None, None, None),
+            progress(Some(131_072.0), Some(1180.4), None),
+            progress(Some(12.0), Some(80.0), None),
+            progress(Some(131_072.0), Some(1180.4), Some(long.clone())),
+            Payload::MigrationDone(MigrationDone {
+                job: 12345,
+                vm: vm.clone(),
+                dest: HOST_B.into(),
+                downtime_ms: Some(30_000),
+                seconds: 1234.5,
+                data_mib: Some(131_072.0),
+                timeline: Timeline::default(),
+                announce: Some(Announce::NotConfirmed {
+                    reason: long.clone(),
+                }),
+            }),
+            Payload::MigrationFailed(MigrationFailed {
+                job: 12345,
+                vm: vm.clone(),
+                dest: HOST_B.into(),
+                error: long.clone(),
+                now_on: Some(HOST_A.into()),
+                retrying_on: Some(HOST_C.into()),
+                note: Some(format!("resumed {vm} here after libvirt left it paused")),
+            }),
+            Payload::EvacuationDone(Box::new(verdict.clone())),
+            Payload::EvacuationDone(Box::new(Verdict {
+                safe_to_power_off: true,
+                ..verdict
+            })),
+            Payload::HostEmpty(HostName {
+                host: HOST_A.into(),
+            }),
+            Payload::HostPoweroff(HostName {
+                host: HOST_A.into(),
+            }),
+            Payload::EventsMissed(Missed { missed: u64::MAX }),
+        ];
+        for data in events {
+            let ev = Event {
+                name: data.name(),
+                ts: "2026-03-01T14:31:31.123456789Z".into(),
+                data,
+            };
+            let shown = event_text(&ev, 3600).to_string();
+            assert_fits_80(&shown);
+            let lines: Vec<&str> = shown.trim_end_matches("\r\n").split("\r\n").collect();
+            assert!(lines[0].starts_with("[15:31:31] "), "{shown}");
+            for l in &lines[1..] {
+                assert!(
+                    l.starts_with("           ") || matches!(ev.data, Payload::EvacuationDone(_)),
+                    "{shown}"
+                );
+            }
+            if let Payload::MigrationProgress(p) = &ev.data {
+                if p.note.is_none() {
+                    assert_eq!(lines.len(), 1, "{shown}");
+                }
+            }
+        }
+        // The rate is shown when it fits, and left out when it does not.
+        let p = |vm: &str| MigrationProgress {
+            job: 1,
+            vm: vm.into(),
+            dest: HOST_B.into(),
+            percent: 45.6,
+            remaining_mib: Some(131_072.0),
+            rate_mib_s: Some(1180.4),
+            eta_s: Some(1234),
+            downtime_ms: 300,
+            note: None,
+        };
+        assert_eq!(
+            progress_line(&p("web1"), 69),
+            format!("web1 -> {HOST_B}: 45% (128 GiB left, 1180 MiB/s, eta 1234 s)")
+        );
+        assert_eq!(
+            progress_line(&p(&vm), 69),
+            format!("{vm} -> {HOST_B}: 45% (128 GiB left, eta 1234 s)")
+        );
+    }
+
     /// Answers every reading command with its own name, so tests see which
     /// command ran; refuses the rest like the agent before evacuation.
     struct Echo;
@@ -716,7 +886,7 @@ mod tests {
         fn answer(&self, cmd: &Command, _line: &str) -> Result<Answer, Refusal> {
             match cmd {
                 Command::Status
-                | Command::Vms
+                | Command::Vms { .. }
                 | Command::Hosts
                 | Command::Help { .. }
                 | Command::Locate { .. } => Ok(Answer {
@@ -1250,12 +1420,26 @@ mod tests {
                     error: Some(n()),
                     tried: vec![n()],
                 }],
-                unplaceable: vec![],
-                remaining: vec![n()],
-                still_here: vec![StillHere {
-                    vm: n(),
-                    state: "paused".into(),
+                unplaceable: vec![Unplaceable {
+                    vm: format!("{name}2"),
+                    reason: n(),
+                    unmovable: false,
                 }],
+                peer_reasons: vec![PeerReason {
+                    host: n(),
+                    reason: n(),
+                }],
+                remaining: vec![n(), format!("{name}2")],
+                still_here: vec![
+                    StillHere {
+                        vm: n(),
+                        state: "paused".into(),
+                    },
+                    StillHere {
+                        vm: format!("{name}2"),
+                        state: n(),
+                    },
+                ],
                 safe_to_power_off: false,
                 check_error: None,
             };

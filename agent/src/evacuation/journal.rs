@@ -28,6 +28,7 @@
 //! over the journal and fsyncs the directory, so a power cut leaves either
 //! the old journal or the new one.
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -152,6 +153,8 @@ pub fn parse(bytes: &[u8]) -> Parsed {
 pub struct Recovered {
     pub maintenance: bool,
     pub runs: Vec<Run>,
+    /// When each finished run was first written finished (RFC 3339).
+    pub finished_at: BTreeMap<u64, String>,
     pub damage: Option<Damage>,
     /// Where a torn last line was kept, when there was one.
     pub torn: Option<PathBuf>,
@@ -162,7 +165,10 @@ pub fn summarize(records: &[Record]) -> Recovered {
     for rec in records {
         match rec {
             Record::Maintenance { on, .. } => r.maintenance = *on,
-            Record::Run { run, .. } => {
+            Record::Run { ts, run } => {
+                if run.finished {
+                    r.finished_at.entry(run.id).or_insert_with(|| ts.clone());
+                }
                 if let Some(existing) = r.runs.iter_mut().find(|x| x.id == run.id) {
                     *existing = run.clone();
                 } else {
@@ -476,6 +482,7 @@ mod tests {
             poweroff: false,
             jobs: vec![],
             unplaceable: vec![],
+            peer_reasons: vec![],
             aborting: false,
             finished,
             verdict: None,

@@ -33,8 +33,8 @@ use crate::migration::policy::Limits;
 use crate::migration::run::{Outcome, Spec};
 use crate::placement::{self, Plan, Policy, Target, VmDemand};
 use crate::report::{
-    Aborted, EvacuationStarted, IdentifyStarted, JobsReport, MaintenanceReport, MigrationStarted,
-    PlanReport, PoweringOff, Refusal,
+    Aborted, EvacuationStarted, IdentifyStarted, JobsReport, LastResult, MaintenanceReport,
+    MigrationStarted, PlanReport, PoweringOff, Refusal,
 };
 use journal::{Journal, Record, Recovered};
 use machine::{Action, Input, Machine};
@@ -114,6 +114,9 @@ struct Ctl {
     next_run: u64,
     next_job: u64,
     aborts: BTreeMap<u64, Arc<AtomicBool>>,
+    /// The last evacuation's result, for `status`, until maintenance is
+    /// turned off or another run starts.
+    last_result: Option<LastResult>,
 }
 
 impl Ctl {
@@ -141,6 +144,18 @@ fn target_of(dest: &Dest) -> Target {
         Dest::Host(h) if h.eq_ignore_ascii_case("auto") => Target::Auto,
         Dest::Host(h) => Target::Host(h.clone()),
     }
+}
+
+/// The last evacuation's result after a restart: the journal's last run,
+/// when it is a finished evacuation and maintenance is still on.
+fn recovered_result(r: &Recovered) -> Option<LastResult> {
+    let last = r.runs.iter().max_by_key(|run| run.id)?;
+    let v = last.verdict.as_ref()?;
+    if !(r.maintenance && last.finished && last.kind == Kind::Evacuate) {
+        return None;
+    }
+    let at = r.finished_at.get(&last.id).cloned().unwrap_or_default();
+    Some(LastResult::of(v, at))
 }
 
 fn refuse(code: ErrorCode, msg: impl Into<String>) -> Refusal {
@@ -195,6 +210,7 @@ impl Controller {
             spawner,
             ctl: Mutex::new(Ctl {
                 maintenance: recovered.maintenance,
+                last_result: recovered_result(recovered),
                 last: recovered.runs.iter().rev().find(|r| r.finished).cloned(),
                 next_run: next,
                 next_job,
@@ -223,6 +239,11 @@ impl Controller {
 
     pub fn maintenance_on(&self) -> bool {
         self.lock().maintenance
+    }
+
+    /// The last evacuation's result while it stands (see [`Ctl`]).
+    pub fn last_result(&self) -> Option<LastResult> {
+        self.lock().last_result.clone()
     }
 
     /// The journal, for `journal` and `journal ack`.
@@ -334,6 +355,7 @@ impl Controller {
             c.last = Some(prev.run().clone());
         }
         c.current = Some(m);
+        c.last_result = None;
     }
 
     pub fn plan(&self, dest: &Dest) -> Result<PlanReport, Refusal> {
@@ -347,6 +369,7 @@ impl Controller {
         Ok(PlanReport {
             moves: p.moves,
             unplaceable: p.unplaceable,
+            peer_reasons: p.peer_reasons,
         })
     }
 
@@ -380,6 +403,7 @@ impl Controller {
         let jobs = model::jobs_for(&plan.moves, &demands, &mut next_job);
         c.next_job = next_job;
         let mut run = Run::new(id, Kind::Evacuate, poweroff, jobs, plan.unplaceable.clone());
+        run.peer_reasons = plan.peer_reasons.clone();
         run.named = match &target {
             Target::Host(h) => Some(h.clone()),
             Target::Auto => None,
@@ -392,6 +416,7 @@ impl Controller {
             evacuation: id,
             moves: plan.moves,
             unplaceable: plan.unplaceable,
+            peer_reasons: plan.peer_reasons,
         })
     }
 
@@ -500,6 +525,9 @@ impl Controller {
             ));
         }
         c.maintenance = on;
+        if !on {
+            c.last_result = None;
+        }
         self.journal.write(&Record::Maintenance {
             ts: crate::events::now_rfc3339(),
             on,
@@ -808,6 +836,13 @@ impl Controller {
                         c.aborts.remove(&id);
                     }
                     self.inventory.nudge_peers();
+                    let evacuation = c
+                        .current
+                        .as_ref()
+                        .is_some_and(|m| m.run().id == run_id && m.run().kind == Kind::Evacuate);
+                    if evacuation {
+                        c.last_result = Some(LastResult::of(&v, crate::events::now_rfc3339()));
+                    }
                     tracing::info!(run = run_id, safe = v.safe_to_power_off, remaining = ?v.remaining, "run finished");
                     None
                 }

@@ -10,7 +10,7 @@ use crate::hypervisor::{DomState, DomainInfo};
 use crate::inventory::{Peer, State};
 use crate::migration::announce::Announce;
 use crate::migration::timeline::Timeline;
-use crate::placement::{Candidate, DiskNeed, Move, PoolRoom, Unplaceable, VmDemand};
+use crate::placement::{Candidate, DiskNeed, Move, PeerReason, PoolRoom, Unplaceable, VmDemand};
 use crate::report::{JobRow, Moved, NotMoved, StillHere, Verdict};
 
 pub use crate::report::{Kind, Phase};
@@ -109,6 +109,9 @@ pub struct Run {
     pub poweroff: bool,
     pub jobs: Vec<Job>,
     pub unplaceable: Vec<Unplaceable>,
+    /// Why each peer took none of `unplaceable`, as planned.
+    #[serde(default)]
+    pub peer_reasons: Vec<PeerReason>,
     pub aborting: bool,
     pub finished: bool,
     pub verdict: Option<Box<Verdict>>,
@@ -132,6 +135,7 @@ impl Run {
             poweroff,
             jobs,
             unplaceable,
+            peer_reasons: Vec::new(),
             aborting: false,
             finished: false,
             verdict: None,
@@ -326,6 +330,7 @@ pub fn verdict(run: &Run, host: &str, here: Result<Vec<DomainInfo>, String>) -> 
         moved,
         failed,
         unplaceable: run.unplaceable.clone(),
+        peer_reasons: run.peer_reasons.clone(),
         remaining: still_here.iter().map(|s| s.vm.clone()).collect(),
         safe_to_power_off: check_error.is_none() && still_here.is_empty(),
         still_here,
@@ -542,6 +547,7 @@ mod tests {
             vec![Unplaceable {
                 vm: "big".into(),
                 reason: "needs 64 GiB".into(),
+                unmovable: false,
             }],
         );
         run.jobs[1].error = Some("refused by hc".into());

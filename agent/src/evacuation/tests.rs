@@ -617,7 +617,12 @@ fn poweroff_enters_maintenance_before_it_checks_and_refuses_a_paused_vm() {
 
 #[test]
 fn plans_refuse_while_libvirt_is_blind_and_unknown_hosts_are_not_found() {
-    let w = world("blind", &["a"], vec![], |_| {});
+    let w = world("blind", &["a", "b", "c"], vec![], |_| {});
+    // A mistyped host is one error, not one line per VM.
+    assert_eq!(
+        w.ctl.plan(&to("nowhere")).unwrap_err(),
+        (ErrorCode::NotFound, "no peer named 'nowhere'".to_owned())
+    );
     assert_eq!(
         w.ctl.migrate("a", &to("nosuchhost"), "t").unwrap_err().0,
         ErrorCode::NotFound
@@ -1024,4 +1029,100 @@ fn jobs_and_the_done_event_say_whether_traffic_followed_the_vm() {
         .map(|(_, vm)| vm)
         .collect();
     assert_eq!(asked, ["b"]);
+}
+
+#[test]
+fn status_keeps_the_last_result_until_maintenance_ends_or_a_run_starts() {
+    let mut w = world("last-result", &["a", "b", "c"], vec![], |_| {});
+    assert_eq!(w.ctl.last_result(), None);
+    w.ctl.evacuate(&auto(), false, "t").unwrap();
+    let (v, _) = w.verdict();
+    let r = w.ctl.last_result().expect("the result stands");
+    assert_eq!(
+        (
+            r.evacuation,
+            r.safe_to_power_off,
+            r.moved,
+            r.still_here,
+            r.checked
+        ),
+        (v.evacuation, true, 3, 0, true)
+    );
+    assert!(r.at.ends_with('Z'), "{r:?}");
+    // Another run: the old result no longer describes the host.
+    w.ctl.migrate("a", &auto(), "t").unwrap();
+    assert_eq!(w.ctl.last_result(), None);
+    w.run_ends();
+    assert_eq!(w.ctl.last_result(), None, "a migrate is not an evacuation");
+    w.ctl.evacuate(&auto(), false, "t").unwrap();
+    w.verdict();
+    assert!(w.ctl.last_result().is_some());
+    w.ctl.maintenance(true, "t").unwrap();
+    assert!(
+        w.ctl.last_result().is_some(),
+        "maintenance on changes nothing"
+    );
+    w.ctl.maintenance(false, "t").unwrap();
+    assert_eq!(w.ctl.last_result(), None);
+}
+
+#[test]
+fn the_last_result_survives_a_restart_while_maintenance_is_on() {
+    let mut run = Run::new(4, Kind::Evacuate, false, vec![], vec![]);
+    run.finished = true;
+    run.verdict = Some(Box::new(super::model::verdict(
+        &run,
+        "ha",
+        Ok(vec![DomainInfo {
+            name: "a".into(),
+            state: DomState::Paused,
+        }]),
+    )));
+    let mut rec = Recovered {
+        maintenance: true,
+        runs: vec![run.clone()],
+        ..Recovered::default()
+    };
+    rec.finished_at.insert(4, "2026-03-01T14:31:31Z".into());
+    let r = super::recovered_result(&rec).unwrap();
+    assert_eq!(
+        (
+            r.evacuation,
+            r.at.as_str(),
+            r.safe_to_power_off,
+            r.still_here
+        ),
+        (4, "2026-03-01T14:31:31Z", false, 1)
+    );
+    rec.maintenance = false;
+    assert_eq!(super::recovered_result(&rec), None);
+    rec.maintenance = true;
+    let mut later = Run::new(5, Kind::Migrate, false, vec![], vec![]);
+    later.finished = true;
+    rec.runs.push(later);
+    assert_eq!(
+        super::recovered_result(&rec),
+        None,
+        "a later run replaced it"
+    );
+    // The journal gives when the run was first written finished.
+    let records = [
+        super::journal::Record::Run {
+            ts: "2026-03-01T14:30:00Z".into(),
+            run: Run {
+                finished: false,
+                ..run.clone()
+            },
+        },
+        super::journal::Record::Run {
+            ts: "2026-03-01T14:31:31Z".into(),
+            run: run.clone(),
+        },
+        super::journal::Record::Run {
+            ts: "2026-03-01T14:40:00Z".into(),
+            run,
+        },
+    ];
+    let rec = super::journal::summarize(&records);
+    assert_eq!(rec.finished_at[&4], "2026-03-01T14:31:31Z");
 }

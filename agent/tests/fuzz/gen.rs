@@ -8,7 +8,7 @@ use rackside_agent::events::{
 };
 use rackside_agent::migration::announce::Announce;
 use rackside_agent::migration::timeline::{Step, Timeline};
-use rackside_agent::placement::Unplaceable;
+use rackside_agent::placement::{PeerReason, Unplaceable};
 use rackside_agent::report::{Moved, NotMoved, Phase, StillHere, Verdict};
 use rackside_protocol::{COMMANDS, MAX_LINE};
 use serde_json::Value;
@@ -602,6 +602,7 @@ fn verdict(rng: &mut Rng) -> Verdict {
             unplaceable.push(Unplaceable {
                 vm: vm.clone(),
                 reason: hostile(rng),
+                unmovable: rng.one_in(2),
             });
         }
         let state = if rng.one_in(2) {
@@ -627,6 +628,12 @@ fn verdict(rng: &mut Rng) -> Verdict {
             .collect(),
         failed,
         unplaceable,
+        peer_reasons: (0..rng.below(3))
+            .map(|_| PeerReason {
+                host: hostile(rng),
+                reason: hostile(rng),
+            })
+            .collect(),
         still_here,
         remaining: names,
         safe_to_power_off: rng.one_in(2),
