@@ -34,6 +34,7 @@ pub mod sampler;
 pub mod smoke;
 pub mod storage;
 pub mod teardown;
+pub mod terminal;
 pub mod tls;
 pub mod verdict;
 pub mod virsh;
