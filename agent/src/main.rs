@@ -51,6 +51,7 @@ fn read_pin_to_hash() -> Result<String, Box<dyn std::error::Error>> {
         return Ok(line()?);
     }
     let saved = tcgetattr(&stdin)?;
+    restore_echo_on_signals(libc::termios::from(saved.clone()));
     let mut quiet = saved.clone();
     quiet.local_flags.remove(LocalFlags::ECHO);
     tcsetattr(&stdin, SetArg::TCSANOW, &quiet)?;
@@ -69,6 +70,40 @@ fn read_pin_to_hash() -> Result<String, Box<dyn std::error::Error>> {
         return Err("the two PINs differ; nothing was hashed".into());
     }
     Ok(first)
+}
+
+/// The terminal's settings from before `hash-pin` turned echo off.
+static SAVED_TERMIOS: std::sync::OnceLock<libc::termios> = std::sync::OnceLock::new();
+
+extern "C" fn restore_and_exit(sig: libc::c_int) {
+    if let Some(t) = SAVED_TERMIOS.get() {
+        // SAFETY: tcsetattr and _exit are async-signal-safe; `t` points at
+        // a value set before the handler was installed and never moved.
+        unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, t) };
+    }
+    // SAFETY: as above.
+    unsafe { libc::_exit(128 + sig) };
+}
+
+/// Ctrl-C (or a hangup) while the PIN is asked must not leave the
+/// person's terminal without echo: put it back, then exit as killed.
+fn restore_echo_on_signals(saved: libc::termios) {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let _ = SAVED_TERMIOS.set(saved);
+    let action = SigAction::new(
+        SigHandler::Handler(restore_and_exit),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    for sig in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ] {
+        // SAFETY: the handler only calls async-signal-safe functions.
+        let _ = unsafe { sigaction(sig, &action) };
+    }
 }
 
 /// Whether a closed stdout is behind `e` (anywhere in its chain).

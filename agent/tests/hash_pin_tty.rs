@@ -83,3 +83,48 @@ fn piped_it_reads_one_line() {
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("$argon2"));
     assert!(out.stderr.is_empty(), "{out:?}");
 }
+
+/// Ctrl-C while the PIN is asked (SIGINT) leaves the terminal as it was:
+/// echo back on, not a shell the person can no longer see.
+#[test]
+fn interrupted_it_gives_the_terminal_its_echo_back() {
+    use nix::sys::termios::{tcgetattr, LocalFlags};
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    let slave = pty.slave.try_clone().unwrap();
+    assert!(tcgetattr(&slave)
+        .unwrap()
+        .local_flags
+        .contains(LocalFlags::ECHO));
+    let mut child = Command::new(AGENT)
+        .arg("hash-pin")
+        .stdin(Stdio::from(pty.slave.try_clone().unwrap()))
+        .stderr(Stdio::from(pty.slave.try_clone().unwrap()))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(pty.slave);
+    let mut master = std::fs::File::from(pty.master);
+    let mut seen = Vec::new();
+    read_until(&mut master, &mut seen, "PIN: ");
+    assert!(
+        !tcgetattr(&slave)
+            .unwrap()
+            .local_flags
+            .contains(LocalFlags::ECHO),
+        "echo is on while the PIN is asked"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    assert!(
+        tcgetattr(&slave)
+            .unwrap()
+            .local_flags
+            .contains(LocalFlags::ECHO),
+        "the terminal was left without echo"
+    );
+}

@@ -129,14 +129,30 @@ fn an_engineer_with_picocom_at_80x24_logs_in_and_evacuates() {
         )
     };
 
-    // The banner and the prompt arrive on their own once the agent has
-    // opened the line.
-    term.wait_for("the banner and 'ha> '", T, |h| {
-        h.contains("rackside-agent ")
-            && h.contains(" on ha (rack 12 / U07); type help")
+    // The agent writes nothing until someone presses Enter; then the
+    // banner says where this is and that a PIN guards it. Enter is
+    // pressed until it answers, as a person does after plugging in
+    // (Enters that arrive before the agent opens the line are dropped).
+    let banner = |h: &str| {
+        h.contains("location: rack 12 / U07")
+            && h.contains("PIN set: login to change things; type help")
             && last_line(h) == "ha>"
-    })
-    .unwrap_or_else(|e| fail("no banner", &e));
+    };
+    let mut shown = false;
+    for _ in 0..60 {
+        term.press("Enter")
+            .unwrap_or_else(|e| fail("send-keys", &e));
+        if term
+            .wait_for("the banner", Duration::from_secs(1), banner)
+            .is_ok()
+        {
+            shown = true;
+            break;
+        }
+    }
+    if !shown {
+        fail("no banner", &term.history().unwrap_or_default());
+    }
     // Placement needs the peer's figures; a person would see hb in
     // `hosts`, the test reads the agent's log.
     if !agent.wait_log("peer polled", Duration::from_secs(60)) {
@@ -190,6 +206,9 @@ fn an_engineer_with_picocom_at_80x24_logs_in_and_evacuates() {
         "prompt after login:\n{h}"
     );
 
+    // Events on this line too: progress and each VM's result must fit.
+    enter("subscribe", "ha#", true);
+    enter("vms", "ha#", true);
     // No confirmation is asked: evacuate starts at once and the verdict
     // comes to every line, subscribed or not.
     term.type_text("evacuate")
@@ -207,6 +226,37 @@ fn an_engineer_with_picocom_at_80x24_logs_in_and_evacuates() {
         .unwrap_or_else(|e| fail("no prompt after the verdict", &e));
 
     let screen = term.screen().unwrap_or_else(|e| fail("capture", &e));
+    // The verdict is the last thing printed: its frame, then the prompt.
+    let rows: Vec<&str> = screen
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let tail = &rows[rows.len().saturating_sub(3)..];
+    assert!(
+        tail.len() == 3
+            && tail[0].starts_with("*** SAFE TO POWER OFF ha")
+            && !tail[1].is_empty()
+            && tail[1].chars().all(|c| c == '*')
+            && tail[2] == "ha#",
+        "something was printed after the verdict:\n{screen}"
+    );
+    // After the verdict a person looks around: the last result stays in
+    // status; Up arrow brings back the last command (Ctrl-U drops it).
+    let st = enter("status", "ha#", true);
+    assert!(
+        st.lines()
+            .any(|l| l.contains("last result:") && l.contains("SAFE")),
+        "status keeps no last result:\n{st}"
+    );
+    enter("jobs", "ha#", true);
+    enter("hosts", "ha#", true);
+    term.press("Up").unwrap_or_else(|e| fail("send-keys", &e));
+    term.wait_for("'ha# hosts' recalled", T, |h| last_line(h) == "ha# hosts")
+        .unwrap_or_else(|e| fail("Up arrow", &e));
+    term.press("C-u").unwrap_or_else(|e| fail("send-keys", &e));
+    term.wait_for("the line cleared", T, |h| last_line(h) == "ha#")
+        .unwrap_or_else(|e| fail("Ctrl-U", &e));
     let history = term.history().unwrap_or_else(|e| fail("capture", &e));
     std::fs::write(dir.join("screen-80x24.txt"), &screen).unwrap();
     std::fs::write(dir.join("scrollback.txt"), &history).unwrap();

@@ -935,16 +935,18 @@ impl Machine {
         self.dirty = false;
         out.push(Action::Journal(self.run.clone()));
         if self.run.kind == Kind::Evacuate {
-            out.push(Action::Publish(Payload::EvacuationDone(Box::new(
-                v.clone(),
-            ))));
+            // host.empty first: on a person's screen the verdict is the
+            // last thing printed.
             if v.safe_to_power_off {
                 out.push(Action::Publish(Payload::HostEmpty(HostName {
                     host: self.host.clone(),
                 })));
-                if self.run.poweroff {
-                    out.push(Action::PowerOff);
-                }
+            }
+            out.push(Action::Publish(Payload::EvacuationDone(Box::new(
+                v.clone(),
+            ))));
+            if v.safe_to_power_off && self.run.poweroff {
+                out.push(Action::PowerOff);
             }
         }
         out.push(Action::Finished(v));
