@@ -51,7 +51,74 @@ pub struct Config {
     #[serde(default)]
     pub auth: AuthSection,
     #[serde(default)]
+    pub health: HealthSection,
+    #[serde(default)]
     pub state: StateSection,
+}
+
+/// Where the host's health is read and what counts (crate::health).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSection {
+    /// Where sysfs is; a directory of fixture files in the lab.
+    #[serde(default = "default_sysfs_root")]
+    pub sysfs_root: PathBuf,
+    /// Seconds between readings.
+    #[serde(default = "default_health_period")]
+    pub period_s: u64,
+    /// Network interfaces that must be up (the migration and guest
+    /// networks, say); one down or missing makes the host degraded.
+    #[serde(default)]
+    pub links: Vec<String>,
+    /// Corrected memory errors in one period that make the host degraded
+    /// (any uncorrected one makes it faulty).
+    #[serde(default = "default_ce_degraded")]
+    pub edac_ce_degraded: u64,
+    /// Degrees below a thermal zone's critical point that count as degraded.
+    #[serde(default = "default_temp_margin")]
+    pub temp_margin_c: f64,
+    /// How long a finding stays after its cause is gone.
+    #[serde(default = "default_hold")]
+    pub hold_s: u64,
+}
+
+impl Default for HealthSection {
+    fn default() -> Self {
+        Self {
+            sysfs_root: default_sysfs_root(),
+            period_s: default_health_period(),
+            links: Vec::new(),
+            edac_ce_degraded: default_ce_degraded(),
+            temp_margin_c: default_temp_margin(),
+            hold_s: default_hold(),
+        }
+    }
+}
+
+impl HealthSection {
+    pub fn thresholds(&self) -> crate::health::eval::Thresholds {
+        crate::health::eval::Thresholds {
+            edac_ce_degraded: self.edac_ce_degraded,
+            temp_margin_c: self.temp_margin_c,
+            hold: Duration::from_secs(self.hold_s),
+        }
+    }
+}
+
+fn default_sysfs_root() -> PathBuf {
+    PathBuf::from("/sys")
+}
+fn default_health_period() -> u64 {
+    5
+}
+fn default_ce_degraded() -> u64 {
+    10
+}
+fn default_temp_margin() -> f64 {
+    5.0
+}
+fn default_hold() -> u64 {
+    30
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -392,6 +459,40 @@ impl Config {
             {
                 return Err(bad(&format!("{key}.migrate_uri"), "must be a URI".into()));
             }
+        }
+        let h = &self.health;
+        if !h.sysfs_root.is_absolute() {
+            return Err(bad("health.sysfs_root", "must be an absolute path".into()));
+        }
+        if !(1..=3600).contains(&h.period_s) {
+            return Err(bad(
+                "health.period_s",
+                format!("{} is outside 1..=3600", h.period_s),
+            ));
+        }
+        for (i, l) in h.links.iter().enumerate() {
+            let ok = !l.is_empty()
+                && l.len() < 16
+                && l.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c));
+            if !ok {
+                return Err(bad(
+                    &format!("health.links[{i}]"),
+                    format!("{l:?} is not an interface name"),
+                ));
+            }
+        }
+        if h.edac_ce_degraded == 0 {
+            return Err(bad("health.edac_ce_degraded", "must be at least 1".into()));
+        }
+        if !(0.0..=50.0).contains(&h.temp_margin_c) {
+            return Err(bad(
+                "health.temp_margin_c",
+                format!("{} is outside 0..=50", h.temp_margin_c),
+            ));
+        }
+        if h.hold_s > 86_400 {
+            return Err(bad("health.hold_s", format!("{} is over a day", h.hold_s)));
         }
         let t = self.placement.load_threshold;
         if !(t > 0.0 && t <= 1.0) {

@@ -96,6 +96,19 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     .spawn()
     .map_err(DaemonError::Thread)?;
     peers::spawn_all(&inventory, &stop).map_err(DaemonError::Thread)?;
+    crate::health::watch::spawn(
+        crate::health::watch::Watch {
+            host: cfg.host_name(),
+            sysfs_root: cfg.health.sysfs_root.clone(),
+            links: cfg.health.links.clone(),
+            period: Duration::from_secs(cfg.health.period_s),
+            thresholds: cfg.health.thresholds(),
+        },
+        inventory.clone(),
+        bus.clone(),
+        stop.clone(),
+    )
+    .map_err(DaemonError::Thread)?;
 
     let first = wait_first_inventory(&first_rx, FIRST_POLL_LIMIT, |status| {
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(status)]);
@@ -242,6 +255,10 @@ fn spawn_publisher(
                 updated_unix: std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs()),
+                // The hardware's findings only: the agent's own sight of
+                // libvirt says nothing about whether VMs can run here.
+                health: Some(crate::health::eval::level(&s.local.findings).as_str().into()),
+                health_reasons: s.local.findings.iter().map(|f| f.reason.clone()).collect(),
             };
             if let Err(e) = crate::hookio::publish(&run_dir, &p) {
                 if !warned {

@@ -79,6 +79,14 @@ pub struct HostName {
     pub host: String,
 }
 
+/// `host.health`: this host's health changed (level or reasons).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HostHealth {
+    pub host: String,
+    pub health: crate::health::Level,
+    pub reasons: Vec<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Missed {
     pub missed: u64,
@@ -96,6 +104,7 @@ pub enum Payload {
     EvacuationDone(Box<Verdict>),
     HostEmpty(HostName),
     HostPoweroff(HostName),
+    HostHealth(HostHealth),
     EventsMissed(Missed),
 }
 
@@ -110,6 +119,7 @@ impl Payload {
             Payload::EvacuationDone(_) => "evacuation.done",
             Payload::HostEmpty(_) => "host.empty",
             Payload::HostPoweroff(_) => "host.poweroff",
+            Payload::HostHealth(_) => "host.health",
             Payload::EventsMissed(_) => "events.missed",
         }
     }

@@ -17,6 +17,7 @@ pub mod console;
 pub mod daemon;
 pub mod evacuation;
 pub mod events;
+pub mod health;
 pub mod hookio;
 pub mod hypervisor;
 pub mod inventory;

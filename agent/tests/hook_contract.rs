@@ -130,6 +130,8 @@ fn the_hook_refuses_by_what_the_agent_publishes_where_its_config_says() {
         mem_committed_mib: 1024,
         mem_reserve_mib: 512,
         updated_unix: now,
+        health: None,
+        health_reasons: Vec::new(),
     };
     hookio::publish(&cfg.state.run_dir, &p).unwrap();
     let seen = rackside_hook::state::load(&cfg.state.run_dir, now)

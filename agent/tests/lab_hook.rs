@@ -56,7 +56,7 @@ impl Host {
             cfg.push_str("[placement]\nload_threshold = 1.0\n");
         }
         let agent = AgentProcess::start(lab, host, Path::new(AGENT), &dir, &cfg).unwrap();
-        line.expect_text(T, &format!("{host}> "))
+        line.wake(T)
             .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_text()));
         let mut h = Host { agent, line, id: 0 };
         for _ in 0..60 {
@@ -323,5 +323,115 @@ fn network_policy_and_nwfilters_follow_the_vm_and_no_agent_is_needed() {
     assert_eq!(runs_once_on(&lab, "web"), "hc");
     assert_policy_on(&lab, "hc", &table, &tap_of(&lab, "hc", "web"));
     assert!(!nft_tables(&lab, "hb").contains(&table));
+    lab.teardown().expect("teardown");
+}
+
+/// Runs `sh -c script` in a lab host's network and mount namespaces.
+fn in_host(lab: &Lab, host: &str, script: &str) {
+    let out = lab
+        .exec(host, "sh")
+        .unwrap()
+        .args(["-c", script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn put(path: &Path, value: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, format!("{value}\n")).unwrap();
+}
+
+/// hb's health comes from a sysfs tree of its own: EDAC counters from
+/// fixture files, and `class/net` from a sysfs mounted inside hb's network
+/// namespace, where a real veth is taken down and up again.
+#[test]
+#[ignore = "lab: needs root, libvirtd and QEMU (make test-lab)"]
+fn an_unhealthy_host_refuses_incoming_migrations_until_it_recovers() {
+    let spec = LabSpec::new("hookh", 2).with_hook(&hook_binary());
+    let lab = Lab::up(&spec).expect("lab up");
+    lab.start_guest("ha", &GuestSpec::new("m1", 8)).unwrap();
+    let root = lab.desc().dir.join("hb-health");
+    let sys = lab.desc().dir.join("hb-sys");
+    let mc = root.join("devices/system/edac/mc/mc0");
+    put(&mc.join("ce_count"), "7");
+    put(&mc.join("ue_count"), "2");
+    std::fs::create_dir_all(root.join("class")).unwrap();
+    std::os::unix::fs::symlink(sys.join("class/net"), root.join("class/net")).unwrap();
+    in_host(
+        &lab,
+        "hb",
+        &format!(
+            "mkdir -p {s} && mount -t sysfs sysfs {s} && \
+             ip link add rsl0 type veth peer name rsl1 && \
+             ip link set rsl0 up && ip link set rsl1 up",
+            s = sys.display()
+        ),
+    );
+    let extra = format!(
+        "[health]\nsysfs_root = \"{}\"\nperiod_s = 1\nhold_s = 3\nlinks = [\"rsl0\"]\n",
+        root.display()
+    );
+    let mut hb = Host::start(&lab, "hb", &extra);
+    // Errors counted before the agent started are history, not news.
+    let st = hb.req("status", json!({}));
+    assert_eq!(st["data"]["health"], "ok", "{st}");
+    hb.req("subscribe", json!({}));
+
+    // Two new uncorrected memory errors: faulty, and nothing comes in.
+    put(&mc.join("ue_count"), "4");
+    let e = hb
+        .line
+        .expect_event("host.health", T, |e| e["data"]["health"] == "faulty")
+        .unwrap_or_else(|e| panic!("{e}\n{}", hb.agent.log_text()));
+    let why = e["data"]["reasons"][0].as_str().unwrap().to_owned();
+    assert!(
+        why.starts_with("mc0: 2 uncorrected memory errors in the last"),
+        "{e}"
+    );
+    std::thread::sleep(Duration::from_secs(2)); // the published state is refreshed every second
+    let err = migrate_virsh(&lab, "m1", "ha", "hb").expect_err("a faulty host admitted a VM");
+    assert!(
+        err.contains("hb is faulty") && err.contains("uncorrected"),
+        "{err}"
+    );
+    assert_eq!(runs_once_on(&lab, "m1"), "ha");
+    // No new errors: ok again once the hold time has passed.
+    hb.line
+        .expect_event("host.health", T, |e| e["data"]["health"] == "ok")
+        .unwrap_or_else(|e| panic!("{e}\n{}", hb.agent.log_text()));
+
+    // The link goes down: degraded, refused; it comes back: ok, admitted.
+    in_host(&lab, "hb", "ip link set rsl1 down");
+    let e = hb
+        .line
+        .expect_event("host.health", T, |e| e["data"]["health"] == "degraded")
+        .unwrap_or_else(|e| panic!("{e}\n{}", hb.agent.log_text()));
+    // The kernel's word for a veth whose peer is down (lowerlayerdown).
+    let why = e["data"]["reasons"][0].as_str().unwrap();
+    assert!(
+        why.starts_with("link rsl0 is ") && !why.ends_with(" up"),
+        "{e}"
+    );
+    let st = hb.req("status", json!({}));
+    assert_eq!(st["data"]["health"], "degraded", "{st}");
+    std::thread::sleep(Duration::from_secs(2));
+    let err = migrate_virsh(&lab, "m1", "ha", "hb").expect_err("a degraded host admitted a VM");
+    assert!(err.contains("hb is degraded"), "{err}");
+    assert_eq!(runs_once_on(&lab, "m1"), "ha");
+    in_host(&lab, "hb", "ip link set rsl1 up");
+    hb.line
+        .expect_event("host.health", T, |e| e["data"]["health"] == "ok")
+        .unwrap_or_else(|e| panic!("{e}\n{}", hb.agent.log_text()));
+    std::thread::sleep(Duration::from_secs(2));
+    migrate_virsh(&lab, "m1", "ha", "hb").expect("a sound host admits the VM again");
+    assert_eq!(runs_once_on(&lab, "m1"), "hb");
+
+    hb.agent.stop();
+    in_host(&lab, "hb", &format!("umount {}", sys.display()));
     lab.teardown().expect("teardown");
 }

@@ -161,7 +161,7 @@ fn clients_do_not_notice_an_evacuation() {
         let mut line = PtyLine::open(&link).unwrap();
         let cfg = lab_config(&lab, h, &dir, &link, "");
         let a = AgentProcess::start(&lab, h, Path::new(AGENT), &dir, &cfg).unwrap();
-        line.expect_text(T, &format!("{h}> "))
+        line.wake(T)
             .unwrap_or_else(|e| panic!("{e}\n{}", a.log_text()));
         agents.push(a);
         lines.push(line);

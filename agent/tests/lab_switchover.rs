@@ -132,7 +132,7 @@ fn agents_polling_every_host_never_touch_a_qemu_monitor() {
             &rackside_lab::agent::lab_config(&lab, h, &d, &link, ""),
         )
         .unwrap();
-        line.expect_text(T, &format!("{h}> "))
+        line.wake(T)
             .unwrap_or_else(|e| panic!("{e}\n{}", a.log_text()));
         let sub = line
             .request(1, "subscribe", json!({}), T)

@@ -32,6 +32,12 @@ pub struct Published {
     pub mem_committed_mib: u64,
     pub mem_reserve_mib: u64,
     pub updated_unix: u64,
+    /// The host's hardware health (`ok`, `degraded`, `faulty`) and why;
+    /// absent from an older agent: taken as ok.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health_reasons: Vec<String>,
 }
 
 /// Whether a published state can still be believed.
@@ -48,6 +54,11 @@ impl Published {
     /// Not accepting VMs: flagged, or in a state that empties the host.
     pub fn in_maintenance(&self) -> bool {
         self.maintenance || REFUSING_STATES.contains(&self.state.as_str())
+    }
+
+    /// Not sound enough to take VMs: degraded or faulty hardware.
+    pub fn unhealthy(&self) -> bool {
+        self.health.as_deref().is_some_and(|h| h != "ok")
     }
 
     /// Memory for VMs before promises: total - committed - reserve.
@@ -91,6 +102,8 @@ mod tests {
             mem_committed_mib: 1024,
             mem_reserve_mib: 512,
             updated_unix,
+            health: None,
+            health_reasons: Vec::new(),
         }
     }
 

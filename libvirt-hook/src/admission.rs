@@ -73,6 +73,12 @@ pub enum Refusal {
     Maintenance {
         host: String,
     },
+    /// The agent found the host's hardware degraded or faulty.
+    Unhealthy {
+        host: String,
+        health: String,
+        reasons: Vec<String>,
+    },
     NoRoom {
         host: String,
         free_mib: u64,
@@ -117,6 +123,15 @@ impl fmt::Display for Refusal {
             Refusal::Maintenance { host } => {
                 write!(f, "rackside: {host} is in maintenance; not accepting VM")
             }
+            Refusal::Unhealthy {
+                host,
+                health,
+                reasons,
+            } => write!(
+                f,
+                "rackside: {host} is {health} ({}); not accepting VM",
+                reason(&reasons.join("; "))
+            ),
             Refusal::NoRoom {
                 host,
                 free_mib,
@@ -155,14 +170,20 @@ pub enum Decision {
     Refuse(Refusal),
 }
 
-/// Maintenance only: the check that needs neither XML nor promises.
-/// `state` is `None` when missing, unreadable or stale: admit.
+/// Maintenance and health: the checks that need neither XML nor
+/// promises. `state` is `None` when missing, unreadable or stale: admit.
 pub fn check_maintenance(state: Option<&Published>, host: &str) -> Option<Refusal> {
-    state
-        .filter(|s| s.in_maintenance())
-        .map(|_| Refusal::Maintenance {
+    let s = state?;
+    if s.in_maintenance() {
+        return Some(Refusal::Maintenance {
             host: host.to_owned(),
-        })
+        });
+    }
+    s.unhealthy().then(|| Refusal::Unhealthy {
+        host: host.to_owned(),
+        health: s.health.clone().unwrap_or_default(),
+        reasons: s.health_reasons.clone(),
+    })
 }
 
 /// The whole decision. The VM fits when its memory is at most what is
@@ -210,6 +231,8 @@ mod tests {
             mem_committed_mib: committed,
             mem_reserve_mib: reserve,
             updated_unix: NOW,
+            health: None,
+            health_reasons: Vec::new(),
         }
     }
 
@@ -227,6 +250,33 @@ mod tests {
             vm: "web1",
             uuid: Some("u1"),
             mem_mib: Some(mem),
+        }
+    }
+
+    #[test]
+    fn an_unhealthy_host_refuses_and_a_sound_or_older_one_admits() {
+        let mut s = state(4096, 0, 0);
+        s.health = Some("faulty".into());
+        s.health_reasons = vec!["mc0: 3 uncorrected memory errors in the last 5 s".into()];
+        let d = decide(Some(&s), &Promises::default(), vm(1), NOW, "kvm3");
+        let Decision::Refuse(r) = d else {
+            panic!("{d:?}")
+        };
+        assert_eq!(
+            r.to_string(),
+            "rackside: kvm3 is faulty (mc0: 3 uncorrected memory errors in the last 5 s); \
+             not accepting VM"
+        );
+        assert!(
+            check_maintenance(Some(&s), "kvm3").is_some(),
+            "refused without XML too"
+        );
+        for sound in [Some("ok"), None] {
+            s.health = sound.map(String::from);
+            assert!(matches!(
+                decide(Some(&s), &Promises::default(), vm(1), NOW, "kvm3"),
+                Decision::Admit { .. }
+            ));
         }
     }
 

@@ -94,11 +94,11 @@ pub(super) fn state(l: L, now: Instant, vms: Vec<Vm>, peers: Vec<Peer>) -> State
             vms_at,
             figures: HostFigures {
                 cpus: 8,
-                health: "ok",
                 ..Default::default()
             },
             departed: BTreeMap::new(),
             events: BTreeMap::new(),
+            findings: Vec::new(),
         },
         peers,
     }
@@ -155,7 +155,11 @@ fn health_is_ok_only_while_libvirt_answers() {
 fn faulty_hardware_stays_faulty_when_blind_too() {
     let now = Instant::now();
     let mut s = state(L::DownKnown, now, vec![], vec![]);
-    s.local.figures.health = "faulty";
+    s.local.findings = vec![crate::health::Finding {
+        level: crate::health::Level::Faulty,
+        key: "edac:mc0:ue".into(),
+        reason: "mc0: 1 uncorrected memory error in the last 5 s".into(),
+    }];
     let a = status_of(&s, now);
     assert_eq!(a.data["health"], "faulty");
     assert_eq!(a.data["health_reasons"].as_array().unwrap().len(), 2);

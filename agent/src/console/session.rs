@@ -660,6 +660,15 @@ fn event_line(data: &Payload, room: usize) -> String {
         Payload::EvacuationDone(v) => format!("evacuation {} finished", v.evacuation),
         Payload::HostEmpty(h) => format!("{} is empty", h.host),
         Payload::HostPoweroff(h) => format!("{} is powering off", h.host),
+        Payload::HostHealth(h) if h.reasons.is_empty() => {
+            format!("{} health: {}", h.host, h.health.as_str())
+        }
+        Payload::HostHealth(h) => format!(
+            "{} health: {} ({})",
+            h.host,
+            h.health.as_str(),
+            h.reasons.join("; ")
+        ),
         Payload::EventsMissed(m) => format!("{} events missed: this line fell behind", m.missed),
     }
 }

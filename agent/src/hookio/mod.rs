@@ -140,6 +140,8 @@ mod tests {
             mem_committed_mib: 512,
             mem_reserve_mib: 1024,
             updated_unix: 1,
+            health: None,
+            health_reasons: Vec::new(),
         };
         publish(&dir, &p).unwrap();
         let back = Published::decode(&std::fs::read(dir.join(STATE_FILE)).unwrap()).unwrap();

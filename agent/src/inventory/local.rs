@@ -188,7 +188,6 @@ impl LocalPoller {
             .and_then(|m| procfs::parse_meminfo(&m))
             .unwrap_or((0, 0));
         let load1 = procfs::read("/proc/loadavg").and_then(|l| procfs::parse_loadavg(&l));
-        let health = procfs::edac_health(&procfs::read_edac());
         self.inventory.update(|s| {
             let f = &mut s.local.figures;
             f.cpus = procfs::cpus_online(&stat);
@@ -198,7 +197,6 @@ impl LocalPoller {
             }
             f.mem_total_mib = total;
             f.mem_free_mib = free;
-            f.health = health;
         });
     }
 

@@ -26,7 +26,6 @@ pub struct HostFigures {
     pub cpu_pct: Option<f64>,
     pub mem_total_mib: u64,
     pub mem_free_mib: u64,
-    pub health: &'static str,
 }
 
 /// The local libvirtd connection as the poller last saw it.
@@ -49,6 +48,8 @@ pub struct Local {
     /// What lifecycle events said since the last poll read libvirt, by
     /// UUID ([`model::apply_newer_events`]).
     pub events: BTreeMap<String, model::EventMark>,
+    /// The hardware's findings this period ([`crate::health`]).
+    pub findings: Vec<crate::health::Finding>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -111,24 +112,7 @@ pub struct Blind {
     pub since: Option<Instant>,
 }
 
-/// How healthy this host is; the worst finding decides.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum HealthLevel {
-    Ok,
-    Degraded,
-    Faulty,
-}
-
-impl HealthLevel {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HealthLevel::Ok => "ok",
-            HealthLevel::Degraded => "degraded",
-            HealthLevel::Faulty => "faulty",
-        }
-    }
-}
+pub use crate::health::Level as HealthLevel;
 
 /// This host's health with every reason that is not ok.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,23 +167,15 @@ impl State {
         }
     }
 
-    /// This host's health: the hardware's (EDAC) and the agent's own
+    /// This host's health: the hardware's findings and the agent's own
     /// sight of libvirt. A blind agent is never `ok`.
     pub fn health(&self, now: Instant) -> Health {
         let mut h = Health {
             level: HealthLevel::Ok,
             reasons: Vec::new(),
         };
-        match self.local.figures.health {
-            "faulty" => h.add(
-                HealthLevel::Faulty,
-                "uncorrectable memory errors (EDAC)".into(),
-            ),
-            "degraded" => h.add(
-                HealthLevel::Degraded,
-                "corrected memory errors (EDAC)".into(),
-            ),
-            _ => {}
+        for f in &self.local.findings {
+            h.add(f.level, f.reason.clone());
         }
         if let Some(b) = self.local_blind(now) {
             h.add(HealthLevel::Degraded, b.reason);
@@ -217,11 +193,11 @@ impl Inventory {
                     vms: Vec::new(),
                     vms_at: None,
                     figures: HostFigures {
-                        health: "ok",
                         ..Default::default()
                     },
                     departed: BTreeMap::new(),
                     events: BTreeMap::new(),
+                    findings: Vec::new(),
                 },
                 peers: peers
                     .iter()
@@ -284,11 +260,11 @@ mod tests {
                 vms: Vec::new(),
                 vms_at,
                 figures: HostFigures {
-                    health: "ok",
                     ..Default::default()
                 },
                 departed: BTreeMap::new(),
                 events: BTreeMap::new(),
+                findings: Vec::new(),
             },
             peers: Vec::new(),
         }

@@ -66,37 +66,6 @@ pub fn read(path: &str) -> Option<String> {
     fs::read_to_string(path).ok()
 }
 
-/// The host's hardware health from EDAC memory-error counters: any
-/// uncorrectable error is `faulty`, correctable ones `degraded`.
-pub fn edac_health(counts: &[(u64, u64)]) -> &'static str {
-    if counts.iter().any(|(_, ue)| *ue > 0) {
-        "faulty"
-    } else if counts.iter().any(|(ce, _)| *ce > 0) {
-        "degraded"
-    } else {
-        "ok"
-    }
-}
-
-/// (correctable, uncorrectable) per memory controller.
-pub fn read_edac() -> Vec<(u64, u64)> {
-    let Ok(dir) = fs::read_dir("/sys/devices/system/edac/mc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("mc"))
-        .map(|e| {
-            let n = |f: &str| {
-                fs::read_to_string(e.path().join(f))
-                    .ok()
-                    .and_then(|s| s.trim().parse().ok())
-                    .unwrap_or(0)
-            };
-            (n("ce_count"), n("ue_count"))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,13 +93,6 @@ mod tests {
         let mem = "MemTotal:  2097152 kB\nMemFree: 100 kB\nMemAvailable: 1048576 kB\n";
         assert_eq!(parse_meminfo(mem), Some((2048, 1024)));
         assert_eq!(parse_meminfo("garbage"), None);
-    }
-
-    #[test]
-    fn edac_counts_decide_health() {
-        assert_eq!(edac_health(&[]), "ok");
-        assert_eq!(edac_health(&[(0, 0), (3, 0)]), "degraded");
-        assert_eq!(edac_health(&[(3, 1)]), "faulty");
     }
 }
 
