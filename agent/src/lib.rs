@@ -14,6 +14,7 @@ pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod console;
+pub mod crash;
 pub mod daemon;
 pub mod evacuation;
 pub mod events;

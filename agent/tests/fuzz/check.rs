@@ -199,8 +199,11 @@ pub fn parse(line: &str) -> Check {
         }
         Err(err) => {
             ensure!(err.json == is_json, "{line:?}: error json {}", err.json);
+            // not_found only for `help NAME` naming no command.
+            let help_topic =
+                err.code == ErrorCode::NotFound && err.message.starts_with("no command ");
             ensure!(
-                matches!(err.code, ErrorCode::BadRequest | ErrorCode::UnknownCommand),
+                matches!(err.code, ErrorCode::BadRequest | ErrorCode::UnknownCommand) || help_topic,
                 "{line:?}: code {}",
                 err.code
             );
