@@ -843,6 +843,15 @@ mod tests {
                 host: HOST_A.into(),
             }),
             Payload::EventsMissed(Missed { missed: u64::MAX }),
+            Payload::HostHealth(crate::events::HostHealth {
+                host: HOST_A.into(),
+                health: crate::health::Level::Faulty,
+                reasons: vec![
+                    "mc0: 12 uncorrected memory errors in the last 5 s".into(),
+                    "thermal_zone0 (x86_pkg_temp): 101 °C, critical at 100 °C".into(),
+                    long.clone(),
+                ],
+            }),
         ];
         for data in events {
             let ev = Event {
