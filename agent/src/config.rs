@@ -53,7 +53,44 @@ pub struct Config {
     #[serde(default)]
     pub health: HealthSection,
     #[serde(default)]
+    pub crash: CrashSection,
+    #[serde(default)]
     pub state: StateSection,
+}
+
+/// What the agent does about a crashed VM (crate::crash).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CrashSection {
+    /// `restart`: restart a crashed VM here while this host is ok;
+    /// `leave`: leave it as it is.
+    #[serde(default = "default_crash_policy")]
+    pub policy: crate::crash::Policy,
+    /// Restarts allowed per VM within `window_s`; then it is left alone.
+    #[serde(default = "default_max_restarts")]
+    pub max_restarts: u32,
+    #[serde(default = "default_restart_window")]
+    pub window_s: u64,
+}
+
+impl Default for CrashSection {
+    fn default() -> Self {
+        Self {
+            policy: default_crash_policy(),
+            max_restarts: default_max_restarts(),
+            window_s: default_restart_window(),
+        }
+    }
+}
+
+fn default_crash_policy() -> crate::crash::Policy {
+    crate::crash::Policy::Restart
+}
+fn default_max_restarts() -> u32 {
+    3
+}
+fn default_restart_window() -> u64 {
+    600
 }
 
 /// Where the host's health is read and what counts (crate::health).
@@ -459,6 +496,18 @@ impl Config {
             {
                 return Err(bad(&format!("{key}.migrate_uri"), "must be a URI".into()));
             }
+        }
+        if self.crash.max_restarts > 100 {
+            return Err(bad(
+                "crash.max_restarts",
+                format!("{} is over 100", self.crash.max_restarts),
+            ));
+        }
+        if !(1..=86_400).contains(&self.crash.window_s) {
+            return Err(bad(
+                "crash.window_s",
+                format!("{} is outside 1..=86400", self.crash.window_s),
+            ));
         }
         let h = &self.health;
         if !h.sysfs_root.is_absolute() {

@@ -86,12 +86,28 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     let stop = Arc::new(AtomicBool::new(false));
 
     let (first_tx, first_rx) = mpsc::channel();
+    let (crashes, crash_thread) = crate::crash::handler::spawn(
+        crate::crash::handler::Config {
+            uri: cfg.libvirt.uri.clone(),
+            state_dir: cfg.state.dir.clone(),
+            policy: cfg.crash.policy,
+            budget: crate::crash::Budget {
+                max: cfg.crash.max_restarts,
+                window: Duration::from_secs(cfg.crash.window_s),
+            },
+        },
+        inventory.clone(),
+        bus.clone(),
+        stop.clone(),
+    )
+    .map_err(DaemonError::Thread)?;
     LocalPoller {
         uri: cfg.libvirt.uri.clone(),
         inventory: inventory.clone(),
         bus: bus.clone(),
         stop: stop.clone(),
         first_poll: Some(first_tx),
+        crashes: Some(crashes),
     }
     .spawn()
     .map_err(DaemonError::Thread)?;
@@ -202,6 +218,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     for l in lines {
         let _ = l.join();
     }
+    let _ = crash_thread.join();
     // The listener removes its socket (if still ours) on the way out.
     if let Some(h) = hook_reports {
         let _ = h.join();

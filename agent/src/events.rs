@@ -79,6 +79,21 @@ pub struct HostName {
     pub host: String,
 }
 
+/// `vm.crash`: a VM on this host crashed, and what the agent did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VmCrash {
+    pub vm: String,
+    pub uuid: String,
+    pub crash: crate::crash::CrashKind,
+    /// This host's health when it was judged.
+    pub health: crate::health::Level,
+    /// `restart`, `start_on`, `leave`, or `failed` (the restart was tried
+    /// and libvirt refused it).
+    pub action: &'static str,
+    pub dest: Option<String>,
+    pub reason: String,
+}
+
 /// `host.health`: this host's health changed (level or reasons).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HostHealth {
@@ -105,6 +120,7 @@ pub enum Payload {
     HostEmpty(HostName),
     HostPoweroff(HostName),
     HostHealth(HostHealth),
+    VmCrash(VmCrash),
     EventsMissed(Missed),
 }
 
@@ -120,6 +136,7 @@ impl Payload {
             Payload::HostEmpty(_) => "host.empty",
             Payload::HostPoweroff(_) => "host.poweroff",
             Payload::HostHealth(_) => "host.health",
+            Payload::VmCrash(_) => "vm.crash",
             Payload::EventsMissed(_) => "events.missed",
         }
     }

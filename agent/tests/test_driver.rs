@@ -104,6 +104,7 @@ fn vms_lists_two_hundred_domains_as_libvirt_does() {
         bus: Bus::new(),
         stop: stop.clone(),
         first_poll: Some(tx),
+        crashes: None,
     }
     .spawn()
     .unwrap();

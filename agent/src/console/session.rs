@@ -660,6 +660,7 @@ fn event_line(data: &Payload, room: usize) -> String {
         Payload::EvacuationDone(v) => format!("evacuation {} finished", v.evacuation),
         Payload::HostEmpty(h) => format!("{} is empty", h.host),
         Payload::HostPoweroff(h) => format!("{} is powering off", h.host),
+        Payload::VmCrash(c) => format!("{}: {}", c.vm, c.reason),
         Payload::HostHealth(h) if h.reasons.is_empty() => {
             format!("{} health: {}", h.host, h.health.as_str())
         }
@@ -843,6 +844,17 @@ mod tests {
                 host: HOST_A.into(),
             }),
             Payload::EventsMissed(Missed { missed: u64::MAX }),
+            Payload::VmCrash(crate::events::VmCrash {
+                vm: vm.clone(),
+                uuid: "6f1c2d3e-4b5a-4c6d-8e7f-000000000003".into(),
+                crash: crate::crash::CrashKind::QemuDied,
+                health: crate::health::Level::Degraded,
+                action: "leave",
+                dest: None,
+                reason: "QEMU died: left as it is: this host is degraded, so it is not \
+                         restarted here, and this version does not start crashed VMs on peers"
+                    .into(),
+            }),
             Payload::HostHealth(crate::events::HostHealth {
                 host: HOST_A.into(),
                 health: crate::health::Level::Faulty,

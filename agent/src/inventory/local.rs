@@ -36,6 +36,8 @@ pub struct LocalPoller {
     /// until the first that succeeds: the daemon sends READY on that, and
     /// says why it waits meanwhile.
     pub first_poll: Option<mpsc::Sender<Result<(), String>>>,
+    /// Where crashes the lifecycle events report go (crate::crash).
+    pub crashes: Option<mpsc::Sender<crate::crash::handler::Crash>>,
 }
 
 struct CpuState {
@@ -95,8 +97,36 @@ impl LocalPoller {
     ) -> Option<libvirt_ffi::LifecycleWatch> {
         let inv = self.inventory.clone();
         let bus = self.bus.clone();
+        let crashes = self.crashes.clone();
         let sink = move |ev: Lifecycle| {
+            let kind = crate::crash::kind_of(ev.event, ev.detail);
+            // What the VM was doing here before: only one that ran here
+            // can crash here. A failed incoming migration stops the
+            // arriving copy the same way, and restarting that would run
+            // the VM twice.
+            let was = kind.and_then(|_| {
+                inv.snapshot()
+                    .local
+                    .vms
+                    .iter()
+                    .find(|v| v.uuid == ev.uuid)
+                    .map(|v| v.state)
+            });
             apply_lifecycle(&inv, &bus, &ev);
+            if let (Some(tx), Some(kind)) = (&crashes, kind) {
+                if matches!(
+                    was,
+                    Some(VmState::Running | VmState::Paused | VmState::Crashed)
+                ) {
+                    let _ = tx.send(crate::crash::handler::Crash {
+                        vm: ev.name.clone(),
+                        uuid: ev.uuid.clone(),
+                        kind,
+                    });
+                } else {
+                    tracing::info!(vm = %ev.name, was = ?was, "stopped, but it was not running here (a failed incoming migration?): not a crash");
+                }
+            }
             let _ = nudge.send(());
         };
         match libvirt_ffi::register_lifecycle(conn, sink) {

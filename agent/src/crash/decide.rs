@@ -22,10 +22,13 @@ use std::time::{Duration, Instant};
 use crate::health::Level;
 
 /// How the VM went down.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CrashKind {
     /// The guest kernel panicked (pvpanic: libvirt's crashed/panicked).
     Panicked,
+    /// The guest crashed and libvirt stopped it (its on_crash action).
+    Crashed,
     /// QEMU died under it (killed, crashed).
     QemuDied,
     /// Its watchdog device fired.
@@ -36,6 +39,7 @@ impl CrashKind {
     pub fn as_str(self) -> &'static str {
         match self {
             CrashKind::Panicked => "guest panicked",
+            CrashKind::Crashed => "guest crashed",
             CrashKind::QemuDied => "QEMU died",
             CrashKind::Watchdog => "watchdog fired",
         }
@@ -43,7 +47,8 @@ impl CrashKind {
 }
 
 /// A VM's crash policy: from its metadata, else the config's default.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Policy {
     Restart,
     Leave,

@@ -1,0 +1,38 @@
+//! Crashed VMs: what happened ([`kind_of`], from libvirt's lifecycle
+//! events), what to do about it ([`decide`], pure), and doing it
+//! ([`handler`]).
+
+pub mod decide;
+pub mod handler;
+
+pub use decide::{decide, Action, Budget, CrashKind, Decision, Disks, Policy, Situation};
+
+/// The crash a lifecycle event reports, if it reports one:
+/// `crashed` (8) is a guest that panicked (pvpanic, the domain kept);
+/// `stopped` (5) with detail `crashed` (2) a guest that crashed and was
+/// stopped, with detail `failed` (5) QEMU dying under it.
+pub fn kind_of(event: i32, detail: i32) -> Option<CrashKind> {
+    match (event, detail) {
+        (8, _) => Some(CrashKind::Panicked),
+        (5, 2) => Some(CrashKind::Crashed),
+        (5, 5) => Some(CrashKind::QemuDied),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_crashes_are_crashes() {
+        assert_eq!(kind_of(8, 0), Some(CrashKind::Panicked));
+        assert_eq!(kind_of(5, 2), Some(CrashKind::Crashed));
+        assert_eq!(kind_of(5, 5), Some(CrashKind::QemuDied));
+        // shut down, destroyed, migrated, saved, from a snapshot; started.
+        for detail in [0, 1, 3, 4, 6] {
+            assert_eq!(kind_of(5, detail), None, "stopped/{detail}");
+        }
+        assert_eq!(kind_of(2, 0), None);
+    }
+}
