@@ -264,11 +264,11 @@ fn evacuation_moves_every_vm_once_within_capacity_and_says_safe() {
     assert_progress_monotone(&events);
     // host.empty comes just before the verdict, so that on a person's
     // screen the verdict is the last thing printed.
-    let names: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    let order: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
     assert_eq!(
-        names[names.len().saturating_sub(2)..],
+        order[order.len().saturating_sub(2)..],
         ["host.empty", "evacuation.done"],
-        "{names:?}"
+        "{order:?}"
     );
 
     // Every VM runs exactly once, none here, and alive: its tick counter
