@@ -305,9 +305,11 @@ pub fn apply_lifecycle(inv: &Inventory, bus: &Bus, ev: &Lifecycle) {
         "crashed" => Some(VmState::Crashed),
         _ => None,
     };
+    let mut migrating = false;
     inv.update(|s| {
-        if let Some(st) = new_state {
-            if let Some(vm) = s.local.vms.iter_mut().find(|v| v.uuid == ev.uuid) {
+        if let Some(vm) = s.local.vms.iter_mut().find(|v| v.uuid == ev.uuid) {
+            migrating = vm.state == VmState::Migrating;
+            if let Some(st) = new_state {
                 vm.state = st;
             }
         }
@@ -341,6 +343,13 @@ pub fn apply_lifecycle(inv: &Inventory, bus: &Bus, ev: &Lifecycle) {
         // Where did it go? Ask the peers now rather than at their next poll.
         inv.nudge_peers();
     }
+    if what == "shutting_down" && migrating {
+        // QEMU quitting at the end of a move, not the guest shutting
+        // down: `left` follows, and saying "shutting down" would alarm
+        // whoever watches the line for nothing.
+        tracing::debug!(vm = %ev.name, "QEMU quits after the migration");
+        return;
+    }
     bus.publish(Payload::VmState(VmStateChange {
         vm: ev.name.clone(),
         uuid: ev.uuid.clone(),
@@ -352,6 +361,51 @@ pub fn apply_lifecycle(inv: &Inventory, bus: &Bus, ev: &Lifecycle) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// At the end of an outgoing migration QEMU quits (a shutdown event)
+    /// and the VM leaves: the line hears `migrating` and `left`, never
+    /// that the VM is shutting down. A VM that shuts down is said so.
+    #[test]
+    fn qemu_quitting_after_a_move_is_not_a_shutdown() {
+        let inv = Inventory::new(&[], Duration::from_secs(5));
+        let bus = Bus::new();
+        let mut rx = bus.subscribe();
+        inv.update(|s| {
+            for (name, uuid) in [("web1", "u1"), ("db1", "u2")] {
+                s.local.vms.push(model::Vm {
+                    name: name.into(),
+                    uuid: uuid.into(),
+                    state: VmState::Running,
+                    vcpus: 1,
+                    mem_mib: 128,
+                    cpu_pct: None,
+                    cpu_time_ns: None,
+                    storage: None,
+                });
+            }
+        });
+        let ev = |name: &str, uuid: &str, event, detail| Lifecycle {
+            name: name.into(),
+            uuid: uuid.into(),
+            event,
+            detail,
+        };
+        // migrating (suspended/migrated), shutdown by the host, stopped/migrated.
+        for (event, detail) in [(3, 1), (6, 2), (5, 3)] {
+            apply_lifecycle(&inv, &bus, &ev("web1", "u1", event, detail));
+        }
+        apply_lifecycle(&inv, &bus, &ev("db1", "u2", 6, 1));
+        let mut heard = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            if let Payload::VmState(v) = e.data {
+                heard.push(format!("{}: {}", v.vm, v.what));
+            }
+        }
+        assert_eq!(
+            heard,
+            ["web1: migrating", "web1: left", "db1: shutting_down"]
+        );
+    }
 
     #[test]
     fn backoff_grows_and_caps() {
