@@ -595,6 +595,21 @@ impl Config {
         if self.auth.max_failures == 0 {
             return Err(bad("auth.max_failures", "must be at least 1".into()));
         }
+        // Zero would end every login at once (or never lock): a typo, not
+        // a policy.
+        let a = &self.auth;
+        for (key, v, range) in [
+            ("auth.idle_timeout_s", a.idle_timeout_s, 10..=86_400),
+            ("auth.login_lifetime_s", a.login_lifetime_s, 60..=604_800),
+            ("auth.lockout_s", a.lockout_s, 1..=3_600),
+        ] {
+            if !range.contains(&v) {
+                return Err(bad(
+                    key,
+                    format!("{v} is outside {}..={}", range.start(), range.end()),
+                ));
+            }
+        }
         if let Some(key) = self.state.relative_key() {
             return Err(bad(key, "must be an absolute path".into()));
         }
@@ -740,6 +755,13 @@ dir = "/var/lib/rackside"
                 .contains("peer[0].name")
         );
         assert!(err("[auth]\npin_hash = \"1234\"\n").contains("auth.pin_hash"));
+        assert!(err("[auth]\nidle_timeout_s = 0\n").contains("auth.idle_timeout_s"));
+        assert!(err("[auth]\nlogin_lifetime_s = 0\n").contains("auth.login_lifetime_s"));
+        assert!(err("[auth]\nlockout_s = 0\n").contains("auth.lockout_s"));
+        assert!(err("[health]\nlinks = [\"a b\"]\n").contains("health.links[0]"));
+        assert!(err("[health]\nsysfs_root = \"sys\"\n").contains("health.sysfs_root"));
+        assert!(err("[crash]\nwindow_s = 0\n").contains("crash.window_s"));
+        assert!(err("[crash]\npolicy = \"reboot\"\n").contains("policy"));
         assert!(err("[state]\ndir = \"rel\"\n").contains("state.dir"));
         assert!(err("[state]\nrun_dir = \"rel\"\n").contains("state.run_dir"));
     }
