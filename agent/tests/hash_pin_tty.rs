@@ -25,15 +25,20 @@ fn read_until(master: &mut std::fs::File, seen: &mut Vec<u8>, want: &str) {
     }
 }
 
-fn on_a_terminal(first: &str, second: &str) -> (std::process::Output, String) {
-    let pty = nix::pty::openpty(None, None).expect("openpty");
-    let child = Command::new(AGENT)
+/// `rackside-agent hash-pin` with its stdin and stderr on a pty.
+fn hash_pin_on(tty: &std::os::fd::OwnedFd) -> std::process::Child {
+    Command::new(AGENT)
         .arg("hash-pin")
-        .stdin(Stdio::from(pty.slave.try_clone().unwrap()))
-        .stderr(Stdio::from(pty.slave.try_clone().unwrap()))
+        .stdin(Stdio::from(tty.try_clone().unwrap()))
+        .stderr(Stdio::from(tty.try_clone().unwrap()))
         .stdout(Stdio::piped())
         .spawn()
-        .expect("spawn");
+        .expect("spawn")
+}
+
+fn on_a_terminal(first: &str, second: &str) -> (std::process::Output, String) {
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    let child = hash_pin_on(&pty.slave);
     drop(pty.slave);
     let mut master = std::fs::File::from(pty.master);
     let mut seen = Vec::new();
@@ -95,13 +100,7 @@ fn interrupted_it_gives_the_terminal_its_echo_back() {
         .unwrap()
         .local_flags
         .contains(LocalFlags::ECHO));
-    let mut child = Command::new(AGENT)
-        .arg("hash-pin")
-        .stdin(Stdio::from(pty.slave.try_clone().unwrap()))
-        .stderr(Stdio::from(pty.slave.try_clone().unwrap()))
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let mut child = hash_pin_on(&pty.slave);
     drop(pty.slave);
     let mut master = std::fs::File::from(pty.master);
     let mut seen = Vec::new();

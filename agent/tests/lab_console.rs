@@ -287,19 +287,7 @@ fn wrong_pins_on_any_line_lock_every_line_and_a_restart_keeps_the_lock() {
     let lab = Lab::up(&LabSpec::new("pin", 2)).expect("lab up");
     let dir = work_dir(&lab);
     std::fs::create_dir_all(&dir).unwrap();
-    let out = std::process::Command::new(AGENT)
-        .arg("hash-pin")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().unwrap().write_all(b"471147\n")?;
-            c.wait_with_output()
-        })
-        .unwrap();
-    let hash = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    assert!(hash.starts_with("$argon2"), "{hash}");
+    let hash = rackside_lab::agent::hash_pin(Path::new(AGENT), "471147");
     let (l1, l2) = (dir.join("ttyRS1"), dir.join("ttyRS2"));
     let mut one = PtyLine::open(&l1).unwrap();
     let mut two = PtyLine::open(&l2).unwrap();

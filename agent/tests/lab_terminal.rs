@@ -33,26 +33,6 @@ const T: Duration = Duration::from_secs(30);
 /// Long enough for any lab evacuation to end (it always must).
 const END: Duration = Duration::from_secs(600);
 
-fn hash_pin(pin: &str) -> String {
-    use std::io::Write;
-    let out = std::process::Command::new(AGENT)
-        .arg("hash-pin")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            c.stdin
-                .take()
-                .unwrap()
-                .write_all(format!("{pin}\n").as_bytes())?;
-            c.wait_with_output()
-        })
-        .expect("rackside-agent hash-pin");
-    let hash = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    assert!(hash.starts_with("$argon2"), "{hash}");
-    hash
-}
-
 /// Lines that start with the host's prompt, logged in or not.
 fn prompts(history: &str) -> usize {
     history
@@ -76,7 +56,7 @@ fn an_engineer_with_picocom_at_80x24_logs_in_and_evacuates() {
     std::fs::create_dir_all(&dir).unwrap();
     lab.start_guest("ha", &GuestSpec::new("web1", 8))
         .expect("guest web1 on ha");
-    let hash = hash_pin(PIN);
+    let hash = rackside_lab::agent::hash_pin(Path::new(AGENT), PIN);
 
     // The cable: the host's serial port at one end, the laptop's adapter
     // at the other.

@@ -139,3 +139,25 @@ pub fn lab_config(lab: &Lab, host: &str, dir: &Path, line: &Path, extra: &str) -
     c.push_str(extra);
     c
 }
+
+/// The argon2 hash `binary hash-pin` makes of `pin` (read from a pipe, as
+/// a script would), for `[auth] pin_hash`.
+pub fn hash_pin(binary: &Path, pin: &str) -> String {
+    use std::io::Write;
+    let out = std::process::Command::new(binary)
+        .arg("hash-pin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin
+                .take()
+                .expect("piped stdin")
+                .write_all(format!("{pin}\n").as_bytes())?;
+            c.wait_with_output()
+        })
+        .expect("rackside-agent hash-pin");
+    let hash = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(hash.starts_with("$argon2"), "hash-pin gave {hash:?}");
+    hash
+}
