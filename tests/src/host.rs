@@ -255,6 +255,26 @@ pub fn exec(h: &HostDesc, program: &str) -> Command {
     c
 }
 
+/// Runs its arguments as a child and reaps every process orphaned below
+/// it, until none is left. libvirtd daemonizes each QEMU, so a QEMU is
+/// reparented to the nearest subreaper, else to PID 1. libvirt ends a
+/// migration (and `destroy`) by waiting until the QEMU's pid is gone, so
+/// the reaper's speed is part of every move: systemd reaps at once, but
+/// this machine's PID 1 reaps orphans about every 2 s, which added up to
+/// 2 s to each migration and made the lab's timings noise. perl is in
+/// every Debian system (perl-base is essential) and can call prctl.
+fn reaper_script() -> String {
+    let (sys_prctl, subreaper) = (nix::libc::SYS_prctl, nix::libc::PR_SET_CHILD_SUBREAPER);
+    format!(
+        r#"
+syscall({sys_prctl}, {subreaper}, 1, 0, 0, 0) == 0 or die "rackside-lab reaper: prctl: $!\n";
+my $pid = fork // die "rackside-lab reaper: fork: $!\n";
+if ($pid == 0) {{ exec {{ $ARGV[0] }} @ARGV or die "rackside-lab reaper: $ARGV[0]: $!\n"; }}
+1 while waitpid(-1, 0) > 0;
+"#
+    )
+}
+
 /// Starts the host's libvirtd and waits until it answers.
 pub fn start_libvirtd(h: &HostDesc) -> Result<(), HostError> {
     let log = h.libvirtd_log();
@@ -267,15 +287,8 @@ pub fn start_libvirtd(h: &HostDesc) -> Result<(), HostError> {
     let _ = fs::remove_file(&pid_file);
     cmd::run(
         cmd::no_inherited_fds(&mut Command::new("setsid"))
-            .args([
-                "-f",
-                "nsenter",
-                "-t",
-                &h.anchor_pid.to_string(),
-                "-n",
-                "-m",
-                "-u",
-            ])
+            .args(["-f", "perl", "-e", &reaper_script(), "--"])
+            .args(["nsenter", "-t", &h.anchor_pid.to_string(), "-n", "-m", "-u"])
             .args(["--", "libvirtd", "--listen", "--pid-file"])
             .arg(&pid_file)
             .stdin(Stdio::null())
