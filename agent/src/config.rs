@@ -117,6 +117,10 @@ pub struct HealthSection {
     /// How long a finding stays after its cause is gone.
     #[serde(default = "default_hold")]
     pub hold_s: u64,
+    /// When a VM crashes on this host while it is faulty, evacuate the
+    /// host's other VMs too (and end with the usual verdict).
+    #[serde(default)]
+    pub evacuate_on_faulty: bool,
 }
 
 impl Default for HealthSection {
@@ -128,6 +132,7 @@ impl Default for HealthSection {
             edac_ce_degraded: default_ce_degraded(),
             temp_margin_c: default_temp_margin(),
             hold_s: default_hold(),
+            evacuate_on_faulty: false,
         }
     }
 }

@@ -86,21 +86,8 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     let stop = Arc::new(AtomicBool::new(false));
 
     let (first_tx, first_rx) = mpsc::channel();
-    let (crashes, crash_thread) = crate::crash::handler::spawn(
-        crate::crash::handler::Config {
-            uri: cfg.libvirt.uri.clone(),
-            state_dir: cfg.state.dir.clone(),
-            policy: cfg.crash.policy,
-            budget: crate::crash::Budget {
-                max: cfg.crash.max_restarts,
-                window: Duration::from_secs(cfg.crash.window_s),
-            },
-        },
-        inventory.clone(),
-        bus.clone(),
-        stop.clone(),
-    )
-    .map_err(DaemonError::Thread)?;
+    // Crashes seen before the controller exists wait here for it.
+    let (crashes, crash_rx) = mpsc::channel();
     LocalPoller {
         uri: cfg.libvirt.uri.clone(),
         inventory: inventory.clone(),
@@ -147,6 +134,25 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         Arc::new(Threads),
     );
     controller.recover(&recovered);
+    let crash_thread = crate::crash::handler::spawn(
+        crate::crash::handler::Config {
+            host: host.clone(),
+            uri: cfg.libvirt.uri.clone(),
+            state_dir: cfg.state.dir.clone(),
+            policy: cfg.crash.policy,
+            budget: crate::crash::Budget {
+                max: cfg.crash.max_restarts,
+                window: Duration::from_secs(cfg.crash.window_s),
+            },
+            evacuate_on_faulty: cfg.health.evacuate_on_faulty,
+        },
+        crash_rx,
+        inventory.clone(),
+        controller.clone(),
+        bus.clone(),
+        stop.clone(),
+    )
+    .map_err(DaemonError::Thread)?;
     let hook_reports = crate::hookio::spawn_listener(&cfg.state.run_dir, bus.clone(), stop.clone())
         .inspect_err(|e| tracing::warn!(cause = %crate::hookio::chain(e), dir = %cfg.state.run_dir.display(), "no hook reports: the hook socket is not ours to bind"))
         .ok();

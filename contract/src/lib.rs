@@ -20,6 +20,12 @@ pub use published::{Freshness, Published};
 pub use report::Report;
 pub use run_dir::{StateSection, DEFAULT_CONFIG, DEFAULT_RUN_DIR, DEFAULT_STATE_DIR};
 
+/// The namespace of the marker an agent puts in `<metadata>` of a crashed
+/// VM it starts on a peer (`<recovery from="HOST"/>`): the peer's hook
+/// admits that start as it admits an incoming migration (maintenance,
+/// health, room), so a crashed VM never lands on a host that is not fit.
+pub const RECOVERY_NS: &str = "https://rackside.dev/xmlns/recovery/1";
+
 /// The agent's published state, in `RUN_DIR`.
 pub const STATE_FILE: &str = "state.json";
 /// Where the agent writes [`STATE_FILE`] before renaming it into place.

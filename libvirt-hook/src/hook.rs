@@ -85,6 +85,12 @@ pub fn handle(
         ("migrate", "begin") => {
             out.refusal = admit(ctx, call, &domain);
         }
+        // A crashed VM an agent starts here from its failing host: only
+        // if this host is fit to take it, as for a migration. (A start
+        // without the marker is an administrator's, never refused.)
+        ("prepare", "begin") if domain.as_ref().is_ok_and(|d| d.recovery.is_some()) => {
+            out.refusal = admit(ctx, call, &domain);
+        }
         ("start", "begin")
             if domain
                 .as_ref()
@@ -400,6 +406,49 @@ mod tests {
             uuid_of(name)
         )
         .into_bytes()
+    }
+
+    /// A crashed VM an agent starts here is admitted as a migration is;
+    /// a plain start (an administrator's) never is refused.
+    #[test]
+    fn a_recovery_start_is_admitted_only_by_a_fit_host() {
+        let d = dir("recovery");
+        write_state(&d.0, true, 4000);
+        let ctx = Context {
+            run_dir: Some(&d.0),
+            host: "kvm2",
+            now_unix: NOW,
+        };
+        let mut fw = Recorder::default();
+        let marked = String::from_utf8(xml("a", 600, false)).unwrap().replace(
+            "<devices>",
+            r#"<metadata><r:recovery xmlns:r="https://rackside.dev/xmlns/recovery/1" from="kvm1"/></metadata><devices>"#,
+        );
+        let o = handle(
+            &ctx,
+            &mut fw,
+            &call("a", "prepare", "begin"),
+            Ok(marked.clone().into_bytes()),
+        );
+        assert_eq!(
+            o.refusal.unwrap().to_string(),
+            "rackside: kvm2 is in maintenance; not accepting VM"
+        );
+        let plain = handle(
+            &ctx,
+            &mut fw,
+            &call("a", "prepare", "begin"),
+            Ok(xml("a", 600, false)),
+        );
+        assert!(plain.refusal.is_none());
+        write_state(&d.0, false, 4000);
+        let o = handle(
+            &ctx,
+            &mut fw,
+            &call("a", "prepare", "begin"),
+            Ok(marked.into_bytes()),
+        );
+        assert!(o.refusal.is_none(), "{:?}", o.refusal);
     }
 
     #[test]

@@ -54,6 +54,9 @@ pub struct Domain {
     pub policy: Option<Vec<RawRule>>,
     /// `<devices><interface><filterref filter=...>`, raw.
     pub filterrefs: Vec<String>,
+    /// `Some(from)`: a crashed VM an agent on host `from` is starting here
+    /// ([`rackside_contract::RECOVERY_NS`]); admitted like a migration.
+    pub recovery: Option<String>,
 }
 
 /// An element of libvirt's own (namespace-less) vocabulary.
@@ -125,6 +128,13 @@ pub fn parse(bytes: &[u8]) -> Result<Domain, XmlError> {
         m.children()
             .find(|c| c.is_element() && c.has_tag_name((POLICY_NS, "policy")))
     });
+    d.recovery = child(root, "metadata")
+        .and_then(|m| {
+            m.children().find(|c| {
+                c.is_element() && c.has_tag_name((rackside_contract::RECOVERY_NS, "recovery"))
+            })
+        })
+        .map(|r| r.attribute("from").unwrap_or("").to_owned());
     if let Some(policy) = policy {
         let rules = policy
             .children()
@@ -232,6 +242,20 @@ mod tests {
             }
         );
         assert_eq!(rules[2].port, None);
+    }
+
+    #[test]
+    fn a_recovery_marker_is_read_from_its_namespace_only() {
+        let x = r#"<domain><name>a</name><metadata>
+            <r:recovery xmlns:r="https://rackside.dev/xmlns/recovery/1" from="ha"/>
+            </metadata></domain>"#;
+        assert_eq!(parse(x.as_bytes()).unwrap().recovery.as_deref(), Some("ha"));
+        let other = r#"<domain><name>a</name><metadata>
+            <r:recovery xmlns:r="https://rackside.dev/xmlns/recovery/2" from="ha"/>
+            </metadata></domain>"#;
+        assert_eq!(parse(other.as_bytes()).unwrap().recovery, None);
+        let plain = r#"<domain><name>a</name><metadata><recovery from="ha"/></metadata></domain>"#;
+        assert_eq!(parse(plain.as_bytes()).unwrap().recovery, None);
     }
 
     #[test]

@@ -60,6 +60,8 @@ pub struct GuestSpec {
     pub net_addr: Option<std::net::Ipv4Addr>,
     /// A virtio disk (`vda`) with the disk counter workload.
     pub disk: Option<GuestDisk>,
+    /// A pvpanic device, and a kernel that panics on an NMI.
+    pub panic_device: bool,
 }
 
 /// A guest's disk, made by the lab when the guest is defined.
@@ -104,7 +106,15 @@ impl GuestSpec {
             metadata: None,
             net_addr: None,
             disk: None,
+            panic_device: false,
         }
+    }
+
+    /// With a pvpanic device: `virsh inject-nmi` panics its kernel, and
+    /// libvirt reports the guest crashed (panicked).
+    pub fn with_panic_device(mut self) -> Self {
+        self.panic_device = true;
+        self
     }
 
     /// With an address on the guests' network (a NIC on `brvm`).
@@ -225,6 +235,14 @@ impl GuestSpec {
         if self.disk.is_some() {
             extra.push_str(" rackside.disk=1");
         }
+        let panic = if self.panic_device {
+            extra.push_str(" rackside.nmi_panic=1");
+            // PCI: the lab's guests boot without ACPI, which the ISA
+            // device is found through.
+            "<panic model='pvpanic'/>"
+        } else {
+            ""
+        };
         let metadata = self
             .metadata
             .as_ref()
@@ -253,6 +271,7 @@ impl GuestSpec {
     </serial>
     {nic}
     {disk}
+    {panic}
     <memballoon model='none'/>
   </devices>
 </domain>
@@ -347,11 +366,14 @@ exec </dev/console >/dev/console 2>&1
 say() { echo "<3>$*" > /dev/kmsg 2>/dev/null || echo "$*"; }
 arg() { sed -n "s/.*rackside\.$1=\([0-9]*\).*/\1/p" /proc/cmdline; }
 sarg() { sed -n "s/.*rackside\.$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
-# Virtio drivers the cloud kernel has as modules, in dependency order
-# (absent ones are built in or were not found when the initramfs was made).
+# Drivers the cloud kernel has as modules, in dependency order (absent
+# ones are built in or were not found when the initramfs was made).
 for m in MODULES; do
   [ -f /lib/modules/$m.ko ] && insmod /lib/modules/$m.ko
 done
+# A guest with a panic device panics on an NMI (`virsh inject-nmi`), and
+# the pvpanic driver tells QEMU: how a test makes a guest kernel panic.
+[ "$(arg nmi_panic)" = 1 ] && echo 1 > /proc/sys/kernel/unknown_nmi_panic
 ip=$(sarg ip)
 if [ -n "$ip" ]; then
   ip link set lo up
@@ -406,9 +428,10 @@ while :; do
 done
 "#;
 
-/// Virtio modules the guest loads, in dependency order, with their place
-/// under /lib/modules/<kernel version>/kernel/ of the Debian cloud kernel.
-pub const VIRTIO_MODULES: [&str; 9] = [
+/// Modules the guest loads, in dependency order, with their place under
+/// /lib/modules/<kernel version>/kernel/ of the Debian cloud kernel: virtio
+/// for the NIC and disk, pvpanic for a guest with a panic device.
+pub const GUEST_MODULES: [&str; 11] = [
     "drivers/virtio/virtio_ring",
     "drivers/virtio/virtio",
     "drivers/virtio/virtio_pci_legacy_dev",
@@ -418,6 +441,8 @@ pub const VIRTIO_MODULES: [&str; 9] = [
     "drivers/net/net_failover",
     "drivers/net/virtio_net",
     "drivers/block/virtio_blk",
+    "drivers/misc/pvpanic/pvpanic",
+    "drivers/misc/pvpanic/pvpanic-pci",
 ];
 
 /// The module directory of the kernel at `kernel` (`/boot/vmlinuz-V` ->
@@ -433,7 +458,7 @@ fn module_name(rel: &str) -> &str {
 }
 
 fn init_script() -> String {
-    let names: Vec<&str> = VIRTIO_MODULES.iter().map(|m| module_name(m)).collect();
+    let names: Vec<&str> = GUEST_MODULES.iter().map(|m| module_name(m)).collect();
     INIT.replace("MODULES", &names.join(" "))
 }
 
@@ -466,7 +491,7 @@ pub fn build_initramfs(busybox: &Path, kernel: &Path, out: &Path) -> Result<(), 
     a.symlink("bin/sh", "busybox");
     a.file("init", 0o755, init_script().as_bytes());
     if let Some(dir) = modules_dir(kernel) {
-        for rel in VIRTIO_MODULES {
+        for rel in GUEST_MODULES {
             let p = dir.join("kernel").join(format!("{rel}.ko"));
             if let Ok(ko) = fs::read(&p) {
                 a.file(&format!("lib/modules/{}.ko", module_name(rel)), 0o644, &ko);
@@ -669,7 +694,7 @@ mod tests {
     #[test]
     fn the_init_loads_modules_in_order() {
         let init = init_script();
-        assert!(init.contains("for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci failover net_failover virtio_net virtio_blk; do"), "{init}");
+        assert!(init.contains("for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci failover net_failover virtio_net virtio_blk pvpanic pvpanic-pci; do"), "{init}");
         assert_eq!(
             modules_dir(Path::new("/boot/vmlinuz-6.1.0-57-cloud-amd64")),
             Some(PathBuf::from("/lib/modules/6.1.0-57-cloud-amd64"))

@@ -11,11 +11,14 @@
 //! | not ok    | restart | left   | shared | yes          | start it on the peer        |
 //! | not ok    | restart | left   | shared | no           | leave it (no healthy peer)  |
 //! | not ok    | restart | left   | local  | any          | leave it (disks stay here)  |
+//! | not ok    | restart | left   | unread | any          | leave it (disks not known)  |
 //! | not ok    | restart | spent  | any    | any          | leave it (budget spent)     |
 //!
-//! Never restarted on a host that is not ok. Separately, a faulty host
-//! with `evacuate_on_faulty` evacuates its other VMs, whatever this VM's
-//! decision.
+//! Never restarted on a host that is not ok. "Start it on the peer" is
+//! the first peer placement offers; the handler tries the next when that
+//! one's hook refuses it (a peer's health is known only to that peer).
+//! Separately, a faulty host with `evacuate_on_faulty` evacuates its
+//! other VMs, whatever this VM's decision.
 
 use std::time::{Duration, Instant};
 
@@ -75,8 +78,10 @@ impl Default for Budget {
 pub enum Disks {
     /// Every disk is shared storage (or there is none).
     Shared,
-    /// At least one disk is local to this host.
+    /// At least one disk (or a passed-through device) is this host's.
     Local,
+    /// Not read yet: it cannot be started elsewhere on a guess.
+    Unknown,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,8 +93,8 @@ pub struct Situation<'a> {
     /// When this VM was restarted (here or elsewhere) before.
     pub restarts: &'a [Instant],
     pub disks: Disks,
-    /// A healthy peer placement chose for it, if any.
-    pub peer: Option<&'a str>,
+    /// The peer placement chose for it, or why there is none.
+    pub peer: Result<&'a str, &'a str>,
     pub evacuate_on_faulty: bool,
 }
 
@@ -157,11 +162,15 @@ fn choose(s: &Situation<'_>, now: Instant) -> (Action, String) {
             Action::Leave,
             format!("left as it is: this host is {health} and its disks are local to it"),
         ),
-        (Disks::Shared, None) => (
+        (Disks::Unknown, _) => (
             Action::Leave,
-            format!("left as it is: this host is {health} and no healthy peer can take it"),
+            format!("left as it is: this host is {health} and its disks are not known yet"),
         ),
-        (Disks::Shared, Some(p)) => (
+        (Disks::Shared, Err(why)) => (
+            Action::Leave,
+            format!("left as it is: this host is {health} and no peer can take it ({why})"),
+        ),
+        (Disks::Shared, Ok(p)) => (
             Action::StartOn(p.to_owned()),
             format!("started on {p}: this host is {health}"),
         ),
@@ -180,7 +189,7 @@ mod tests {
             budget: Budget::default(),
             restarts,
             disks: Disks::Shared,
-            peer: Some("hb"),
+            peer: Ok("hb"),
             evacuate_on_faulty: false,
         }
     }
@@ -214,10 +223,15 @@ mod tests {
         for h in [Level::Degraded, Level::Faulty] {
             assert_eq!(act(situation(h, &two)), Action::StartOn("hb".into()));
             let no_peer = Situation {
-                peer: None,
+                peer: Err("hb: full"),
                 ..situation(h, &[])
             };
             assert_eq!(act(no_peer), Action::Leave);
+            let unknown = Situation {
+                disks: Disks::Unknown,
+                ..situation(h, &[])
+            };
+            assert_eq!(act(unknown), Action::Leave);
             let local = Situation {
                 disks: Disks::Local,
                 ..situation(h, &[])
@@ -254,6 +268,13 @@ mod tests {
                 ..situation(Level::Degraded, &[])
             }),
             "watchdog fired: left as it is: this host is degraded and its disks are local to it"
+        );
+        assert_eq!(
+            reason(Situation {
+                peer: Err("hb: full"),
+                ..situation(Level::Faulty, &[])
+            }),
+            "guest panicked: left as it is: this host is faulty and no peer can take it (hb: full)"
         );
     }
 

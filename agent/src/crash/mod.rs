@@ -3,6 +3,7 @@
 //! ([`handler`]).
 
 pub mod decide;
+pub mod domxml;
 pub mod handler;
 
 pub use decide::{decide, Action, Budget, CrashKind, Decision, Disks, Policy, Situation};
@@ -20,9 +21,25 @@ pub fn kind_of(event: i32, detail: i32) -> Option<CrashKind> {
     }
 }
 
+/// A stop that only ends a crash already reported: libvirt emits
+/// `crashed` when a guest panics, then, carrying out the VM's on_crash
+/// action, `stopped`/`crashed`. Handling both would restart it twice.
+pub fn is_aftermath(kind: CrashKind, was: Option<crate::inventory::model::VmState>) -> bool {
+    kind == CrashKind::Crashed && was == Some(crate::inventory::model::VmState::Crashed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stop_after_a_panic_is_the_same_crash() {
+        use crate::inventory::model::VmState;
+        assert!(is_aftermath(CrashKind::Crashed, Some(VmState::Crashed)));
+        assert!(!is_aftermath(CrashKind::Crashed, Some(VmState::Running)));
+        assert!(!is_aftermath(CrashKind::Panicked, Some(VmState::Crashed)));
+        assert!(!is_aftermath(CrashKind::QemuDied, Some(VmState::Crashed)));
+    }
 
     #[test]
     fn only_crashes_are_crashes() {

@@ -321,8 +321,6 @@ impl Controller {
 
     /// The next host for a failed job, by placement over the live inventory.
     fn next_host(&self, job: &Job, others: &[Job]) -> Result<String, String> {
-        let mut exclude = BTreeMap::new();
-        exclude.insert(job.vm.clone(), job.tried.clone());
         let demand = VmDemand {
             name: job.vm.clone(),
             vcpus: job.vcpus,
@@ -330,6 +328,25 @@ impl Controller {
             disks: job.disks.clone(),
             unmovable: None,
         };
+        self.place_one(demand, &job.tried, others)
+    }
+
+    /// A peer for a crashed VM to be started on ([`crate::crash`]), by
+    /// placement over the live inventory and the migrations under way,
+    /// never one of `tried`.
+    pub fn recovery_dest(&self, vm: &VmDemand, tried: &[String]) -> Result<String, String> {
+        let jobs = Self::running_jobs(&self.lock());
+        self.place_one(vm.clone(), tried, &jobs)
+    }
+
+    fn place_one(
+        &self,
+        demand: VmDemand,
+        tried: &[String],
+        others: &[Job],
+    ) -> Result<String, String> {
+        let mut exclude = BTreeMap::new();
+        exclude.insert(demand.name.clone(), tried.to_vec());
         let p = self.make_plan(&[demand], &Target::Auto, &exclude, others);
         match (p.moves.first(), p.unplaceable.first()) {
             (Some(m), _) => Ok(m.dest.clone()),

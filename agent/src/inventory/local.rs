@@ -114,7 +114,11 @@ impl LocalPoller {
             });
             apply_lifecycle(&inv, &bus, &ev);
             if let (Some(tx), Some(kind)) = (&crashes, kind) {
-                if matches!(
+                if crate::crash::is_aftermath(kind, was) {
+                    // libvirt stopping a panicked guest (its on_crash
+                    // action): the panic was the crash, handled already.
+                    tracing::info!(vm = %ev.name, "stopped after its panic: the same crash");
+                } else if matches!(
                     was,
                     Some(VmState::Running | VmState::Paused | VmState::Crashed)
                 ) {
