@@ -382,9 +382,16 @@ pub fn hosts(
                 Some(e) => format!("down ({})", super::reason::short_peer_error(e)),
                 None => cell(&h["state"]),
             };
+            // A peer's health is known only to that peer (its hook
+            // refuses what it cannot take): never guessed here.
+            let health = match h["health"].as_str() {
+                Some(l) => l.to_owned(),
+                None => "unknown".to_owned(),
+            };
             vec![
                 name,
                 state,
+                health,
                 cell(&h["vms_running"]),
                 cell(&h["cpus"]),
                 pct(&h["cpu_pct"]),
@@ -393,7 +400,7 @@ pub fn hosts(
             ]
         })
         .collect();
-    let mut notes = Text::line("* this host");
+    let mut notes = Text::line("* this host; FREE: free memory, MiB; AGE: s since read");
     for r in me["health_reasons"].as_array().into_iter().flatten() {
         notes.push(format!(
             "note: {}: {}",
@@ -408,10 +415,12 @@ pub fn hosts(
             h["error"].as_str().unwrap_or("?")
         ));
     }
-    // Health is this host's alone (peers report none): its reasons are
-    // the notes; the table keeps to what fits 80 columns.
+    // This host's health reasons are the notes: the table keeps to what
+    // fits 80 columns.
     let mut text = table::render(
-        &["HOST", "STATE", "VMS", "CPUS", "CPU%", "FREE_MIB", "AGE_S"],
+        &[
+            "HOST", "STATE", "HEALTH", "VMS", "CPUS", "CPU%", "FREE", "AGE",
+        ],
         &rows,
     );
     text.append(notes.wrapped(6));

@@ -90,7 +90,7 @@ fn hosts_fit_with_unreachable_peers_and_say_what_the_star_is() {
     let lines: Vec<&str> = t.split("\r\n").collect();
     assert_eq!(
         lines[0],
-        "HOST            STATE                  VMS  CPUS  CPU%  FREE_MIB  AGE_S"
+        "HOST            STATE                  HEALTH   VMS  CPUS  CPU%  FREE     AGE"
     );
     assert!(
         lines[1].starts_with(&format!("{HOST_A} *  maintenance")),
@@ -99,7 +99,16 @@ fn hosts_fit_with_unreachable_peers_and_say_what_the_star_is() {
     assert!(t.contains(&format!("{HOST_B}    active")), "{t}");
     assert!(t.contains(&format!("{HOST_C}    down (timed out)")), "{t}");
     assert!(t.contains("kvm-r14-u05d    down (not polled yet)"), "{t}");
-    assert!(t.contains("\r\n* this host\r\n"), "{t}");
+    assert!(
+        t.contains("\r\n* this host; FREE: free memory, MiB; AGE: s since read\r\n"),
+        "{t}"
+    );
+    // This host's health is its own; a peer's is never guessed.
+    assert!(lines[1].contains("maintenance            ok "), "{t}");
+    assert!(
+        t.contains(&format!("{HOST_B}    active                 unknown")),
+        "{t}"
+    );
     assert!(
         t.contains(&format!("note: {HOST_C} unreachable: unable to connect")),
         "{t}"
