@@ -235,10 +235,11 @@ fn a_guest_that_panics_on_a_sound_host_is_restarted_there_once() {
 
 /// On a faulty host a crashed VM is never restarted there. With shared
 /// disks it is started on a peer, but only one whose hook admits it: a
-/// faulty peer refuses, and the VM is left as it is, saying why. Once the
-/// peer is sound it takes the next crashed VM, which then runs and is
-/// defined there alone, and with `evacuate_on_faulty` the host's other
-/// VMs follow and the verdict is SAFE.
+/// faulty peer refuses c1 (QEMU killed), which is left as it is, saying
+/// why. Once the peer is sound it takes c2 (its kernel panics through
+/// pvpanic), which then runs and is defined there alone, and with
+/// `evacuate_on_faulty` the host's other VMs follow and the verdict is
+/// SAFE.
 #[test]
 #[ignore = "lab: needs root, libvirtd and QEMU (make test-lab)"]
 fn a_vm_that_crashes_on_a_faulty_host_starts_on_a_sound_peer_and_the_host_is_emptied() {
@@ -247,7 +248,9 @@ fn a_vm_that_crashes_on_a_faulty_host_starts_on_a_sound_peer_and_the_host_is_emp
     std::thread::scope(|s| {
         for g in [
             GuestSpec::new("c1", 8).with_disk(shared),
-            GuestSpec::new("c2", 8).with_disk(shared),
+            GuestSpec::new("c2", 8)
+                .with_disk(shared)
+                .with_panic_device(),
             GuestSpec::new("w1", 8),
         ] {
             let lab = &lab;
@@ -290,13 +293,14 @@ fn a_vm_that_crashes_on_a_faulty_host_starts_on_a_sound_peer_and_the_host_is_emp
     put(&ha_ue, "3");
     ha.event("host.health", T, |e| e["data"]["health"] == "faulty");
     let disk_before = lab.wait_disk("ha", "c2", 0, T).unwrap();
-    kill_qemu(&lab, "c2");
+    // Its guest kernel panics (pvpanic); libvirt stops it (on_crash).
+    lab.virsh("ha", &["inject-nmi", "c2"]).unwrap();
     let e = ha.event("vm.crash", T, |e| e["data"]["vm"] == "c2");
     let d = &e["data"];
     assert_eq!(d["action"], "start_on", "{e}");
     assert_eq!(d["dest"], "hb", "{e}");
     assert_eq!(
-        d["reason"], "QEMU died: started on hb: this host is faulty",
+        d["reason"], "guest panicked: started on hb: this host is faulty",
         "{e}"
     );
     let done = ha.event("evacuation.done", Duration::from_secs(300), |_| true);
