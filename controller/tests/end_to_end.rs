@@ -339,3 +339,41 @@ fn a_config_file_is_read_and_its_errors_name_the_key() {
     let run = controller(&["--config", path.to_str().unwrap(), "evacuate", "hx"], &[]);
     assert_eq!(run.code, 1, "{run:#?}");
 }
+
+#[test]
+fn an_answer_lost_with_the_line_is_recovered_from_status() {
+    let hb = fake_agent::world("hb", &["web1", "db1"], Scenario::DropBeforeAnswer);
+    let port = fake_agent::on_tcp(&hb, false);
+    let line = format!("hb=tcp://127.0.0.1:{port}");
+    let run = controller(&["--line", &line, "evacuate", "hb"], &[]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert!(
+        run.stdout
+            .starts_with("hb: the line dropped before the answer to evacuate"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("*** SAFE TO POWER OFF hb: no VM left running; 2 moved ***"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn a_request_lost_with_the_line_is_not_a_verdict() {
+    let dir = scratch("unheard");
+    let ha = fake_agent::world("ha", &["web1"], Scenario::DropUnheard);
+    let link = fake_agent::on_pty(&dir, &ha);
+    let line = format!("ha={}", link.display());
+    let run = controller(&["--line", &line, "evacuate", "ha"], &[]);
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(
+        run.stderr
+            .contains("its status shows no evacuation since: it did not start"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stdout.contains("POWER OFF"), "{}", run.stdout);
+}

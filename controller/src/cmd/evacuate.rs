@@ -5,7 +5,10 @@
 //! going) or from `status`'s `last_result` (it ended while the line was
 //! down: events are not replayed). `status` is also asked now and then
 //! while waiting, so a lost event or a line that went quiet cannot leave
-//! the controller waiting for ever.
+//! the controller waiting for ever. When the line drops before the answer
+//! to `evacuate` itself, `status` before and after tells whether the
+//! evacuation started (the agent throws away input that arrives while a
+//! line is down, so a request it did not read never runs later).
 
 use std::time::{Duration, Instant};
 
@@ -36,12 +39,10 @@ pub enum EvacuateError {
     Client(#[from] ClientError),
     #[error(transparent)]
     Shape(#[from] ShapeError),
-    #[error("no verdict from {host} within {secs} s; evacuation {evacuation} may still be running (see jobs on the host)")]
-    NoVerdict {
-        host: String,
-        secs: u64,
-        evacuation: u64,
-    },
+    #[error("no verdict from {host} within {secs} s; the evacuation may still be running (see jobs on the host)")]
+    NoVerdict { host: String, secs: u64 },
+    #[error("the line dropped before {host} answered 'evacuate', and its status shows no evacuation since: it did not start")]
+    NotStarted { host: String },
 }
 
 /// The verdict, and how it was learnt.
@@ -62,6 +63,46 @@ impl Verdict {
     }
 }
 
+/// Which evacuation's verdict we wait for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Awaited {
+    /// The one the agent said it started.
+    Id(u64),
+    /// The line dropped before the answer: the first one numbered above
+    /// the last the host had finished before we asked.
+    After(u64),
+}
+
+impl Awaited {
+    pub fn matches(self, evacuation: u64) -> bool {
+        match self {
+            Awaited::Id(id) => evacuation == id,
+            Awaited::After(before) => evacuation > before,
+        }
+    }
+}
+
+/// What `status` says of the awaited evacuation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    Ended(Verdict),
+    Running,
+    /// Neither ended nor running: the request never reached the agent
+    /// (input that arrives while a line is down is thrown away).
+    NotStarted,
+}
+
+/// Reads what `status` says about `awaited` (pure).
+pub fn judge(status: &Status, awaited: Awaited) -> Check {
+    match &status.last_result {
+        Some(last) if awaited.matches(last.evacuation) => {
+            Check::Ended(Verdict::Status(last.clone()))
+        }
+        _ if status.state == "evacuating" || matches!(awaited, Awaited::Id(_)) => Check::Running,
+        _ => Check::NotStarted,
+    }
+}
+
 pub fn run(
     link: &mut Link,
     options: &Options,
@@ -70,32 +111,52 @@ pub fn run(
 ) -> Result<Outcome, EvacuateError> {
     let deadline = Instant::now() + options.wait;
     let host = link.host.clone();
+    let before: Status = model::read("status", link.call(&Command::Status, &mut *notify)?)?;
+    let before = before.last_result.map_or(0, |last| last.evacuation);
     link.call(&Command::Subscribe, &mut *notify)?;
     let cmd = Command::Evacuate {
         dest: options.dest.clone(),
         poweroff: options.poweroff,
     };
-    let started: Started = model::read("evacuate", link.call(&cmd, &mut *notify)?)?;
-    if out.json() {
-        out.value(&json!({"host": host, "started": started}));
-    } else {
-        out.text(&started_text(&host, &started));
-    }
-    let id = started.evacuation;
+    let awaited = match link.call(&cmd, &mut *notify) {
+        Ok(data) => {
+            let started: Started = model::read("evacuate", data)?;
+            if out.json() {
+                out.value(&json!({"host": host, "started": started}));
+            } else {
+                out.text(&started_text(&host, &started));
+            }
+            Awaited::Id(started.evacuation)
+        }
+        Err(e) if e.is_down() => {
+            if !out.json() {
+                out.say(
+                    &format!("{host}: the line dropped before the answer to evacuate; asking the host whether it started"),
+                    2,
+                );
+            }
+            Awaited::After(before)
+        }
+        Err(e) => return Err(e.into()),
+    };
     let mut next_check = Instant::now() + CHECK_EVERY;
     let verdict = loop {
         if Instant::now() >= deadline {
             return Err(EvacuateError::NoVerdict {
                 host,
                 secs: options.wait.as_secs(),
-                evacuation: id,
             });
         }
         if !link.is_up() {
             link.connect_until(deadline, &mut *notify)?;
-            match resubscribe_and_check(link, id, &mut *notify) {
-                Ok(Some(verdict)) => break verdict,
-                Ok(None) => {}
+            let checked = link
+                .call(&Command::Subscribe, &mut *notify)
+                .map_err(EvacuateError::from)
+                .and_then(|_| check(link, awaited, &mut *notify));
+            match checked {
+                Ok(Check::Ended(verdict)) => break verdict,
+                Ok(Check::Running) => {}
+                Ok(Check::NotStarted) => return Err(EvacuateError::NotStarted { host }),
                 Err(EvacuateError::Client(e)) if e.is_down() => continue,
                 Err(e) => return Err(e),
             }
@@ -113,7 +174,7 @@ pub fn run(
                 }
                 if event.name == "evacuation.done" {
                     let done: EvacuationDone = model::read("evacuation.done", event.data)?;
-                    if done.evacuation == id {
+                    if awaited.matches(done.evacuation) {
                         break Verdict::Event(done);
                     }
                 }
@@ -123,9 +184,10 @@ pub fn run(
             }
             Ok(None) => {
                 if Instant::now() >= next_check {
-                    match check(link, id, &mut *notify) {
-                        Ok(Some(verdict)) => break verdict,
-                        Ok(None) => {}
+                    match check(link, awaited, &mut *notify) {
+                        Ok(Check::Ended(verdict)) => break verdict,
+                        Ok(Check::Running) => {}
+                        Ok(Check::NotStarted) => return Err(EvacuateError::NotStarted { host }),
                         Err(EvacuateError::Client(e)) if e.is_down() => {}
                         Err(e) => return Err(e),
                     }
@@ -138,7 +200,7 @@ pub fn run(
         }
     };
     if out.json() {
-        out.value(&verdict_json(&host, id, &verdict));
+        out.value(&verdict_json(&host, &verdict));
     } else {
         out.text(&verdict_text(&host, &verdict));
     }
@@ -149,23 +211,10 @@ pub fn run(
     })
 }
 
-/// After a reconnect: events again, then whether the run ended meanwhile.
-fn resubscribe_and_check(
-    link: &mut Link,
-    id: u64,
-    notify: Notify,
-) -> Result<Option<Verdict>, EvacuateError> {
-    link.call(&Command::Subscribe, &mut *notify)?;
-    check(link, id, notify)
-}
-
-/// The verdict of evacuation `id` if `status` already has it.
-fn check(link: &mut Link, id: u64, notify: Notify) -> Result<Option<Verdict>, EvacuateError> {
+/// What the host's `status` says of the awaited evacuation.
+fn check(link: &mut Link, awaited: Awaited, notify: Notify) -> Result<Check, EvacuateError> {
     let status: Status = model::read("status", link.call(&Command::Status, notify)?)?;
-    Ok(status
-        .last_result
-        .filter(|last| last.evacuation == id)
-        .map(Verdict::Status))
+    Ok(judge(&status, awaited))
 }
 
 pub fn started_text(host: &str, started: &Started) -> Text {
@@ -306,10 +355,10 @@ fn reason(done: &EvacuationDone, vm: &str) -> String {
     "not part of this evacuation".into()
 }
 
-pub fn verdict_json(host: &str, id: u64, verdict: &Verdict) -> Value {
-    let (from, detail) = match verdict {
-        Verdict::Event(done) => ("event", json!(done)),
-        Verdict::Status(last) => ("status", json!(last)),
+pub fn verdict_json(host: &str, verdict: &Verdict) -> Value {
+    let (from, detail, id) = match verdict {
+        Verdict::Event(done) => ("event", json!(done), done.evacuation),
+        Verdict::Status(last) => ("status", json!(last), last.evacuation),
     };
     json!({
         "host": host,
@@ -465,10 +514,53 @@ mod tests {
         assert!(lines
             .iter()
             .any(|l| l == "*** SAFE TO POWER OFF ha: no VM left running; 2 moved ***"));
-        let j = verdict_json("ha", 4, &v);
+        let j = verdict_json("ha", &v);
         assert_eq!(
             (j["from"].as_str(), j["safe_to_power_off"].as_bool()),
             (Some("status"), Some(true))
+        );
+    }
+
+    #[test]
+    fn judging_status_after_a_drop() {
+        let status = |state: &str, last: Option<u64>| Status {
+            state: state.into(),
+            last_result: last.map(|evacuation| LastResult {
+                evacuation,
+                safe_to_power_off: true,
+                ..LastResult::default()
+            }),
+            ..Status::default()
+        };
+        // Known id: ended when status has it, else still running.
+        assert!(matches!(
+            judge(&status("maintenance", Some(4)), Awaited::Id(4)),
+            Check::Ended(_)
+        ));
+        assert_eq!(
+            judge(&status("evacuating", Some(3)), Awaited::Id(4)),
+            Check::Running
+        );
+        assert_eq!(
+            judge(&status("active", None), Awaited::Id(4)),
+            Check::Running
+        );
+        // Answer lost: a newer result, a run going on, or nothing at all.
+        assert!(matches!(
+            judge(&status("empty", Some(4)), Awaited::After(3)),
+            Check::Ended(_)
+        ));
+        assert_eq!(
+            judge(&status("evacuating", Some(3)), Awaited::After(3)),
+            Check::Running
+        );
+        assert_eq!(
+            judge(&status("active", Some(3)), Awaited::After(3)),
+            Check::NotStarted
+        );
+        assert_eq!(
+            judge(&status("active", None), Awaited::After(0)),
+            Check::NotStarted
         );
     }
 

@@ -38,6 +38,12 @@ pub enum Scenario {
     /// The line drops right after the answer; the run is still going when
     /// the line is back, and its verdict comes as an event.
     DropThenEvent,
+    /// The line drops before the answer is written; the run ends SAFE
+    /// while it is down.
+    DropBeforeAnswer,
+    /// The line drops as the request comes, which is never read: nothing
+    /// starts.
+    DropUnheard,
 }
 
 /// The fake host, shared between its connections (and the test).
@@ -227,8 +233,13 @@ impl Session<'_> {
             Command::Status => {
                 let data = {
                     let w = self.world.lock().unwrap();
+                    let state = if w.pending_done.is_some() {
+                        "evacuating"
+                    } else {
+                        "active"
+                    };
                     json!({
-                        "host": w.name, "location": "rack 1", "state": "active",
+                        "host": w.name, "location": "rack 1", "state": state,
                         "health": "ok", "health_reasons": [], "cpus": 8, "cpu_pct": 12.5,
                         "mem_total_mib": 32768, "mem_free_mib": 16000,
                         "vms_running": w.vms.len(), "vms_defined": w.vms.len(),
@@ -267,6 +278,9 @@ impl Session<'_> {
     }
 
     fn evacuate(&mut self, ok: impl Fn(Value) -> String) -> Option<End> {
+        if self.world.lock().unwrap().scenario == Scenario::DropUnheard {
+            return Some(End::Drop);
+        }
         let (id, name, vms, scenario) = {
             let mut w = self.world.lock().unwrap();
             w.evacuations += 1;
@@ -284,7 +298,9 @@ impl Session<'_> {
             .iter()
             .map(|vm| json!({"vm": vm, "reason": "no candidate: hz: full"}))
             .collect();
-        self.answer(ok(json!({"evacuation": id, "moves": moves, "unplaceable": unplaceable, "peer_reasons": []})));
+        if scenario != Scenario::DropBeforeAnswer {
+            self.answer(ok(json!({"evacuation": id, "moves": moves, "unplaceable": unplaceable, "peer_reasons": []})));
+        }
         let safe = stuck.is_empty();
         let done = json!({
             "check_error": null, "evacuation": id, "host": name,
@@ -299,7 +315,7 @@ impl Session<'_> {
         let mut w = self.world.lock().unwrap();
         w.vms = stuck.to_vec();
         match scenario {
-            Scenario::DropThenStatus => {
+            Scenario::DropThenStatus | Scenario::DropBeforeAnswer => {
                 w.last_result = last;
                 return Some(End::Drop);
             }
@@ -308,6 +324,7 @@ impl Session<'_> {
                 return Some(End::Drop);
             }
             Scenario::Safe | Scenario::NotSafe => w.last_result = last,
+            Scenario::DropUnheard => unreachable!("returned above"),
         }
         drop(w);
         for vm in moving {
