@@ -121,6 +121,17 @@ pub struct HealthSection {
     /// host's other VMs too (and end with the usual verdict).
     #[serde(default)]
     pub evacuate_on_faulty: bool,
+    /// Optional probes (crate::health::probe), each run only where its
+    /// tool is installed.
+    #[serde(default = "default_probes")]
+    pub probes: Vec<crate::health::probe::Kind>,
+    /// Seconds between probe runs: the tools are slow (a BMC takes
+    /// seconds to list its sensors) and what they read changes slowly.
+    #[serde(default = "default_probe_period")]
+    pub probe_period_s: u64,
+    /// Seconds one probe command may take before it is killed.
+    #[serde(default = "default_probe_timeout")]
+    pub probe_timeout_s: u64,
 }
 
 impl Default for HealthSection {
@@ -133,6 +144,9 @@ impl Default for HealthSection {
             temp_margin_c: default_temp_margin(),
             hold_s: default_hold(),
             evacuate_on_faulty: false,
+            probes: default_probes(),
+            probe_period_s: default_probe_period(),
+            probe_timeout_s: default_probe_timeout(),
         }
     }
 }
@@ -161,6 +175,15 @@ fn default_temp_margin() -> f64 {
 }
 fn default_hold() -> u64 {
     30
+}
+fn default_probes() -> Vec<crate::health::probe::Kind> {
+    crate::health::probe::Kind::ALL.to_vec()
+}
+fn default_probe_period() -> u64 {
+    300
+}
+fn default_probe_timeout() -> u64 {
+    60
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -548,6 +571,27 @@ impl Config {
         if h.hold_s > 86_400 {
             return Err(bad("health.hold_s", format!("{} is over a day", h.hold_s)));
         }
+        for (i, p) in h.probes.iter().enumerate() {
+            if h.probes[..i].contains(p) {
+                return Err(bad(
+                    &format!("health.probes[{i}]"),
+                    format!("{} listed twice", p.as_str()),
+                ));
+            }
+        }
+        // Under 10 s the tools would run back to back; over a day, a
+        // failing disk would go unseen for too long.
+        for (key, v, range) in [
+            ("health.probe_period_s", h.probe_period_s, 10..=86_400),
+            ("health.probe_timeout_s", h.probe_timeout_s, 1..=600),
+        ] {
+            if !range.contains(&v) {
+                return Err(bad(
+                    key,
+                    format!("{v} is outside {}..={}", range.start(), range.end()),
+                ));
+            }
+        }
         let t = self.placement.load_threshold;
         if !(t > 0.0 && t <= 1.0) {
             return Err(bad(
@@ -728,6 +772,12 @@ dir = "/var/lib/rackside"
         assert_eq!(c.auth.max_failures, 5);
         assert_eq!(c.auth.lockout_s, 300);
         assert!(c.migration.tls, "migration is encrypted unless turned off");
+        assert_eq!(c.health.probes.len(), 3, "every probe whose tool is here");
+        assert!(parse("[health]\nprobes = []\n")
+            .unwrap()
+            .health
+            .probes
+            .is_empty());
         assert!(!parse("[migration]\ntls = false\n").unwrap().migration.tls);
     }
 
@@ -766,6 +816,12 @@ dir = "/var/lib/rackside"
         assert!(err("[health]\nlinks = [\"a b\"]\n").contains("health.links[0]"));
         assert!(err("[health]\nsysfs_root = \"sys\"\n").contains("health.sysfs_root"));
         assert!(err("[crash]\nwindow_s = 0\n").contains("crash.window_s"));
+        assert!(err("[health]\nprobes = [\"smartd\"]\n").contains("smartd"));
+        assert!(
+            err("[health]\nprobes = [\"smartctl\", \"smartctl\"]\n").contains("health.probes[1]")
+        );
+        assert!(err("[health]\nprobe_period_s = 5\n").contains("health.probe_period_s"));
+        assert!(err("[health]\nprobe_timeout_s = 0\n").contains("health.probe_timeout_s"));
         assert!(err("[crash]\npolicy = \"reboot\"\n").contains("policy"));
         assert!(err("[state]\ndir = \"rel\"\n").contains("state.dir"));
         assert!(err("[state]\nrun_dir = \"rel\"\n").contains("state.run_dir"));

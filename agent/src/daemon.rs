@@ -99,6 +99,21 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     .spawn()
     .map_err(DaemonError::Thread)?;
     peers::spawn_all(&inventory, &stop).map_err(DaemonError::Thread)?;
+    let probes = Arc::new(crate::health::probe::Latest::default());
+    if !cfg.health.probes.is_empty() {
+        crate::health::probe::spawn(
+            crate::health::probe::Prober::new(
+                cfg.health.probes.clone(),
+                crate::health::probe::Host::local(),
+                Duration::from_secs(cfg.health.probe_timeout_s),
+                cfg.health.edac_ce_degraded,
+            ),
+            Duration::from_secs(cfg.health.probe_period_s),
+            probes.clone(),
+            stop.clone(),
+        )
+        .map_err(DaemonError::Thread)?;
+    }
     crate::health::watch::spawn(
         crate::health::watch::Watch {
             host: cfg.host_name(),
@@ -106,6 +121,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             links: cfg.health.links.clone(),
             period: Duration::from_secs(cfg.health.period_s),
             thresholds: cfg.health.thresholds(),
+            probes,
         },
         inventory.clone(),
         bus.clone(),

@@ -82,7 +82,7 @@ check "hook in place for libvirt" inside test -x /etc/libvirt/hooks/qemu.d/racks
 security=$(inside systemd-analyze security --no-pager rackside-agent.service 2>/dev/null | sed -n 's/.*Overall exposure level for rackside-agent.service: \([0-9.]*\).*/\1/p')
 echo "systemd-analyze security: exposure ${security:-unknown}"
 check "exposure at most 3.0 (systemd-analyze security)" awk -v s="${security:-99}" 'BEGIN { exit !(s <= 3.0) }'
-check "capabilities: only DAC_OVERRIDE and NET_RAW" sh -c "[ \"\$(nsenter -t $init -a systemctl show -p CapabilityBoundingSet --value rackside-agent.service)\" = 'cap_dac_override cap_net_raw' ]"
+check "capabilities: only DAC_OVERRIDE, NET_RAW and SYS_RAWIO" sh -c "[ \"\$(nsenter -t $init -a systemctl show -p CapabilityBoundingSet --value rackside-agent.service)\" = 'cap_dac_override cap_net_raw cap_sys_rawio' ]"
 
 # A 3 s watchdog for this test: without pings systemd would kill it.
 inside mkdir -p /etc/systemd/system/rackside-agent.service.d

@@ -8,6 +8,8 @@
 //!   `temp_margin_c` of it, degraded.
 //! - hwmon alarms: a critical alarm is faulty, any other degraded.
 //! - Links: a configured interface that is down or missing is degraded.
+//! - Probes (super::probe): their findings as they come, each probe's
+//!   latest until its next run.
 //!
 //! A finding stays for `hold` after its cause was last seen, so a flapping
 //! link or a burst of errors does not flap the host between states.
@@ -156,6 +158,7 @@ impl Evaluator {
                 reason,
             });
         }
+        out.extend(r.probes.iter().cloned());
         out
     }
 }
@@ -301,6 +304,29 @@ mod tests {
                 (Level::Degraded, "link eno1 is missing"),
             ]
         );
+    }
+
+    /// A probe's finding is held like any other: it stays `hold` after
+    /// the probe last reported it, then clears.
+    #[test]
+    fn probe_findings_are_held_and_cleared() {
+        let t0 = Instant::now();
+        let mut e = Evaluator::new(Thresholds::default());
+        let bmc = Finding {
+            level: Level::Faulty,
+            key: "ipmi:CPU2 Temp:02h".into(),
+            reason: "BMC: CPU2 Temp 98 degrees C is critical".into(),
+        };
+        let with = Readings {
+            probes: vec![bmc.clone()],
+            ..Readings::default()
+        };
+        let at = |s| t0 + Duration::from_secs(s);
+        assert_eq!(e.evaluate(&with, at(0), P), std::slice::from_ref(&bmc));
+        assert_eq!(e.evaluate(&with, at(300), P), std::slice::from_ref(&bmc));
+        let without = Readings::default();
+        assert_eq!(e.evaluate(&without, at(329), P), [bmc]);
+        assert_eq!(e.evaluate(&without, at(330), P), []);
     }
 
     /// A link that flaps (down, up, down, up every 10 s) keeps the host

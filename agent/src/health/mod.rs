@@ -1,9 +1,12 @@
 //! This host's hardware health, from the host itself (no agent in any
-//! guest): what is read each period ([`Readings`], by [`sysfs`]) and what
-//! it means ([`eval::Evaluator`], pure: readings and the time in, findings
-//! out), so every rule is tested in microseconds with fixture values.
+//! guest): what is read each period ([`Readings`], by [`sysfs`], plus the
+//! latest findings of the optional [`probe`]s, which run vendor tools on a
+//! slower period) and what it means ([`eval::Evaluator`], pure: readings
+//! and the time in, findings out), so every rule is tested in
+//! microseconds with fixture values.
 
 pub mod eval;
+pub mod probe;
 pub mod sysfs;
 pub mod watch;
 
@@ -84,4 +87,7 @@ pub struct Readings {
     pub thermal: Vec<Thermal>,
     pub alarms: Vec<Alarm>,
     pub links: Vec<LinkState>,
+    /// The probes' latest findings (SMART, the BMC, rasdaemon), judged
+    /// where the probe ran: they only need holding.
+    pub probes: Vec<Finding>,
 }

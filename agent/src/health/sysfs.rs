@@ -15,6 +15,7 @@ pub fn read(root: &Path, links: &[String]) -> Readings {
         thermal: thermal(root),
         alarms: alarms(root),
         links: links.iter().map(|l| link(root, l)).collect(),
+        probes: Vec::new(),
     }
 }
 

@@ -1,6 +1,7 @@
-//! The health thread: reads the host each period, evaluates, keeps the
-//! findings in the inventory and tells every line when the host's health
-//! changes (`host.health`), and the journal (the log) with it.
+//! The health thread: reads the host each period (with the probes' latest
+//! findings), evaluates, keeps the findings in the inventory and tells
+//! every line when the host's health changes (`host.health`), and the
+//! journal (the log) with it.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::eval::{self, Evaluator, Thresholds};
-use super::{sysfs, Finding, Level};
+use super::{probe, sysfs, Finding, Level};
 use crate::events::{Bus, HostHealth, Payload};
 use crate::inventory::Inventory;
 
@@ -19,6 +20,8 @@ pub struct Watch {
     pub links: Vec<String>,
     pub period: Duration,
     pub thresholds: Thresholds,
+    /// The probes' latest findings, added to every period's readings.
+    pub probes: Arc<probe::Latest>,
 }
 
 pub fn spawn(
@@ -37,7 +40,8 @@ fn run(w: &Watch, inventory: &Inventory, bus: &Bus, stop: &AtomicBool) {
     let mut last: Option<(Instant, Vec<Finding>)> = None;
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
-        let readings = sysfs::read(&w.sysfs_root, &w.links);
+        let mut readings = sysfs::read(&w.sysfs_root, &w.links);
+        readings.probes = w.probes.findings();
         let period = last.as_ref().map_or(w.period, |(t, _)| now - *t);
         let findings = ev.evaluate(&readings, now, period);
         let changed = last.as_ref().is_none_or(|(_, f)| *f != findings);
