@@ -1,0 +1,234 @@
+//! The controller at a rack of three lab hosts, each with a real
+//! rackside-agent on its management line: ha's line reaches the
+//! controller through a console server's raw TCP port (socat listening in
+//! front of a pty, as a terminal server fronts a serial port), hb's and
+//! hc's are null-modem pty pairs. The controller evacuates ha end to end
+//! and reads SAFE; ha's line is cut in the middle of the move (the
+//! console server's connection killed) and comes back. Real libvirtd,
+//! real QEMU, rackside-hook on every host. Needs root and socat: run by
+//! `make test-lab`.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use rackside_lab::agent::{lab_config, AgentProcess};
+use rackside_lab::terminal::NullModem;
+use rackside_lab::{GuestSpec, Lab, LabSpec};
+
+const CONTROLLER: &str = env!("CARGO_BIN_EXE_rackside-controller");
+
+/// The agent and the hook are built beside the controller (`make build`).
+fn sibling(name: &str) -> PathBuf {
+    let p = Path::new(CONTROLLER).with_file_name(name);
+    assert!(p.exists(), "{} missing: make build", p.display());
+    p
+}
+
+/// A console server's raw TCP port in front of `tty`: each connection is
+/// relayed to the serial line (socat forks one relay per connection).
+struct ConsolePort {
+    child: Child,
+    port: u16,
+}
+
+impl ConsolePort {
+    fn open(tty: &Path, log: &Path) -> ConsolePort {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("socat")
+            .arg("-d")
+            .arg(format!("tcp-listen:{port},bind=127.0.0.1,reuseaddr,fork"))
+            .arg(format!("file:{},raw,echo=0", tty.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .expect("socat");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                // That probe was a connection too: let its relay end.
+                std::thread::sleep(Duration::from_millis(200));
+                return ConsolePort { child, port };
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("socat is not listening on {port}");
+    }
+
+    /// Cuts the connections in use (the relays socat forked), as a
+    /// console server does when its port is reset; the port still listens.
+    fn cut(&self) -> usize {
+        let out = Command::new("pkill")
+            .args(["-KILL", "-P", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        usize::from(out.success())
+    }
+}
+
+impl Drop for ConsolePort {
+    fn drop(&mut self) {
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-P", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+#[ignore = "lab: needs root, libvirtd, QEMU and socat (make test-lab)"]
+fn the_controller_empties_a_host_over_a_console_server_and_a_dropped_line_comes_back() {
+    let lab = Lab::up(&LabSpec::new("ctl", 3).with_hook(&sibling("rackside-hook"))).expect("lab up");
+    lab.start_guest("ha", &GuestSpec::new("web1", 48)).unwrap();
+    let dir = lab.desc().dir.join("controller");
+    std::fs::create_dir_all(&dir).unwrap();
+
+    // One cable per host; ha's far end behind a console server port.
+    let mut modems = Vec::new();
+    let mut agents = Vec::new();
+    for h in ["ha", "hb", "hc"] {
+        let adir = dir.join(format!("agent-{h}"));
+        std::fs::create_dir_all(&adir).unwrap();
+        let modem = NullModem::open(
+            &adir.join("ttyS0"),
+            &adir.join("far-end"),
+            &adir.join("socat.log"),
+        )
+        .unwrap();
+        // A capped rate makes ha's move last long enough to cut its line
+        // in the middle of it.
+        let extra = if h == "ha" {
+            "[migration]\nbandwidth_mib_s = 8\n"
+        } else {
+            ""
+        };
+        let cfg = lab_config(&lab, h, &adir, &modem.agent_end, extra);
+        agents.push(
+            AgentProcess::start(&lab, h, &sibling("rackside-agent"), &adir, &cfg).unwrap(),
+        );
+        modems.push(modem);
+    }
+    let console = ConsolePort::open(&modems[0].person_end, &dir.join("console-port.log"));
+    let lines = [
+        format!("ha=tcp://127.0.0.1:{}", console.port),
+        format!("hb={}", modems[1].person_end.display()),
+        format!("hc={}", modems[2].person_end.display()),
+    ];
+    let mut args: Vec<String> = Vec::new();
+    for l in &lines {
+        args.push("--line".into());
+        args.push(l.clone());
+    }
+    let log_of = |agents: &[AgentProcess]| {
+        agents
+            .iter()
+            .map(AgentProcess::log_text)
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    };
+
+    // The rack at a glance: every line up, web1 on ha.
+    let mut status_ok = false;
+    let mut last = String::new();
+    for _ in 0..20 {
+        let out = Command::new(CONTROLLER)
+            .args(&args)
+            .args(["status", "--json"])
+            .output()
+            .unwrap();
+        last = format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = match serde_json::from_slice(&out.stdout) {
+            Ok(v) => v,
+            Err(_) => continue,
+        };
+        let hosts = v["hosts"].as_array().cloned().unwrap_or_default();
+        if out.status.success()
+            && hosts.len() == 3
+            && hosts.iter().all(|h| h["up"] == true)
+            && hosts[0]["status"]["vms_running"] == 1
+        {
+            status_ok = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert!(status_ok, "status never showed the rack: {last}\n{}", log_of(&agents));
+
+    // Evacuate ha; cut its line once web1 is on its way.
+    let mut ctl = Command::new(CONTROLLER)
+        .args(&args)
+        .args(["evacuate", "ha"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel::<(bool, String)>();
+    let out = ctl.stdout.take().unwrap();
+    let err = ctl.stderr.take().unwrap();
+    let tx2 = tx.clone();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send((true, l));
+        }
+    });
+    std::thread::spawn(move || {
+        for l in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx2.send((false, l));
+        }
+    });
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    let mut cut = false;
+    while let Ok((is_out, l)) = rx.recv_timeout(Duration::from_secs(300)) {
+        if !cut && is_out && l.contains("web1 ->") && l.contains('%') {
+            assert_eq!(console.cut(), 1, "no connection to cut");
+            cut = true;
+        }
+        if is_out {
+            stdout.push(l);
+        } else {
+            stderr.push(l);
+        }
+    }
+    let code = ctl.wait().unwrap().code();
+    let (stdout, stderr) = (stdout.join("\n"), stderr.join("\n"));
+    let said = format!("stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(cut, "web1's move was never seen under way: {said}");
+    assert_eq!(code, Some(0), "{said}\n{}", log_of(&agents));
+    assert!(stdout.contains("*** SAFE TO POWER OFF ha"), "{said}");
+    assert!(stderr.contains("ha: line dropped"), "{said}");
+    assert!(stderr.contains("ha: line up again"), "{said}");
+    let now_on = lab.assert_runs_once("web1");
+    assert_ne!(now_on, "ha", "{said}");
+
+    // Where is web1 now, asked of the whole rack.
+    let out = Command::new(CONTROLLER)
+        .args(&args)
+        .args(["locate", "web1"])
+        .output()
+        .unwrap();
+    let located = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{located}");
+    assert!(located.contains(&now_on), "{located}");
+
+    drop(console);
+    for mut a in agents {
+        assert_eq!(a.stop(), Some(0), "{}", a.log_text());
+    }
+    for m in modems {
+        m.close().expect("socat");
+    }
+    lab.teardown().expect("teardown");
+}
