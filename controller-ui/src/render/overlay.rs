@@ -8,6 +8,7 @@ use ratatui::widgets::{Block, Borders, Clear, Paragraph};
 use ratatui::Frame;
 
 use crate::app::{App, Confirm, PinPrompt};
+use crate::model::LineState;
 use crate::text::{self, clean};
 
 pub(super) const CONFIRM_HELP: &str = "y: yes, evacuate  n or Esc: no";
@@ -48,6 +49,15 @@ pub(super) fn confirm(app: &App, c: &Confirm, frame: &mut Frame, area: Rect) {
             p.moves.len(),
             p.unplaceable.len()
         ));
+    }
+    // Asking is still allowed (the binary may be about to reconnect), but
+    // the person should know the request has no way through yet.
+    let line_down = app
+        .rack()
+        .host(&c.host)
+        .is_some_and(|h| matches!(h.line, LineState::Dropped { .. }));
+    if line_down {
+        what.push_str(" Its LINE IS DOWN: the request waits for it.");
     }
     if c.poweroff {
         what.push_str(&format!(" Then, only if SAFE, {host} switches itself off."));
