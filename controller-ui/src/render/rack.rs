@@ -94,7 +94,10 @@ fn render_details(app: &App, h: &Host, frame: &mut Frame, area: Rect) {
         }
     };
     let name = clean(&h.name);
-    let place = h.location.as_deref().map(clean).unwrap_or_default();
+    let place = h
+        .location
+        .as_deref()
+        .map_or("location not known yet".to_owned(), clean);
     add(format!("{name}: {place}"), Style::new());
     if let LineState::Dropped { .. } = h.line {
         let (t, style) = line_text(&h.line, app.now());
