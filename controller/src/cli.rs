@@ -21,7 +21,7 @@ from the environment variable RACKSIDE_PIN.";
 #[command(
     name = "rackside-controller",
     version,
-    about = "Drive rackside agents over their management lines: status, evacuate, locate, identify",
+    about = "Drive rackside agents over their management lines: the rack on screen, or status, evacuate, locate, identify",
     after_help = EXIT_CODES
 )]
 pub struct Cli {
@@ -52,8 +52,10 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "PATH")]
     pub pin_file: Option<PathBuf>,
 
+    /// Without a command: the rack on screen (keyboard only; `?` or the
+    /// bottom line lists the keys)
     #[command(subcommand)]
-    pub command: Cmd,
+    pub command: Option<Cmd>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -119,7 +121,10 @@ mod tests {
         .unwrap();
         assert!(cli.json);
         assert_eq!(cli.lines, ["ha=/dev/ttyUSB0"]);
-        assert!(matches!(cli.command, Cmd::Evacuate { poweroff: true, .. }));
+        assert!(matches!(
+            cli.command,
+            Some(Cmd::Evacuate { poweroff: true, .. })
+        ));
     }
 
     #[test]

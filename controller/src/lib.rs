@@ -24,3 +24,4 @@ pub mod model;
 pub mod out;
 pub mod run;
 pub mod telnet;
+pub mod tui;

@@ -22,6 +22,8 @@ pub const PIN_ENV: &str = "RACKSIDE_PIN";
 pub enum RunError {
     #[error("config")]
     Config(#[from] ConfigError),
+    #[error("the screen")]
+    Tui(#[from] crate::tui::TuiError),
     #[error("no hosts: give --line NAME=SPEC, or list them in {DEFAULT_PATH} (or --config)")]
     NoConfig(#[source] ConfigError),
     #[error("no host '{host}' in the config (hosts: {known})")]
@@ -98,7 +100,11 @@ pub fn run(cli: &Cli, stdout: &mut dyn Write, stderr: &mut dyn Write) -> Result<
     let mut out = Out::new(format, stdout);
     let mut notes = Notes::new(stderr);
     let mut notify = |host: &str, note| notes.line(host, note);
-    match &cli.command {
+    let Some(command) = &cli.command else {
+        crate::tui::run(&config, &options)?;
+        return Ok(Outcome::Success);
+    };
+    match command {
         Cmd::Status => Ok(cmd::status::run(&config, &options, &mut out)),
         Cmd::Locate { vm } => Ok(cmd::locate::run(&config, &options, vm, &mut out)),
         Cmd::Identify { host, off, seconds } => {

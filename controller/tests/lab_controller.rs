@@ -4,7 +4,10 @@
 //! front of a pty, as a terminal server fronts a serial port), hb's and
 //! hc's are null-modem pty pairs. The controller evacuates ha end to end
 //! and reads SAFE; ha's line is cut in the middle of the move (the
-//! console server's connection killed) and comes back. Real libvirtd,
+//! console server's connection killed) and comes back. Then the same on
+//! screen: the controller's terminal UI in an 80x24 tmux window shows the
+//! rack, the dropped line and its return, and empties web1's new host from
+//! the keyboard to a SAFE banner. Real libvirtd,
 //! real QEMU, rackside-hook on every host. Needs root and socat: run by
 //! `make test-lab`.
 
@@ -16,7 +19,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use rackside_lab::agent::{lab_config, AgentProcess};
-use rackside_lab::terminal::NullModem;
+use rackside_lab::terminal::{NullModem, Tmux};
 use rackside_lab::{GuestSpec, Lab, LabSpec};
 
 const CONTROLLER: &str = env!("CARGO_BIN_EXE_rackside-controller");
@@ -51,11 +54,13 @@ impl ConsolePort {
             .stderr(std::fs::File::create(log).unwrap())
             .spawn()
             .expect("socat");
+        // Owned at once, so a failure below still stops socat (Drop).
+        let console = ConsolePort { child, port };
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 // That probe was a connection too: let its relay end.
                 std::thread::sleep(Duration::from_millis(200));
-                return ConsolePort { child, port };
+                return console;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -86,7 +91,8 @@ impl Drop for ConsolePort {
 #[test]
 #[ignore = "lab: needs root, libvirtd, QEMU and socat (make test-lab)"]
 fn the_controller_empties_a_host_over_a_console_server_and_a_dropped_line_comes_back() {
-    let lab = Lab::up(&LabSpec::new("ctl", 3).with_hook(&sibling("rackside-hook"))).expect("lab up");
+    let lab =
+        Lab::up(&LabSpec::new("ctl", 3).with_hook(&sibling("rackside-hook"))).expect("lab up");
     lab.start_guest("ha", &GuestSpec::new("web1", 48)).unwrap();
     let dir = lab.desc().dir.join("controller");
     std::fs::create_dir_all(&dir).unwrap();
@@ -111,9 +117,7 @@ fn the_controller_empties_a_host_over_a_console_server_and_a_dropped_line_comes_
             ""
         };
         let cfg = lab_config(&lab, h, &adir, &modem.agent_end, extra);
-        agents.push(
-            AgentProcess::start(&lab, h, &sibling("rackside-agent"), &adir, &cfg).unwrap(),
-        );
+        agents.push(AgentProcess::start(&lab, h, &sibling("rackside-agent"), &adir, &cfg).unwrap());
         modems.push(modem);
     }
     let console = ConsolePort::open(&modems[0].person_end, &dir.join("console-port.log"));
@@ -164,7 +168,11 @@ fn the_controller_empties_a_host_over_a_console_server_and_a_dropped_line_comes_
         }
         std::thread::sleep(Duration::from_secs(1));
     }
-    assert!(status_ok, "status never showed the rack: {last}\n{}", log_of(&agents));
+    assert!(
+        status_ok,
+        "status never showed the rack: {last}\n{}",
+        log_of(&agents)
+    );
 
     // Evacuate ha; cut its line once web1 is on its way.
     let mut ctl = Command::new(CONTROLLER)
@@ -222,6 +230,74 @@ fn the_controller_empties_a_host_over_a_console_server_and_a_dropped_line_comes_
     let located = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(0), "{located}");
     assert!(located.contains(&now_on), "{located}");
+
+    // The same rack on screen: the controller with no command, in an
+    // 80x24 terminal (tmux). Cut ha's line and see it down and back; then
+    // empty web1's host from the keyboard and read the banner.
+    let argv: Vec<&str> = std::iter::once(CONTROLLER)
+        .chain(args.iter().map(String::as_str))
+        .collect();
+    let term = Tmux::start("rackside-ctl", 80, 24, &dir.join("tmux.conf"), &argv).unwrap();
+    let fail =
+        |what: &str, e: &dyn std::fmt::Display| -> ! { panic!("{what}: {e}\n{}", log_of(&agents)) };
+    let every_line_up = |h: &str| {
+        let rows: Vec<&str> = h
+            .lines()
+            .filter(|l| ["ha ", "hb ", "hc "].iter().any(|n| l.starts_with(n)))
+            .collect();
+        rows.len() >= 3 && rows.iter().rev().take(3).all(|l| l.contains(" up "))
+    };
+    let rack = term
+        .wait_for("every line up", Duration::from_secs(60), |_| {
+            term.screen().is_ok_and(|s| every_line_up(&s))
+        })
+        .map(|_| term.screen().unwrap())
+        .unwrap_or_else(|e| fail("the rack", &e));
+    println!("--- the rack, 80x24 ---\n{rack}");
+    std::fs::write(dir.join("tui-rack.txt"), &rack).unwrap();
+    console.cut();
+    term.wait_for("ha's line down", Duration::from_secs(30), |_| {
+        term.screen().is_ok_and(|s| s.contains("LINE DOWN"))
+    })
+    .unwrap_or_else(|e| fail("a dropped line", &e));
+    term.wait_for("ha's line back", Duration::from_secs(60), |_| {
+        term.screen()
+            .is_ok_and(|s| every_line_up(&s) && !s.contains("LINE DOWN"))
+    })
+    .unwrap_or_else(|e| fail("the line back", &e));
+    // Rows in config order: ha, hb, hc.
+    let row = ["ha", "hb", "hc"]
+        .iter()
+        .position(|h| *h == now_on)
+        .unwrap();
+    for _ in 0..row {
+        term.press("Down").unwrap();
+    }
+    term.press("Enter").unwrap();
+    term.type_text("e").unwrap();
+    term.type_text("y").unwrap();
+    let banner = term
+        .wait_for("the verdict", Duration::from_secs(300), |_| {
+            term.screen().is_ok_and(|s| s.contains("SAFE TO POWER OFF"))
+        })
+        .map(|_| term.screen().unwrap())
+        .unwrap_or_else(|e| fail("the verdict", &e));
+    println!("--- the verdict, 80x24 ---\n{banner}");
+    std::fs::write(dir.join("tui-verdict.txt"), &banner).unwrap();
+    assert!(
+        banner.contains("*** SAFE TO POWER OFF ***") && !banner.contains("NOT SAFE"),
+        "{banner}"
+    );
+    let last_on = lab.assert_runs_once("web1");
+    assert!(last_on != now_on && last_on != "ha", "web1 on {last_on}");
+    term.press("Enter").unwrap();
+    term.type_text("q").unwrap();
+    term.wait_for("the controller to quit", Duration::from_secs(30), |_| {
+        term.program().starts_with("dead")
+    })
+    .unwrap_or_else(|e| fail("quit", &e));
+    assert_eq!(term.program(), "dead 0");
+    term.close().expect("tmux");
 
     drop(console);
     for mut a in agents {

@@ -1,0 +1,110 @@
+//! `rackside-controller` with no command: the rack on the laptop's
+//! screen (rackside-controller-ui draws it and decides what keys mean).
+//! One [`worker`] thread per host's line feeds it; this loop reads keys,
+//! hands the UI everything that arrived, routes what it asks for to the
+//! host concerned, and draws. The terminal is put back however it ends.
+
+pub mod worker;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rackside_controller_ui::{App, Command as UiCommand, Input, Key};
+use ratatui::crossterm::event::{self, Event};
+
+use crate::backoff::Backoff;
+use crate::client::ClientOptions;
+use crate::config::Config;
+use crate::link::Link;
+use worker::{Clock, Worker};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TuiError {
+    #[error("the terminal")]
+    Terminal(#[from] std::io::Error),
+    #[error("cannot start a line's thread")]
+    Thread(#[source] std::io::Error),
+}
+
+/// How long a key is waited for before the screen is brought up to date.
+const FRAME: Duration = Duration::from_millis(100);
+
+pub fn run(config: &Config, options: &ClientOptions) -> Result<(), TuiError> {
+    let clock = Clock(Instant::now());
+    let stop = Arc::new(AtomicBool::new(false));
+    let (inputs, arrived) = mpsc::channel();
+    let mut routes = BTreeMap::new();
+    let mut threads = Vec::new();
+    for host in &config.hosts {
+        let (tx, rx) = mpsc::channel();
+        routes.insert(host.name.clone(), tx);
+        let w = Worker {
+            link: Link::new(host, options.clone(), Backoff::DEFAULT),
+            inputs: inputs.clone(),
+            commands: rx,
+            clock,
+            stop: stop.clone(),
+        };
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("line-{}", host.name))
+                .spawn(move || w.run())
+                .map_err(TuiError::Thread)?,
+        );
+    }
+    let mut terminal = ratatui::init();
+    let result = (|| -> Result<(), TuiError> {
+        let mut app = App::new();
+        loop {
+            terminal.draw(|f| app.render(f))?;
+            let mut asked = Vec::new();
+            if event::poll(FRAME)? {
+                if let Event::Key(k) = event::read()? {
+                    if let Some(key) = Key::from_crossterm(k) {
+                        asked.extend(app.handle(Input::Key(key)));
+                    }
+                }
+            }
+            while let Ok(input) = arrived.try_recv() {
+                asked.extend(app.handle(input));
+            }
+            asked.extend(app.handle(Input::Tick { now: clock.now() }));
+            for c in asked {
+                if !route(&routes, c) {
+                    return Ok(());
+                }
+            }
+        }
+    })();
+    ratatui::restore();
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        let _ = t.join();
+    }
+    result
+}
+
+/// Sends `c` to the line(s) it concerns; false on Quit.
+fn route(routes: &BTreeMap<String, mpsc::Sender<UiCommand>>, c: UiCommand) -> bool {
+    let to_one = |host: &str, c: UiCommand| {
+        if let Some(tx) = routes.get(host) {
+            let _ = tx.send(c);
+        }
+    };
+    match c {
+        UiCommand::Quit => return false,
+        UiCommand::Evacuate { ref host, .. }
+        | UiCommand::Plan { ref host }
+        | UiCommand::Identify { ref host }
+        | UiCommand::Login { ref host, .. } => to_one(&host.clone(), c),
+        UiCommand::Refresh | UiCommand::Locate { .. } => {
+            for tx in routes.values() {
+                let _ = tx.send(c.clone());
+            }
+        }
+    }
+    true
+}
