@@ -88,8 +88,9 @@ DESTDIR ?=
 HOOKDIR ?= /etc/libvirt/hooks/qemu.d
 
 install: ## Install binaries, the hook and the example config under DESTDIR
-	$(CARGO) build $(CARGO_FLAGS) --release -p rackside-agent -p rackside-hook
+	$(CARGO) build $(CARGO_FLAGS) --release -p rackside-agent -p rackside-hook -p rackside-controller
 	install -D -m 0755 target/release/rackside-agent $(DESTDIR)$(PREFIX)/bin/rackside-agent
+	install -D -m 0755 target/release/rackside-controller $(DESTDIR)$(PREFIX)/bin/rackside-controller
 	install -D -m 0755 target/release/rackside-hook $(DESTDIR)$(PREFIX)/bin/rackside-hook
 	install -d -m 0755 $(DESTDIR)$(HOOKDIR)
 	ln -sf $(PREFIX)/bin/rackside-hook $(DESTDIR)$(HOOKDIR)/rackside-hook
@@ -106,12 +107,13 @@ stage: ## The installed tree both packages are made from (target/pkg/root)
 	rm -rf $(STAGE)
 	$(MAKE) --no-print-directory install DESTDIR=$(STAGE)
 	install -D -m 0644 systemd/rackside-agent.service $(STAGE)/lib/systemd/system/rackside-agent.service
-	install -d -m 0755 $(STAGE)/usr/share/man/man8 $(STAGE)/usr/share/doc/rackside $(STAGE)/usr/share/bash-completion/completions
+	install -d -m 0755 $(STAGE)/usr/share/man/man1 $(STAGE)/usr/share/man/man8 $(STAGE)/usr/share/doc/rackside $(STAGE)/usr/share/bash-completion/completions
 	for m in rackside-agent rackside-hook; do gzip -9n < packaging/man/$$m.8 > $(STAGE)/usr/share/man/man8/$$m.8.gz; done
-	target/release/rackside-agent completions bash > $(STAGE)/usr/share/bash-completion/completions/rackside-agent
+	gzip -9n < packaging/man/rackside-controller.1 > $(STAGE)/usr/share/man/man1/rackside-controller.1.gz
+	for b in rackside-agent rackside-controller; do target/release/$$b completions bash > $(STAGE)/usr/share/bash-completion/completions/$$b; \
+		chmod 0644 $(STAGE)/usr/share/bash-completion/completions/$$b; done
 	install -m 0644 packaging/copyright $(STAGE)/usr/share/doc/rackside/copyright
-	chmod 0644 $(STAGE)/usr/share/bash-completion/completions/rackside-agent
-	strip --strip-unneeded $(STAGE)/usr/bin/rackside-agent $(STAGE)/usr/bin/rackside-hook
+	strip --strip-unneeded $(STAGE)/usr/bin/rackside-agent $(STAGE)/usr/bin/rackside-hook $(STAGE)/usr/bin/rackside-controller
 
 deb: stage ## Build target/pkg/rackside_VERSION-1_amd64.deb (dpkg-deb)
 	rm -rf $(PKG)/deb && cp -a $(STAGE) $(PKG)/deb

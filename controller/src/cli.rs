@@ -94,6 +94,8 @@ pub enum Cmd {
               value_parser = clap::value_parser!(u32).range(1..=86_400))]
         seconds: Option<u32>,
     },
+    /// Print a shell completion script (bash, zsh, fish, ...)
+    Completions { shell: clap_complete::Shell },
 }
 
 #[cfg(test)]

@@ -121,6 +121,8 @@ pub fn run(cli: &Cli, stdout: &mut dyn Write, stderr: &mut dyn Write) -> Result<
                 }
             })
         }
+        // Handled by main, before any config is read.
+        Cmd::Completions { .. } => Ok(Outcome::Success),
         Cmd::Evacuate {
             host,
             poweroff,

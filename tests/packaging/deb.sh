@@ -14,9 +14,11 @@ absent() { ! test -e "$1" && ! test -L "$1"; }
 
 if dpkg -s rackside >/dev/null 2>&1; then echo "rackside is already installed here; refusing to test over it"; exit 1; fi
 check "dpkg -i" dpkg -i "$deb"
-for f in /usr/bin/rackside-agent /usr/bin/rackside-hook /etc/rackside/agent.toml \
+for f in /usr/bin/rackside-agent /usr/bin/rackside-hook /usr/bin/rackside-controller /etc/rackside/agent.toml \
          /lib/systemd/system/rackside-agent.service /usr/share/man/man8/rackside-agent.8.gz \
-         /usr/share/man/man8/rackside-hook.8.gz /usr/share/bash-completion/completions/rackside-agent \
+         /usr/share/man/man8/rackside-hook.8.gz /usr/share/man/man1/rackside-controller.1.gz \
+         /usr/share/bash-completion/completions/rackside-agent \
+         /usr/share/bash-completion/completions/rackside-controller \
          /usr/share/doc/rackside/copyright; do
     check "installed: $f" test -e "$f"
 done
@@ -33,11 +35,14 @@ check "config not readable by others" test "$(stat -c %a:%U:%G /etc/rackside/age
 # unit file, or naming ours, count.
 check "unit verifies" sh -c "systemd-analyze verify /lib/systemd/system/rackside-agent.service 2>&1 | tee /dev/stderr | grep -v 'Failed to connect to bus' | awk '!/^\/[^:]+:[0-9]+: / || /rackside-agent/' | { ! grep -q .; }"
 check "man page renders" sh -c "man -l /usr/share/man/man8/rackside-agent.8.gz | grep -q 'management line'"
+check "controller runs" rackside-controller --version
+check "controller's man page renders" sh -c "man -l /usr/share/man/man1/rackside-controller.1.gz | grep -q 'console server'"
 
 echo "# edited by the operator" >> /etc/rackside/agent.toml
 check "dpkg -r" dpkg -r rackside
 check "remove keeps the edited conffile" grep -q "edited by the operator" /etc/rackside/agent.toml
 check "remove takes the binaries" absent /usr/bin/rackside-agent
+check "remove takes the controller" absent /usr/bin/rackside-controller
 check "remove takes the hook" absent /etc/libvirt/hooks/qemu.d/rackside-hook
 check "dpkg -P" dpkg -P rackside
 check "purge takes the config" absent /etc/rackside
