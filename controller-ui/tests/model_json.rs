@@ -150,6 +150,14 @@ fn jobs_from_the_doc() {
     keys(&mut app, &[Key::Enter, Key::Char('g')]);
     let s = screen(&app, 80, 24);
     assert!(s.contains("1 of 3 done, 1 running, 1 failed"), "{s}");
+
+    // The jobs of a run that ended before the controller looked are not
+    // an evacuation under way (seen on the lab: "1 evacuating" forever).
+    let mut app = rack();
+    let ended = JOBS.replace(r#""running":true"#, r#""running":false"#);
+    answer(&mut app, "ha", Answer::Jobs, &ended);
+    let s = screen(&app, 80, 24);
+    assert!(!s.contains("evacuating"), "{s}");
 }
 
 #[test]

@@ -240,6 +240,9 @@ impl Rack {
             }
             // A finished run keeps its verdict and its jobs as they ended.
             Some(_) => {}
+            // The jobs of a run that ended before we looked are not an
+            // evacuation under way (`status` says how it ended).
+            None if !running => {}
             None => {
                 let mut e = Evacuation::default();
                 e.set_jobs(jobs);

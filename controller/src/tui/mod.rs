@@ -7,6 +7,7 @@
 pub mod worker;
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -55,6 +56,10 @@ pub fn run(config: &Config, options: &ClientOptions) -> Result<(), TuiError> {
                 .map_err(TuiError::Thread)?,
         );
     }
+    // What the lines brought, one Input a line (a PIN is never in it):
+    // for finding out what a screen was made from.
+    let mut trace =
+        std::env::var_os("RACKSIDE_CONTROLLER_TRACE").and_then(|p| std::fs::File::create(p).ok());
     let mut terminal = ratatui::init();
     let result = (|| -> Result<(), TuiError> {
         let mut app = App::new();
@@ -69,6 +74,9 @@ pub fn run(config: &Config, options: &ClientOptions) -> Result<(), TuiError> {
                 }
             }
             while let Ok(input) = arrived.try_recv() {
+                if let Some(t) = trace.as_mut() {
+                    let _ = writeln!(t, "{} {input:?}", clock.now().0);
+                }
                 asked.extend(app.handle(input));
             }
             asked.extend(app.handle(Input::Tick { now: clock.now() }));

@@ -60,9 +60,14 @@ impl Worker {
 
     pub fn run(mut self) {
         let mut failures = 0u32;
+        let mut ever_up = false;
         let mut next_refresh = Instant::now();
         while !self.stop.load(Ordering::Relaxed) {
             if !self.link.is_up() {
+                if ever_up && failures == 0 {
+                    // Just dropped: a line that flaps is not hammered.
+                    self.sleep(Backoff::DEFAULT.delay(1));
+                }
                 self.send(Input::LineConnecting {
                     host: self.host(),
                     at: self.clock.now(),
@@ -70,6 +75,7 @@ impl Worker {
                 match self.link.connect() {
                     Ok(()) => {
                         failures = 0;
+                        ever_up = true;
                         self.send(Input::LineUp {
                             host: self.host(),
                             at: self.clock.now(),
