@@ -11,12 +11,17 @@ pub use decide::{decide, Action, Budget, CrashKind, Decision, Disks, Policy, Sit
 /// The crash a lifecycle event reports, if it reports one:
 /// `crashed` (8) is a guest that panicked (pvpanic, the domain kept);
 /// `stopped` (5) with detail `crashed` (2) a guest that crashed and was
-/// stopped, with detail `failed` (5) QEMU dying under it.
+/// stopped, with detail `failed` (5) QEMU dying under it; `suspended` (3)
+/// with detail `watchdog` (3) a guest whose watchdog fired with the
+/// action `pause` (it no longer runs). A watchdog's `poweroff` ends QEMU,
+/// so it arrives as QEMU dying; its `reset` reboots the guest, which then
+/// runs again by itself.
 pub fn kind_of(event: i32, detail: i32) -> Option<CrashKind> {
     match (event, detail) {
         (8, _) => Some(CrashKind::Panicked),
         (5, 2) => Some(CrashKind::Crashed),
         (5, 5) => Some(CrashKind::QemuDied),
+        (3, 3) => Some(CrashKind::Watchdog),
         _ => None,
     }
 }
@@ -51,5 +56,10 @@ mod tests {
             assert_eq!(kind_of(5, detail), None, "stopped/{detail}");
         }
         assert_eq!(kind_of(2, 0), None);
+        assert_eq!(kind_of(3, 3), Some(CrashKind::Watchdog));
+        // paused by a person, for a migration, on an I/O error: not crashes.
+        for detail in [0, 1, 2] {
+            assert_eq!(kind_of(3, detail), None, "suspended/{detail}");
+        }
     }
 }
