@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rackside_lab::agent::{lab_config, AgentProcess};
+use rackside_lab::agent::{lab_config, AgentProcess, LineAgent};
 use rackside_lab::pty::PtyLine;
 use rackside_lab::{smoke, GuestDisk, GuestSpec, Lab, LabSpec};
 use serde_json::{json, Value};
@@ -23,53 +23,13 @@ fn hook_binary() -> PathBuf {
     p
 }
 
-/// An agent on `host` with its line, subscribed to events.
-struct Agent {
-    proc: AgentProcess,
-    line: PtyLine,
-    id: u64,
-}
-
-impl Agent {
-    fn start(lab: &Lab, host: &str, tag: &str, extra: &str) -> Agent {
-        let dir = lab.desc().dir.join(format!("agent-{host}-{tag}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let link = dir.join("tty");
-        let mut line = PtyLine::open(&link).unwrap();
-        let cfg = lab_config(lab, host, &dir, &link, extra);
-        let proc = AgentProcess::start(lab, host, Path::new(AGENT), &dir, &cfg).unwrap();
-        line.wake(T)
-            .unwrap_or_else(|e| panic!("{e}\n{}", proc.log_text()));
-        let mut a = Agent { proc, line, id: 0 };
-        // Placement needs every peer's first poll.
-        for _ in 0..60 {
-            let h = a.req("hosts", json!({}));
-            if h["data"]["hosts"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|x| x["reachable"] == json!(true))
-            {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        assert_eq!(a.req("subscribe", json!({}))["ok"], true);
-        a
-    }
-
-    fn req(&mut self, cmd: &str, args: Value) -> Value {
-        self.id += 1;
-        self.line
-            .request(self.id, cmd, args, T)
-            .unwrap_or_else(|e| panic!("{cmd}: {e}\nagent log:\n{}", self.proc.log_text()))
-    }
-
-    fn event(&mut self, name: &str, limit: Duration, pred: impl Fn(&Value) -> bool) -> Value {
-        self.line
-            .expect_event(name, limit, pred)
-            .unwrap_or_else(|e| panic!("no {name}: {e}\nagent log:\n{}", self.proc.log_text()))
-    }
+/// An agent on `host` with its line, subscribed to events; `tag` keeps
+/// a restarted agent's files apart.
+fn agent(lab: &Lab, host: &str, tag: &str, extra: &str) -> LineAgent {
+    let dir = lab.desc().dir.join(format!("agent-{host}-{tag}"));
+    let mut a = LineAgent::start(lab, host, Path::new(AGENT), &dir, extra);
+    assert_eq!(a.req("subscribe", json!({}))["ok"], true);
+    a
 }
 
 fn put(path: &Path, value: &str) {
@@ -200,7 +160,7 @@ fn a_guest_that_panics_on_a_sound_host_is_restarted_there_once() {
     let lab = Lab::up(&LabSpec::new("crashp", 1)).expect("lab up");
     lab.start_guest("ha", &GuestSpec::new("p1", 8).with_panic_device())
         .unwrap();
-    let mut a = Agent::start(&lab, "ha", "p", "");
+    let mut a = agent(&lab, "ha", "p", "");
     assert_eq!(lab.assert_runs_once("p1"), "ha");
 
     lab.virsh("ha", &["inject-nmi", "p1"]).unwrap();
@@ -229,7 +189,7 @@ fn a_guest_that_panics_on_a_sound_host_is_restarted_there_once() {
         .map(|v| v.as_array().unwrap().len())
         .sum();
     assert_eq!(restarts, 1, "{saved}");
-    assert_eq!(a.proc.stop(), Some(0), "{}", a.proc.log_text());
+    assert_eq!(a.agent.stop(), Some(0), "{}", a.agent.log_text());
     lab.teardown().expect("teardown");
 }
 
@@ -259,8 +219,8 @@ fn a_vm_that_crashes_on_a_faulty_host_starts_on_a_sound_peer_and_the_host_is_emp
     });
     let (ha_root, ha_ue) = edac_fixture(&lab, "ha");
     let (hb_root, hb_ue) = edac_fixture(&lab, "hb");
-    let mut hb = Agent::start(&lab, "hb", "1", &health_config(&hb_root, false));
-    let mut ha = Agent::start(&lab, "ha", "1", &health_config(&ha_root, false));
+    let mut hb = agent(&lab, "hb", "1", &health_config(&hb_root, false));
+    let mut ha = agent(&lab, "ha", "1", &health_config(&ha_root, false));
     for g in ["c1", "c2", "w1"] {
         assert_eq!(lab.assert_runs_once(g), "ha");
     }
@@ -288,8 +248,8 @@ fn a_vm_that_crashes_on_a_faulty_host_starts_on_a_sound_peer_and_the_host_is_emp
     // hb is sound again (no new errors for its hold time); ha's agent is
     // restarted with evacuate_on_faulty, and ha turns faulty once more.
     hb.event("host.health", T, |e| e["data"]["health"] == "ok");
-    assert_eq!(ha.proc.stop(), Some(0), "{}", ha.proc.log_text());
-    let mut ha = Agent::start(&lab, "ha", "2", &health_config(&ha_root, true));
+    assert_eq!(ha.agent.stop(), Some(0), "{}", ha.agent.log_text());
+    let mut ha = agent(&lab, "ha", "2", &health_config(&ha_root, true));
     put(&ha_ue, "3");
     ha.event("host.health", T, |e| e["data"]["health"] == "faulty");
     let disk_before = lab.wait_disk("ha", "c2", 0, T).unwrap();
@@ -329,7 +289,7 @@ fn a_vm_that_crashes_on_a_faulty_host_starts_on_a_sound_peer_and_the_host_is_emp
         "shut off"
     );
 
-    assert_eq!(ha.proc.stop(), Some(0), "{}", ha.proc.log_text());
-    assert_eq!(hb.proc.stop(), Some(0), "{}", hb.proc.log_text());
+    assert_eq!(ha.agent.stop(), Some(0), "{}", ha.agent.log_text());
+    assert_eq!(hb.agent.stop(), Some(0), "{}", hb.agent.log_text());
     lab.teardown().expect("teardown");
 }

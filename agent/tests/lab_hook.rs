@@ -5,10 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rackside_lab::agent::AgentProcess;
-use rackside_lab::pty::PtyLine;
+use rackside_lab::agent::LineAgent;
 use rackside_lab::{smoke, GuestSpec, Lab, LabSpec, Sampler};
-use serde_json::{json, Value};
+use serde_json::json;
 
 const AGENT: &str = env!("CARGO_BIN_EXE_rackside-agent");
 const T: Duration = Duration::from_secs(20);
@@ -24,62 +23,10 @@ fn hook_binary() -> PathBuf {
     p
 }
 
-struct Host {
-    agent: AgentProcess,
-    line: PtyLine,
-    id: u64,
-}
-
-impl Host {
-    fn start(lab: &Lab, host: &str, extra: &str) -> Host {
-        let dir = lab.desc().dir.join(format!("agent-{host}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let link = dir.join("tty");
-        let mut line = PtyLine::open(&link).unwrap();
-        let mut cfg = format!(
-            "[host]\nname = \"{host}\"\n[libvirt]\npoll_interval_s = 1\n[[console]]\npath = \"{}\"\n[state]\ndir = \"{}\"\n",
-            link.display(),
-            dir.join("state").display()
-        );
-        for h in lab.desc().hosts.iter().filter(|h| h.name != host) {
-            cfg.push_str(&format!(
-                "[[peer]]\nname = \"{}\"\nuri = \"{}\"\nmigrate_uri = \"{}\"\n",
-                h.name, h.uri, h.migrate_uri
-            ));
-        }
-        cfg.push_str(extra);
-        // Lab hosts share the machine's CPUs: the load filter would judge
-        // the lab, not the peer (see lab_evacuate.rs).
-        if extra.contains("[placement]") {
-            cfg = cfg.replacen("[placement]\n", "[placement]\nload_threshold = 1.0\n", 1);
-        } else {
-            cfg.push_str("[placement]\nload_threshold = 1.0\n");
-        }
-        let agent = AgentProcess::start(lab, host, Path::new(AGENT), &dir, &cfg).unwrap();
-        line.wake(T)
-            .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_text()));
-        let mut h = Host { agent, line, id: 0 };
-        for _ in 0..60 {
-            let r = h.req("hosts", json!({}));
-            if r["data"]["hosts"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|x| x["reachable"] == json!(true))
-            {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        h
-    }
-
-    fn req(&mut self, cmd: &str, args: Value) -> Value {
-        self.id += 1;
-        self.line
-            .request(self.id, cmd, args, T)
-            .unwrap_or_else(|e| panic!("{cmd}: {e}\nagent log:\n{}", self.agent.log_text()))
-    }
+/// An agent on `host`, its files in the lab's `agent-HOST`.
+fn start_agent(lab: &Lab, host: &str, extra: &str) -> LineAgent {
+    let dir = lab.desc().dir.join(format!("agent-{host}"));
+    LineAgent::start(lab, host, Path::new(AGENT), &dir, extra)
 }
 
 /// Running exactly once (see rackside_lab::whereabouts): the host.
@@ -113,7 +60,7 @@ fn a_host_in_maintenance_refuses_and_the_evacuation_goes_elsewhere() {
     lab.start_guest("ha", &GuestSpec::new("m1", 16)).unwrap();
     lab.start_guest("ha", &GuestSpec::new("m2", 16)).unwrap();
     lab.start_guest("hc", &GuestSpec::new("h1", 8)).unwrap();
-    let mut hb = Host::start(&lab, "hb", "");
+    let mut hb = start_agent(&lab, "hb", "");
     hb.req("subscribe", json!({}));
     let watch = Sampler::start(&lab, &["m1", "m2", "h1"]);
 
@@ -142,7 +89,7 @@ fn a_host_in_maintenance_refuses_and_the_evacuation_goes_elsewhere() {
 
     // An evacuation of ha first tries hb (the emptier), is refused, and
     // moves m2 to hc instead.
-    let mut ha = Host::start(&lab, "ha", "[placement]\nmem_reserve_mib = 256\n");
+    let mut ha = start_agent(&lab, "ha", "[placement]\nmem_reserve_mib = 256\n");
     let plan = ha.req("plan", json!({}));
     assert_eq!(plan["data"]["moves"][0]["dest"], "hb", "{plan}");
     ha.req("subscribe", json!({}));
@@ -187,7 +134,7 @@ fn two_migrations_into_room_for_one_admit_exactly_one() {
         g.mem_mib = 300;
         lab.start_guest("ha", &g).unwrap();
     }
-    let mut hb = Host::start(&lab, "hb", "[placement]\nmem_reserve_mib = 1024\n");
+    let mut hb = start_agent(&lab, "hb", "[placement]\nmem_reserve_mib = 1024\n");
     std::thread::sleep(Duration::from_secs(2));
     let watch = Sampler::start(&lab, &["r1", "r2"]);
     let results: Vec<Result<(), String>> = std::thread::scope(|s| {
@@ -277,7 +224,7 @@ fn network_policy_and_nwfilters_follow_the_vm_and_no_agent_is_needed() {
     assert!(!nft_tables(&lab, "hb").contains(&table));
 
     // The agent on ha moves it to hb: the filter is defined there first.
-    let mut ha = Host::start(&lab, "ha", "[placement]\nmem_reserve_mib = 256\n");
+    let mut ha = start_agent(&lab, "ha", "[placement]\nmem_reserve_mib = 256\n");
     ha.req("subscribe", json!({}));
     let watch = Sampler::start(&lab, &["web", "late"]);
     let r = ha.req("migrate", json!({"vm": "web", "dest": "hb"}));
@@ -376,7 +323,7 @@ fn an_unhealthy_host_refuses_incoming_migrations_until_it_recovers() {
         "[health]\nsysfs_root = \"{}\"\nperiod_s = 1\nhold_s = 3\nlinks = [\"rsl0\"]\n",
         root.display()
     );
-    let mut hb = Host::start(&lab, "hb", &extra);
+    let mut hb = start_agent(&lab, "hb", &extra);
     // Errors counted before the agent started are history, not news.
     let st = hb.req("status", json!({}));
     assert_eq!(st["data"]["health"], "ok", "{st}");

@@ -120,13 +120,19 @@ impl Drop for AgentProcess {
 
 /// A lab agent's configuration: `host` polls every other lab host as a
 /// peer each second, answers on the pty `line`, keeps its state under
-/// `dir`; `extra` is appended (more sections). Lab hosts share the
-/// machine's CPUs, so the load filter (which would judge the whole lab)
-/// is off.
+/// `dir`; `extra` is appended (more sections; a `[placement]` section in
+/// it gets the load threshold too). Lab hosts share the machine's CPUs,
+/// so the load filter (which would judge the whole lab) is off.
 pub fn lab_config(lab: &Lab, host: &str, dir: &Path, line: &Path, extra: &str) -> String {
+    let placement = "[placement]\nload_threshold = 1.0\n";
+    let (own, extra) = if extra.contains("[placement]\n") {
+        ("", extra.replacen("[placement]\n", placement, 1))
+    } else {
+        (placement, extra.to_owned())
+    };
     let mut c = format!(
         "[host]\nname = \"{host}\"\n[libvirt]\npoll_interval_s = 1\n[state]\ndir = \"{}\"\n\
-         [[console]]\npath = \"{}\"\n[placement]\nload_threshold = 1.0\n",
+         [[console]]\npath = \"{}\"\n{own}",
         dir.join("state").display(),
         line.display()
     );
@@ -136,8 +142,65 @@ pub fn lab_config(lab: &Lab, host: &str, dir: &Path, line: &Path, extra: &str) -
             p.name, p.uri, p.migrate_uri
         ));
     }
-    c.push_str(extra);
+    c.push_str(&extra);
     c
+}
+
+/// An agent on a lab host with the pty line the test holds, started once
+/// the line answers and every peer has been polled (placement needs
+/// their figures). Failures panic with the agent's log: a test helper.
+#[derive(Debug)]
+pub struct LineAgent {
+    pub agent: AgentProcess,
+    pub line: crate::pty::PtyLine,
+    id: u64,
+}
+
+const ANSWER: Duration = Duration::from_secs(20);
+
+impl LineAgent {
+    /// `binary` on `host`, its files in `dir`, [`lab_config`] plus `extra`.
+    pub fn start(lab: &Lab, host: &str, binary: &Path, dir: &Path, extra: &str) -> LineAgent {
+        std::fs::create_dir_all(dir).expect("agent dir");
+        let link = dir.join("tty");
+        let mut line = crate::pty::PtyLine::open(&link).expect("pty");
+        let cfg = lab_config(lab, host, dir, &link, extra);
+        let agent = AgentProcess::start(lab, host, binary, dir, &cfg).expect("agent");
+        line.wake(ANSWER)
+            .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_text()));
+        let mut a = LineAgent { agent, line, id: 0 };
+        for _ in 0..60 {
+            let h = a.req("hosts", serde_json::json!({}));
+            let all = h["data"]["hosts"]
+                .as_array()
+                .is_some_and(|l| l.iter().all(|x| x["reachable"] == serde_json::json!(true)));
+            if all {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        a
+    }
+
+    /// One JSON request; its whole response.
+    pub fn req(&mut self, cmd: &str, args: serde_json::Value) -> serde_json::Value {
+        self.id += 1;
+        self.line
+            .request(self.id, cmd, args, ANSWER)
+            .unwrap_or_else(|e| panic!("{cmd}: {e}\nagent log:\n{}", self.agent.log_text()))
+    }
+
+    /// The next `name` event `pred` accepts, within `limit`.
+    pub fn event(
+        &mut self,
+        name: &str,
+        limit: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        self.line
+            .expect_event(name, limit, pred)
+            .unwrap_or_else(|e| panic!("no {name}: {e}\nagent log:\n{}", self.agent.log_text()))
+    }
 }
 
 /// The argon2 hash `binary hash-pin` makes of `pin` (read from a pipe, as
