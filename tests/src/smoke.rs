@@ -123,6 +123,10 @@ pub fn run(
     let downtime_ms = virsh::field(&job, "Total downtime")
         .and_then(|v| v.split_whitespace().next()?.parse().ok());
 
+    // The guest ticks once a second: right after the move the
+    // destination's log may hold none yet (virsh returns as soon as the
+    // source QEMU is reaped, which the lab now does at once).
+    let _ = lab.wait_tick(dst, guest, 0, Duration::from_secs(30));
     let dst_log = lab.serial_log(dst, guest)?;
     let first_tick_on_dst = crate::guest::first_tick(&dst_log);
     let now = crate::guest::last_tick(&dst_log).unwrap_or(0);
