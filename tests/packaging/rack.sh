@@ -103,6 +103,14 @@ socat_pids=()
 cleanup() {
     local h p
     trap - EXIT INT TERM
+    # Guests first: libvirt-guests would otherwise try to shut them down
+    # at the containers' halt and wait for a guest that has no ACPI.
+    for h in "${hosts[@]}"; do
+        p=${init_pid[$h]:-}
+        [ -n "$p" ] && kill -0 "$p" 2>/dev/null || continue
+        timeout 20 nsenter -t "$p" -a sh -c \
+            'for d in $(virsh -q -c qemu:///system list --name 2>/dev/null); do virsh -q -c qemu:///system destroy "$d"; done' >/dev/null 2>&1
+    done
     for h in "${hosts[@]}"; do
         p=${nspawn_pid[$h]:-}
         [ -n "$p" ] && kill -TERM "$p" 2>/dev/null
@@ -133,6 +141,7 @@ cleanup() {
         [ -d "$cg" ] && echo "rack: cgroup $cg left (processes still in it?)" >&2
     done
     rm -rf "$work"
+    [ "$keep" = 1 ] && rm -f "$top/rack-keep.env"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -265,6 +274,13 @@ done
 # (they are all bound to v1 on this machine) but systemd's BPF device
 # policy works there, so the agent's DeviceAllow is enforced for real.
 phase "boot three containers"
+# Obstacle: nspawn gives CAP_NET_ADMIN only with the network options it
+# sets up itself (--private-network, --network-veth...), not with
+# --network-namespace-path: libvirtd then failed every guest with a NIC
+# ("Unable to create tap device vnet0: Operation not permitted") and the
+# hook could not have loaded nftables rules. --capability=CAP_NET_ADMIN:
+# the container has its own network namespace, so this is its own network
+# it administers, as a host does.
 nspawn_extra=
 # Obstacle: a guest NIC is a tap device: QEMU (through libvirt) opens
 # /dev/net/tun, which nspawn does not put in a container's /dev.
@@ -277,7 +293,7 @@ for h in "${hosts[@]}"; do
         done
         [ "$cgmode" = unified ] && export SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1
         exec systemd-nspawn -D "$work/$h/root" --boot --register=no --keep-unit -M "$tag$h" --hostname="$h" \
-            --network-namespace-path="/run/netns/$tag-$h" --console=pipe \
+            --network-namespace-path="/run/netns/$tag-$h" --capability=CAP_NET_ADMIN --console=pipe \
             --bind="$agent_end:/dev/ttyS0" --bind-ro="$work/guest:$guest_dir" $nspawn_extra
     ) </dev/null >"$work/$h.console.log" 2>&1 &
     nspawn_pid[$h]=$!
@@ -460,9 +476,9 @@ check "c1 has no running guest" sh -c "[ -z \"\$(nsenter -t ${init_pid[c1]} -a v
 check "guest keeps ticking on $dest (alive, from tick $before on)" ticking "$dest" "$before"
 check "guest persistent on $dest" sh -c "nsenter -t ${init_pid[$dest]} -a virsh -q -c qemu:///system dominfo $guest | grep -q 'Persistent: *yes'"
 check "hook ran on $dest for the migration (agent's hook reports)" sh -c \
-    "nsenter -t ${init_pid[$dest]} -a journalctl --no-pager -u rackside-agent | grep 'hook report' | grep -q 'op=migrate'"
+    "nsenter -t ${init_pid[$dest]} -a journalctl --no-pager -o verbose -u rackside-agent | grep -q 'F_OP=migrate'"
 check "hook ran on c1 when the guest left" sh -c \
-    "nsenter -t ${init_pid[c1]} -a journalctl --no-pager -u rackside-agent | grep 'hook report' | grep -q 'op=release'"
+    "nsenter -t ${init_pid[c1]} -a journalctl --no-pager -o verbose -u rackside-agent | grep -q 'F_OP=release'"
 if [ "$nic" = 1 ]; then
     check "policy followed the guest to $dest (nft)" test "$(policy_tables "$dest")" -ge 1
     check "policy removed from c1 (nft)" test "$(policy_tables c1)" = 0
