@@ -439,6 +439,9 @@ ticking() {
     inside "$h" tail -5 "/var/log/libvirt/qemu/$guest.serial.log"; inside "$h" tail -20 "/var/log/libvirt/qemu/$guest.log"; return 1
 }
 check "guest ticks on c1" ticking c1 2
+# For the record: where QEMU runs (cgroup) and as whom.
+qpid=$(inside c1 pgrep -f "guest=$guest" | head -1)
+[ -n "$qpid" ] && echo "note: c1's QEMU: user $(inside c1 ps -o user= -p "$qpid"), cgroup $(inside c1 cat /proc/"$qpid"/cgroup | tr '\n' ' ')"
 before=$(ticks c1)
 uuid=$(inside c1 virsh -q -c qemu:///system domuuid "$guest" | tr -d '-' | head -1)
 policy_tables() { inside "$1" nft list tables 2>/dev/null | grep -c "rackside_$uuid"; }
