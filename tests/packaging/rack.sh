@@ -281,6 +281,15 @@ phase "boot three containers"
 # hook could not have loaded nftables rules. --capability=CAP_NET_ADMIN:
 # the container has its own network namespace, so this is its own network
 # it administers, as a host does.
+# Obstacle: nspawn's seccomp filter refuses bpf(); systemd in the
+# container then silently enforces no DevicePolicy/DeviceAllow at all (its
+# device policy is a BPF program on cgroup v2): a unit with
+# DevicePolicy=closed could still write to /dev/kmsg (1:11). With
+# --system-call-filter=bpf systemd loads its device programs and the
+# same write is refused (and allowed with DeviceAllow=char-mem w), so the
+# agent runs in the device sandbox its unit asks for. Note that systemd
+# always allows ptys (char-pts) under any DevicePolicy: a pty line cannot
+# show that DeviceAllow=char-ttyS/ttyUSB/ttyACM suffice for real ports.
 nspawn_extra=
 # Obstacle: a guest NIC is a tap device: QEMU (through libvirt) opens
 # /dev/net/tun, which nspawn does not put in a container's /dev.
@@ -293,7 +302,7 @@ for h in "${hosts[@]}"; do
         done
         [ "$cgmode" = unified ] && export SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1
         exec systemd-nspawn -D "$work/$h/root" --boot --register=no --keep-unit -M "$tag$h" --hostname="$h" \
-            --network-namespace-path="/run/netns/$tag-$h" --capability=CAP_NET_ADMIN --console=pipe \
+            --network-namespace-path="/run/netns/$tag-$h" --capability=CAP_NET_ADMIN --system-call-filter=bpf --console=pipe \
             --bind="$agent_end:/dev/ttyS0" --bind-ro="$work/guest:$guest_dir" $nspawn_extra
     ) </dev/null >"$work/$h.console.log" 2>&1 &
     nspawn_pid[$h]=$!
