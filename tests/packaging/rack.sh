@@ -145,6 +145,24 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+# What an earlier run killed with SIGKILL left (its trap never ran): only
+# runs whose script is gone, and only this script's own names.
+for old in "$top"/rack-[0-9]*; do
+    [ -d "$old" ] || continue
+    p=${old##*/rack-}
+    case "$p" in *[!0-9]*) continue ;; esac
+    kill -0 "$p" 2>/dev/null && continue
+    if pgrep -f "systemd-nspawn -D $old/" >/dev/null; then
+        echo "rack: $old: its containers still run; left alone" >&2; continue
+    fi
+    echo "rack: removing what run $p left"
+    for r in "$old"/c*/root; do mountpoint -q "$r" && umount "$r"; done
+    for ns in $(ip netns list | awk '{print $1}' | grep "^rr$p-"); do ip netns delete "$ns"; done
+    for cg in /sys/fs/cgroup/systemd/rr$p /sys/fs/cgroup/unified/rr$p; do
+        [ -d "$cg" ] && find "$cg" -depth -type d -exec rmdir {} \; 2>/dev/null
+    done
+    rm -rf "$old"
+done
 mkdir -p "$work"/{lines,guest,pkg}
 
 # ---------------------------------------------------------------- the guest
