@@ -21,7 +21,7 @@ DEB_PACKAGES := libvirt-daemon-system libvirt-clients libvirt-dev pkg-config \
 LAB_BACKPORTS := qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-daemon-driver-qemu \
 	libvirt-clients libvirt-dev
 
-.PHONY: help setup build test-fast fuzz test-lab test lab-up lab-down lab-smoke demo bench-console bench-evacuate install stage deb rpm test-packaging clean fmt lint
+.PHONY: help setup build test-fast fuzz test-lab test lab-up lab-down lab-smoke demo bench-console bench-evacuate install stage deb rpm test-packaging test-rack clean fmt lint
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -135,6 +135,10 @@ test-packaging: deb rpm ## deb installed/removed/purged here, lintian, rpm vs de
 	bash tests/packaging/deb.sh $(PKG)/rackside_$(VERSION)-1_amd64.deb
 	bash tests/packaging/rpm.sh $(PKG)/rackside-$(VERSION)-1.x86_64.rpm $(PKG)/rackside_$(VERSION)-1_amd64.deb
 	bash tests/packaging/systemd.sh $(PKG)/rackside_$(VERSION)-1_amd64.deb
+
+# Not part of `test` yet: a prototype (tests/packaging/RACK.md).
+test-rack: deb ## Prototype: three system-container hosts from the deb, one evacuated by the controller (root)
+	bash tests/packaging/rack.sh $(PKG)/rackside_$(VERSION)-1_amd64.deb
 
 fmt: ## Format the code
 	$(CARGO) fmt --all
