@@ -4,12 +4,10 @@
 use rackside_protocol::{Command, Text};
 use serde_json::{json, Value};
 
-use crate::backoff::Backoff;
-use crate::client::{ClientError, ClientOptions};
+use crate::client::ClientOptions;
 use crate::cmd::Outcome;
 use crate::config::Config;
-use crate::link::{chain, Link, Note};
-use crate::model::{self, Located, ShapeError};
+use crate::model::Located;
 use crate::out::Out;
 
 /// One host's answer.
@@ -19,39 +17,12 @@ pub struct Answer {
     pub result: Result<Located, String>,
 }
 
-#[derive(Debug, thiserror::Error)]
-enum AskError {
-    #[error(transparent)]
-    Client(#[from] ClientError),
-    #[error(transparent)]
-    Shape(#[from] ShapeError),
-}
-
 pub fn gather(config: &Config, options: &ClientOptions, vm: &str) -> Vec<Answer> {
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = config
-            .hosts
-            .iter()
-            .map(|host| {
-                scope.spawn(move || {
-                    let mut link = Link::new(host, options.clone(), Backoff::DEFAULT);
-                    let mut ignore = |_: &str, _: Note| {};
-                    let cmd = Command::Locate { vm: vm.to_owned() };
-                    let result = (|| -> Result<Located, AskError> {
-                        Ok(model::read("locate", link.call(&cmd, &mut ignore)?)?)
-                    })();
-                    Answer {
-                        asked: host.name.clone(),
-                        result: result.map_err(|e| chain(&e)),
-                    }
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("a locate thread panicked"))
-            .collect()
-    })
+    let cmd = Command::Locate { vm: vm.to_owned() };
+    super::ask_all::<Located>(config, options, &cmd)
+        .into_iter()
+        .map(|(asked, result)| Answer { asked, result })
+        .collect()
 }
 
 /// The best answer: a host that says it has the VM itself, over a peer's

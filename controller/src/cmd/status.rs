@@ -5,12 +5,11 @@
 use rackside_protocol::{table, Command, Text};
 use serde_json::{json, Value};
 
-use crate::client::{ClientError, ClientOptions};
+use crate::client::ClientOptions;
+use crate::cmd::Outcome;
 use crate::config::Config;
-use crate::link::{chain, Link, Note};
-use crate::model::{self, ShapeError, Status};
+use crate::model::Status;
 use crate::out::Out;
-use crate::{backoff::Backoff, cmd::Outcome};
 
 /// One host's row.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,41 +20,17 @@ pub struct Row {
     pub status: Result<Status, String>,
 }
 
-#[derive(Debug, thiserror::Error)]
-enum AskError {
-    #[error(transparent)]
-    Client(#[from] ClientError),
-    #[error(transparent)]
-    Shape(#[from] ShapeError),
-}
-
 /// Asks every host, in parallel, once each.
 pub fn gather(config: &Config, options: &ClientOptions) -> Vec<Row> {
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = config
-            .hosts
-            .iter()
-            .map(|host| {
-                scope.spawn(move || {
-                    let mut link = Link::new(host, options.clone(), Backoff::DEFAULT);
-                    let mut ignore = |_: &str, _: Note| {};
-                    let status = (|| -> Result<Status, AskError> {
-                        let data = link.call(&Command::Status, &mut ignore)?;
-                        Ok(model::read("status", data)?)
-                    })();
-                    Row {
-                        host: host.name.clone(),
-                        line: host.line.to_string(),
-                        status: status.map_err(|e| chain(&e)),
-                    }
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("a status thread panicked"))
-            .collect()
-    })
+    super::ask_all::<Status>(config, options, &Command::Status)
+        .into_iter()
+        .zip(&config.hosts)
+        .map(|((host, status), h)| Row {
+            host,
+            line: h.line.to_string(),
+            status,
+        })
+        .collect()
 }
 
 fn opt<T: ToString>(v: Option<T>) -> String {
