@@ -8,8 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rackside_lab::agent::{lab_config, AgentProcess, LineAgent};
-use rackside_lab::pty::PtyLine;
+use rackside_lab::agent::LineAgent;
 use rackside_lab::{smoke, GuestDisk, GuestSpec, Lab, LabSpec};
 use serde_json::{json, Value};
 
@@ -83,33 +82,18 @@ fn domstate(lab: &Lab, guest: &str) -> String {
 fn a_vm_killed_under_qemu_on_a_sound_host_is_restarted_within_its_budget() {
     let lab = Lab::up(&LabSpec::new("crash", 1)).expect("lab up");
     lab.start_guest("ha", &GuestSpec::new("c1", 8)).unwrap();
-    let dir = lab.desc().dir.join("agent-ha");
-    std::fs::create_dir_all(&dir).unwrap();
-    let link = dir.join("tty");
-    let mut line = PtyLine::open(&link).unwrap();
-    let cfg = lab_config(
+    let mut a = agent(
         &lab,
         "ha",
-        &dir,
-        &link,
+        "k",
         "[crash]\nmax_restarts = 2\nwindow_s = 600\n",
-    );
-    let mut agent = AgentProcess::start(&lab, "ha", Path::new(AGENT), &dir, &cfg).unwrap();
-    line.wake(T)
-        .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_text()));
-    assert_eq!(
-        line.request(1, "subscribe", json!({}), T).unwrap()["ok"],
-        true
     );
     assert_eq!(lab.assert_runs_once("c1"), "ha");
 
-    let crash = |line: &mut PtyLine, agent: &AgentProcess| -> Value {
-        line.expect_event("vm.crash", T, |e| e["data"]["vm"] == "c1")
-            .unwrap_or_else(|e| panic!("no vm.crash: {e}\n{}", agent.log_text()))
-    };
+    let crash = |a: &mut LineAgent| a.event("vm.crash", T, |e| e["data"]["vm"] == "c1");
     for n in 1..=2 {
         kill_qemu(&lab, "c1");
-        let e = crash(&mut line, &agent);
+        let e = crash(&mut a);
         let d = &e["data"];
         assert_eq!(d["action"], "restart", "{e}");
         assert_eq!(d["health"], "ok", "{e}");
@@ -125,7 +109,7 @@ fn a_vm_killed_under_qemu_on_a_sound_host_is_restarted_within_its_budget() {
 
     // The budget is spent: the third crash is left as it is, and says so.
     kill_qemu(&lab, "c1");
-    let e = crash(&mut line, &agent);
+    let e = crash(&mut a);
     assert_eq!(e["data"]["action"], "leave", "{e}");
     let why = e["data"]["reason"].as_str().unwrap();
     assert!(
@@ -136,10 +120,10 @@ fn a_vm_killed_under_qemu_on_a_sound_host_is_restarted_within_its_budget() {
     assert_eq!(domstate(&lab, "c1"), "shut off");
     assert!(smoke::qemu_pids(&lab, "ha", "c1").unwrap().is_empty());
 
-    // The budget is kept across a restart of the agent.
-    let saved: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("state/crashes.json")).unwrap())
-            .unwrap();
+    // The budget is kept in the state directory, where a restarted agent
+    // reads it.
+    let file = lab.desc().dir.join("agent-ha-k/state/crashes.json");
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
     let times: Vec<&Value> = saved.as_object().unwrap().values().collect();
     assert_eq!(times.len(), 1, "{saved}");
     assert_eq!(
@@ -147,7 +131,7 @@ fn a_vm_killed_under_qemu_on_a_sound_host_is_restarted_within_its_budget() {
         2,
         "two restarts: {saved}"
     );
-    assert_eq!(agent.stop(), Some(0), "{}", agent.log_text());
+    assert_eq!(a.agent.stop(), Some(0), "{}", a.agent.log_text());
     lab.teardown().expect("teardown");
 }
 
