@@ -11,7 +11,8 @@ LAB := target/debug/rackside-lab
 # policy (nftables).
 DEB_PACKAGES := libvirt-daemon-system libvirt-clients libvirt-dev pkg-config \
 	qemu-system-x86 qemu-utils iproute2 nftables linux-image-cloud-amd64 busybox-static \
-	cpio socat picocom tmux procps util-linux coreutils iptables lintian rpm debootstrap
+	cpio socat picocom tmux procps util-linux coreutils iptables lintian rpm debootstrap \
+	systemd-container bc jq openssl
 
 # QEMU before 9.0 loses writes a TCG guest makes during a live migration
 # (its fast dirty-bitmap sync never re-arms TCG's dirty tracking; fixed in
@@ -59,7 +60,7 @@ test-lab: build ## Lab tests: real libvirtd, QEMU, namespaces (root)
 	@[ "$$(id -u)" = 0 ] || { echo "test-lab: needs root"; exit 1; }
 	$(CARGO) test $(CARGO_FLAGS) --workspace -- --ignored --test-threads=1 --skip fuzz_
 
-test: setup test-fast fuzz test-lab test-packaging ## Everything: setup, fast tests, fuzz, lab tests, packages under real systemd
+test: setup test-fast fuzz test-lab test-packaging test-rack ## Everything: setup, fast tests, fuzz, lab tests, packages under real systemd, the rack
 
 lab-up: setup build ## Bring up a 3-host lab and leave it running
 	$(LAB) up --hosts 3
@@ -136,9 +137,9 @@ test-packaging: deb rpm ## deb installed/removed/purged here, lintian, rpm vs de
 	bash tests/packaging/rpm.sh $(PKG)/rackside-$(VERSION)-1.x86_64.rpm $(PKG)/rackside_$(VERSION)-1_amd64.deb
 	bash tests/packaging/systemd.sh $(PKG)/rackside_$(VERSION)-1_amd64.deb
 
-# Not part of `test` yet: a prototype (tests/packaging/RACK.md).
-test-rack: deb ## Prototype: three system-container hosts from the deb, one evacuated by the controller (root)
-	bash tests/packaging/rack.sh $(PKG)/rackside_$(VERSION)-1_amd64.deb
+test-rack: deb ## Three system-container hosts from the deb, one evacuated and powered off by the controller (root; tests/packaging/RACK.md)
+	$(CARGO) build $(CARGO_FLAGS) -p rackside-lab
+	bash tests/packaging/rack.sh $(PKG)/rackside_$(VERSION)-1_amd64.deb $(LAB)
 
 fmt: ## Format the code
 	$(CARGO) fmt --all

@@ -79,7 +79,15 @@ enum Cmd {
         /// Stop after this long (default: when stdin gives a line or ends).
         #[arg(long)]
         seconds: Option<u64>,
+        /// Probe from this network namespace instead of a lab's client
+        /// namespace (no lab needed: the rack test's client).
+        #[arg(long)]
+        netns: Option<String>,
     },
+    /// Write the workload guest's initramfs to OUT (from /bin/busybox and
+    /// the modules of the newest Debian cloud kernel in /boot) and print
+    /// that kernel's path: the guest for tests outside a lab.
+    Initramfs { out: std::path::PathBuf },
     /// Cut (`down`) or restore (`up`) a host's network link.
     Link { host: String, state: LinkState },
     /// The main job on the lab, as the engineer at the rack sees it.
@@ -240,13 +248,24 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             let tick = l.start_guest(&host, &spec)?;
             println!("{guest} running on {host} (tick {tick})");
         }
-        Cmd::Probe { targets, seconds } => {
-            let l = Lab::attach(&cli.name)?;
+        Cmd::Probe {
+            targets,
+            seconds,
+            netns,
+        } => {
+            let netns = match netns {
+                Some(n) => n,
+                None => Lab::attach(&cli.name)?
+                    .desc()
+                    .guest_net
+                    .client_netns
+                    .clone(),
+            };
             let targets: Vec<ProbeTarget> = targets
                 .into_iter()
                 .map(|(guest, addr)| ProbeTarget { guest, addr })
                 .collect();
-            let probe = Probe::start(&l.desc().guest_net.client_netns, &targets)?;
+            let probe = Probe::start(&netns, &targets)?;
             match seconds {
                 Some(s) => std::thread::sleep(std::time::Duration::from_secs(s)),
                 None => {
@@ -255,6 +274,15 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 }
             }
             println!("{}", serde_json::to_string_pretty(&probe.finish())?);
+        }
+        Cmd::Initramfs { out } => {
+            let kernel = rackside_lab::guest::find_kernel()?;
+            rackside_lab::guest::build_initramfs(
+                std::path::Path::new("/bin/busybox"),
+                &kernel,
+                &out,
+            )?;
+            println!("{}", kernel.display());
         }
         Cmd::Link { host, state } => {
             let l = Lab::attach(&cli.name)?;
