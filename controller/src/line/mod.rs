@@ -37,6 +37,12 @@ pub enum LineError {
         #[source]
         source: std::io::Error,
     },
+    /// Another program holds the device's lock (picocom, another
+    /// controller): two readers would each take part of every answer.
+    #[error(
+        "{path} is in use by another program (it holds the line's lock); close that program first"
+    )]
+    Busy { path: String },
     #[error("the other end closed the line")]
     Closed,
     #[error("read from the line")]
