@@ -41,6 +41,7 @@ work=$top/rack-$$
 hosts=(c1 c2 c3)
 declare -A addr=([c1]=10.79.0.1 [c2]=10.79.0.2 [c3]=10.79.0.3)
 storage_addr=10.79.0.254   # NBD server, on the hosts' network
+console_addr=10.79.0.253   # the console server (ser2net), on the same network
 nbd_port=10809
 guest=rackvm
 guest_addr=10.79.1.11      # on the guests' network (a bridge in each host)
@@ -70,7 +71,7 @@ check() {
 die() { echo "rack: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "must run as root"
 command -v socat >/dev/null || die "socat not installed"
-for t in bc jq openssl qemu-storage-daemon; do command -v "$t" >/dev/null || die "$t not installed"; done
+for t in bc jq openssl qemu-storage-daemon ser2net; do command -v "$t" >/dev/null || die "$t not installed"; done
 [ -x "$lab_bin" ] || die "no rackside-lab at $lab_bin (cargo build -p rackside-lab)"
 
 # ---------------------------------------------------------------- base
@@ -115,7 +116,7 @@ echo "rack base: $(tr '\t\n' ' ;' < "$rack_base/.rackside-rack-ready")"
 # ---------------------------------------------------------------- cleanup
 declare -A nspawn_pid=() init_pid=()
 socat_pids=()
-storage_pid= probe_pid=
+storage_pid= probe_pid= console_pid=
 cleanup() {
     local h p
     trap - EXIT INT TERM
@@ -140,7 +141,7 @@ cleanup() {
         if kill -0 "$p" 2>/dev/null; then kill -TERM "$p" 2>/dev/null; sleep 1; kill -KILL "$p" 2>/dev/null; fi
         wait "$p" 2>/dev/null
     done
-    for p in "${socat_pids[@]}" $storage_pid $probe_pid; do kill -TERM "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+    for p in $console_pid "${socat_pids[@]}" $storage_pid $probe_pid; do kill -TERM "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
     for h in "${hosts[@]}"; do
         mountpoint -q "$work/$h/root" && umount "$work/$h/root"
         ip netns delete "$tag-$h" 2>/dev/null
@@ -175,6 +176,7 @@ for old in "$top"/rack-[0-9]*; do
     echo "rack: removing what run $p left"
     pkill -f "qemu-storage-daemon .*$old/storage/" 2>/dev/null
     pkill -f "probe --netns rr$p-cl " 2>/dev/null
+    pkill -f "ser2net -n -c $old/lines/" 2>/dev/null
     for r in "$old"/c*/root; do mountpoint -q "$r" && umount "$r"; done
     for ns in $(ip netns list | awk '{print $1}' | grep "^rr$p-"); do ip netns delete "$ns"; done
     for cg in /sys/fs/cgroup/systemd/rr$p /sys/fs/cgroup/unified/rr$p; do
@@ -286,7 +288,11 @@ fi
 
 # ---------------------------------------------------------------- lines
 # One null modem per host: the agent's end goes into the container as
-# /dev/ttyS0, the controller opens the other end, out here.
+# /dev/ttyS0; the rack's end is cabled as field engineers find them:
+# c1's and c2's to a console server (ser2net, Debian's package, on the
+# rack's management network), which serves c1's on a telnet port (with its
+# own option negotiation) and c2's on a raw TCP port; c3's straight to the
+# controller, as a USB serial adapter would be.
 for h in "${hosts[@]}"; do
     socat "pty,link=$work/lines/$h-agent,raw,echo=0" "pty,link=$work/lines/$h-rack,raw,echo=0" \
         </dev/null >"$work/lines/$h.socat.log" 2>&1 &
@@ -296,6 +302,32 @@ for h in "${hosts[@]}"; do
     for _ in $(seq 100); do [ -L "$work/lines/$h-rack" ] && [ -L "$work/lines/$h-agent" ] && break; sleep 0.1; done
     [ -L "$work/lines/$h-agent" ] || die "no pty for $h"
 done
+cat > "$work/lines/ser2net.yaml" <<EOF
+%YAML 1.1
+---
+connection: &c1
+  accepter: telnet,tcp,$console_addr,7001
+  connector: serialdev,$(readlink -f "$work/lines/c1-rack"),115200n81,local
+  options:
+    kickolduser: true
+connection: &c2
+  accepter: tcp,$console_addr,7002
+  connector: serialdev,$(readlink -f "$work/lines/c2-rack"),115200n81,local
+  options:
+    kickolduser: true
+EOF
+declare -A line_spec=([c1]="telnet://$console_addr:7001" [c2]="tcp://$console_addr:7002" [c3]="$work/lines/c3-rack")
+# The console server, on the switch namespace's br0.
+ip -n "$tag-sw" addr add "$console_addr/24" dev br0
+ip netns exec "$tag-sw" ser2net -n -c "$work/lines/ser2net.yaml" -P "$work/lines/ser2net.pid" \
+    </dev/null >"$work/lines/ser2net.log" 2>&1 &
+console_pid=$!
+for _ in $(seq 100); do
+    ip netns exec "$tag-sw" bash -c "exec 3<>/dev/tcp/$console_addr/7002" 2>/dev/null && break
+    sleep 0.1
+done
+ip netns exec "$tag-sw" bash -c "exec 3<>/dev/tcp/$console_addr/7002" 2>/dev/null \
+    || { cat "$work/lines/ser2net.log"; die "the console server did not come up"; }
 
 # ---------------------------------------------------------------- hosts
 # Each host's root is an overlay on the cached base: no 500 MB copy per
@@ -594,14 +626,18 @@ probe_pid=$!
 exec 7>"$work/probe.in"
 before=$(ticks c1)
 phase "controller: evacuate c1 --poweroff"
+# The controller is on the rack's management network (the switch
+# namespace), where the console server is.
 lines=(--pin-file "$work/pin")
-for h in "${hosts[@]}"; do lines+=(--line "$h=$work/lines/$h-rack"); done
-timeout 120 "$controller" "${lines[@]}" status >"$work/status.out" 2>&1
+for h in "${hosts[@]}"; do lines+=(--line "$h=${line_spec[$h]}"); done
+ctl=(ip netns exec "$tag-sw" "$controller")
+echo "lines: ${lines[*]}"
+timeout 120 "${ctl[@]}" "${lines[@]}" status >"$work/status.out" 2>&1
 rc=$?
 sed 's/^/  controller| /' "$work/status.out"
-check "controller status (PIN given): every line up" test "$rc" = 0
+check "controller status (PIN given; pty, raw TCP and telnet lines): every line up" test "$rc" = 0
 disk_before=$(last_of c1 rackside-disk)
-timeout 900 "$controller" "${lines[@]}" evacuate c1 --poweroff --wait 600 >"$work/controller.out" 2>&1
+timeout 900 "${ctl[@]}" "${lines[@]}" evacuate c1 --poweroff --wait 600 >"$work/controller.out" 2>&1
 rc=$?
 sed 's/^/  controller| /' "$work/controller.out"
 check "controller exit 0" test "$rc" = 0
@@ -647,6 +683,12 @@ for h in c2 c3; do
 done
 check "c1: agent never restarted (c1's journal)" sh -c \
     "! journalctl -D '$work/c1/root/var/log/journal' --no-pager -u rackside-agent | grep -q 'Scheduled restart job'"
+
+# The engineer asks where the guest went (c1's line is silent now: its
+# host is off).
+timeout 120 "${ctl[@]}" "${lines[@]}" --timeout 5 locate "$guest" >"$work/locate.out" 2>&1
+sed 's/^/  controller| /' "$work/locate.out"
+check "controller locate: $guest on $dest" grep -q "$guest: .* on $dest" "$work/locate.out"
 
 # What the client saw, through the whole move.
 echo >&7; exec 7>&-
