@@ -509,6 +509,7 @@ fn a_run_whose_thread_cannot_start_ends_not_safe_at_once() {
 #[test]
 fn a_hung_peer_fails_the_job_with_the_reason() {
     let w = world("hung-peer", &["a"], vec![], |s| {
+        s.set_peer_deadline(Duration::from_millis(50));
         s.reach("hb", Reach::Hangs);
         s.filters("a", &["clean-traffic"]);
     });

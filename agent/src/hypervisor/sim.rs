@@ -4,9 +4,12 @@
 //! Deterministic: a migration advances one step per sample and its clock
 //! is virtual (one second a sample), so the policy's time rules play out
 //! in microseconds. Only calls to a hanging peer take real time: they
-//! block until the deadline ([`Sim::set_peer_deadline`], short by default)
-//! cuts them off, exactly as a hung libvirt would be cut off; the blocked
-//! threads are released when the last [`Sim`] handle is dropped.
+//! block until the deadline ([`Sim::set_peer_deadline`]) cuts them off,
+//! exactly as a hung libvirt would be cut off; the blocked threads are
+//! released when the last [`Sim`] handle is dropped. The default deadline
+//! is long, so that a peer that answers is never cut off on a loaded
+//! machine (every peer call runs on a thread of its own); a test that
+//! makes a peer hang sets a short one.
 //!
 //! [`Sim::counters`] and [`Sim::log`] let a test assert what was asked.
 
@@ -18,6 +21,10 @@ use std::time::Duration;
 use super::deadline;
 use super::{DomState, DomainInfo, HvError, Hypervisor, Limits, PeerAddr, Progress};
 use crate::libvirt_ffi::JobStats;
+
+/// Long enough that an answering peer's call is never cut off, however
+/// loaded the machine; tests of hung peers set their own.
+const DEFAULT_PEER_DEADLINE: Duration = Duration::from_secs(10);
 use crate::migration::announce::{Heard, Mac, Watched};
 use crate::migration::run::{
     drive, may_discard, AnnounceWatch, MigrationJob, MigrationOps, Outcome, Pace, Prepared, Spec,
@@ -238,7 +245,7 @@ impl Sim {
                 announce_refused: BTreeMap::new(),
                 resume: ResumeMode::Works,
                 released_jobs: BTreeMap::new(),
-                peer_deadline: Duration::from_millis(50),
+                peer_deadline: DEFAULT_PEER_DEADLINE,
                 abort_grace: Duration::from_secs(30),
                 counters: Counters::default(),
                 log: Vec::new(),

@@ -1045,6 +1045,7 @@ mod tests {
     #[test]
     fn a_destination_that_hangs_on_the_request_leaves_it_not_confirmed_in_bounded_time() {
         let sim = world();
+        sim.set_peer_deadline(Duration::from_millis(50));
         sim.announcing("a", Announcing::Silent);
         // The migration itself is done before the destination starts to hang.
         sim.script("a", Script::Succeed { samples: 1 });
@@ -1249,6 +1250,7 @@ mod tests {
     #[test]
     fn a_destination_that_hangs_mid_migration_ends_by_the_policy() {
         let sim = world();
+        sim.set_peer_deadline(Duration::from_millis(50));
         sim.reach("hb", Reach::Hangs);
         let (out, _) = migrate(&sim, &spec("a"), &AtomicBool::new(false));
         assert!(
