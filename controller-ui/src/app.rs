@@ -6,6 +6,7 @@
 //! one of them never reaches what lies underneath (a `y` typed while a
 //! banner shows cannot confirm an evacuation hidden behind it).
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt;
 
@@ -89,14 +90,25 @@ pub struct App {
     /// the list does not move the cursor to another one.
     pub(crate) selected_host: Option<String>,
     pub(crate) scroll: u16,
+    /// The furthest `scroll` can go, as the last frame drawn found it
+    /// (content taller than the screen by this many lines): Down stops
+    /// there, so Up moves at once however often Down was pressed.
+    pub(crate) scroll_max: Cell<u16>,
     pub(crate) selected_job: usize,
     pub(crate) confirm: Option<Confirm>,
     pub(crate) pin: Option<PinPrompt>,
     pub(crate) pins_waiting: VecDeque<String>,
     pub(crate) banners: VecDeque<Verdict>,
     pub(crate) banner_scroll: u16,
+    pub(crate) banner_scroll_max: Cell<u16>,
     pub(crate) locate: Locate,
     pub(crate) message: Option<(String, Millis)>,
+}
+
+/// `scroll` moved by `by` lines, kept within 0 and the last frame's `max`.
+fn scrolled(scroll: u16, by: i32, max: &Cell<u16>) -> u16 {
+    let max = i32::from(max.get());
+    (i32::from(scroll).min(max) + by).clamp(0, max) as u16
 }
 
 impl Default for App {
@@ -113,12 +125,14 @@ impl App {
             screen: Screen::Rack,
             selected_host: None,
             scroll: 0,
+            scroll_max: Cell::new(u16::MAX),
             selected_job: 0,
             confirm: None,
             pin: None,
             pins_waiting: VecDeque::new(),
             banners: VecDeque::new(),
             banner_scroll: 0,
+            banner_scroll_max: Cell::new(u16::MAX),
             locate: Locate::default(),
             message: None,
         }
@@ -345,8 +359,12 @@ impl App {
                 self.banners.pop_front();
                 self.banner_scroll = 0;
             }
-            Key::Up => self.banner_scroll = self.banner_scroll.saturating_sub(1),
-            Key::Down => self.banner_scroll = self.banner_scroll.saturating_add(1),
+            Key::Up => {
+                self.banner_scroll = scrolled(self.banner_scroll, -1, &self.banner_scroll_max)
+            }
+            Key::Down => {
+                self.banner_scroll = scrolled(self.banner_scroll, 1, &self.banner_scroll_max)
+            }
             // Every other key is ignored: the banner must be read, not
             // typed away by accident.
             _ => {}
@@ -466,10 +484,10 @@ impl App {
             }
             Key::Char('/') => self.open_locate(),
             Key::Char('r') => return self.refresh(),
-            Key::Up => self.scroll = self.scroll.saturating_sub(1),
-            Key::Down => self.scroll = self.scroll.saturating_add(1),
-            Key::PageUp => self.scroll = self.scroll.saturating_sub(10),
-            Key::PageDown => self.scroll = self.scroll.saturating_add(10),
+            Key::Up => self.scroll = scrolled(self.scroll, -1, &self.scroll_max),
+            Key::Down => self.scroll = scrolled(self.scroll, 1, &self.scroll_max),
+            Key::PageUp => self.scroll = scrolled(self.scroll, -10, &self.scroll_max),
+            Key::PageDown => self.scroll = scrolled(self.scroll, 10, &self.scroll_max),
             Key::Home => self.scroll = 0,
             Key::Esc | Key::Char('q') => self.screen = Screen::Rack,
             _ => {}

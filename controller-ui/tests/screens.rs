@@ -283,6 +283,17 @@ fn a_long_not_safe_banner_scrolls_and_says_so() {
         s.contains("*** NOT SAFE TO POWER OFF ***"),
         "the title scrolled away: {s}"
     );
+    // Down stopped at the last reason: one Up moves the view at once, not
+    // after undoing the extra presses.
+    let first_line = |s: &str| -> usize {
+        let at = s.find("(lines ").expect("scroll note") + "(lines ".len();
+        s[at..].split('-').next().unwrap().parse().unwrap()
+    };
+    let bottom = first_line(&s);
+    keys(&mut app, &[Key::Up]);
+    assert_eq!(first_line(&screen(&app, 80, 24)), bottom - 1);
+    keys(&mut app, &[Key::Down; 3]);
+    assert_eq!(first_line(&screen(&app, 80, 24)), bottom);
 }
 
 #[test]

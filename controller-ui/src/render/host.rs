@@ -28,6 +28,7 @@ pub(super) fn render(app: &App, name: &str, frame: &mut Frame, area: Rect) -> &'
     // Scrolled by Up/Down; kept so the last line can reach the bottom, no
     // further.
     let max = lines.len().saturating_sub(usize::from(area.height));
+    app.scroll_max.set(u16::try_from(max).unwrap_or(u16::MAX));
     let scroll = usize::from(app.scroll).min(max);
     let shown: Vec<Line> = lines.into_iter().skip(scroll).collect();
     frame.render_widget(Paragraph::new(shown), area);

@@ -74,6 +74,8 @@ pub(super) fn render(app: &App, v: &Verdict, frame: &mut Frame, area: Rect) {
     // aligned so a wrapped reason reads as one.
     let room = usize::from(inner.height).saturating_sub(head.len());
     let max = body.len().saturating_sub(room);
+    app.banner_scroll_max
+        .set(u16::try_from(max).unwrap_or(u16::MAX));
     let skip = usize::from(app.banner_scroll).min(max);
     if skip > 0 || body.len() > room + skip {
         let last = (skip + room).min(body.len());
