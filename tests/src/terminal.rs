@@ -303,18 +303,20 @@ impl Tmux {
         self.tmux(&["capture-pane", "-p", "-J", "-S", "-", "-t", TARGET])
     }
 
-    /// `dead STATUS` once the program in the window has exited, else
-    /// `running`.
+    /// `dead STATUS` once the program in the window has exited (`dead
+    /// signal N` when a signal ended it), else `running`, or `exiting`
+    /// while tmux has seen the pty close but not yet the exit status (the
+    /// pane counts as dead from the first, and a poll in between read
+    /// `dead` with no status).
     pub fn program(&self) -> String {
         match self.tmux(&[
             "display-message",
             "-p",
             "-t",
             TARGET,
-            "#{pane_dead} #{pane_dead_status}",
+            "#{pane_dead}|#{pane_dead_status}|#{pane_dead_signal}",
         ]) {
-            Ok(s) if s.starts_with('1') => format!("dead {}", s[1..].trim()),
-            Ok(_) => "running".into(),
+            Ok(s) => pane_state(&s),
             Err(e) => format!("unknown ({e})"),
         }
     }
@@ -430,8 +432,31 @@ pub fn last_line(text: &str) -> &str {
         .unwrap_or("")
 }
 
+/// [`Terminal::program`]'s answer from tmux's
+/// `#{pane_dead}|#{pane_dead_status}|#{pane_dead_signal}`.
+fn pane_state(s: &str) -> String {
+    let mut f = s.trim().split('|');
+    let (dead, status, signal) = (f.next(), f.next().unwrap_or(""), f.next().unwrap_or(""));
+    match dead {
+        Some("1") if !status.is_empty() => format!("dead {status}"),
+        Some("1") if !signal.is_empty() => format!("dead signal {signal}"),
+        Some("1") => "exiting".into(),
+        _ => "running".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_dead_pane_is_dead_only_with_its_exit_status_or_signal() {
+        assert_eq!(pane_state("1|0|\n"), "dead 0");
+        assert_eq!(pane_state("1|3|"), "dead 3");
+        assert_eq!(pane_state("1||15"), "dead signal 15");
+        assert_eq!(pane_state("1||"), "exiting");
+        assert_eq!(pane_state("0||"), "running");
+    }
+
     use super::*;
 
     #[test]
