@@ -38,7 +38,6 @@ deb=$(readlink -f "$deb")
 top=/var/tmp/rackside-nspawn
 rack_base=${RACKSIDE_RACK_BASE:-$top/rack-base}
 vm_base=${RACKSIDE_RACK_VM_BASE:-$top/rack-vm-base}
-mirror=${RACKSIDE_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 mode=${RACK_VM:-auto}
 accel=${RACK_VM_ACCEL:-}
 vm_mem=${RACK_VM_MEM:-1024}     # MiB per host VM (the nested guest takes 128)
@@ -66,10 +65,15 @@ phase() { # phase NAME: prints how long the phase before it took
     tphase=$now; pending_phase=$1
 }
 pending_phase=start
-check() {
-    local what=$1; shift
-    if "$@" >"$work/check.out" 2>&1; then pass=$((pass + 1)); echo "ok: $what"
-    else fail=$((fail + 1)); echo "FAIL: $what"; sed 's/^/    /' "$work/check.out" | tail -30; fi
+check() { # as rack.sh's, plus the time a check took when it waited (2 s or more)
+    local what=$1 c0 dt; shift
+    c0=$(date +%s.%N)
+    if "$@" >"$work/check.out" 2>&1; then pass=$((pass + 1)); what="ok: $what"
+    else fail=$((fail + 1)); what="FAIL: $what"; fi
+    dt=$(echo "$(date +%s.%N) - $c0" | bc)
+    [ "$(echo "$dt >= 2" | bc)" = 1 ] && what=$(printf '%s (%.1f s)' "$what" "$dt")
+    echo "$what"
+    case "$what" in FAIL:*) sed 's/^/    /' "$work/check.out" | tail -30 ;; esac
 }
 die() { echo "rack-vm: $*" >&2; exit 1; }
 skip() { echo "rack-vm: skipped: $*"; printf 'rack-vm: (%.1f s)\n' "$(echo "$(date +%s.%N) - $t0" | bc)"; echo "test result: ok. 0 passed; 0 failed; 1 ignored"; exit 0; }
@@ -115,6 +119,11 @@ cleanup() {
         done
     done
     ip netns delete "$tag-sw" 2>/dev/null
+    # A base image build cut short.
+    if [ -n "${tmp:-}" ] && [ -d "$tmp" ]; then
+        mountpoint -q "$tmp/root" && umount "$tmp/root"
+        rm -rf "$tmp"
+    fi
     rm -rf "$work"
     [ "$keep" = 1 ] && rm -f "$top/rack-vm-keep.env"
 }
@@ -478,8 +487,8 @@ for h in "${hosts[@]}"; do
     # links too and must not get the host's address.
     printf '[Match]\nMACAddress=%s\n\n[Network]\nAddress=%s/24\n' "${mac[$h]}" "${addr[$h]}" > "$s/etc/systemd/network/10-rack.network"
     # As rack.sh: libvirtd over TCP without authentication (test only),
-    # and a host_uuid of its own (a VM has an SMBIOS UUID, but QEMU gives
-    # all three the same one unless told: this is simpler).
+    # and a host_uuid of its own (libvirt refuses to migrate between hosts
+    # that share one; set here rather than trusting QEMU's SMBIOS UUID).
     cp "$rack_base/etc/libvirt/libvirtd.conf" "$s/etc/libvirt/libvirtd.conf"
     printf '\n# rackside rack-vm test: never outside a test\nauth_tcp = "none"\nhost_uuid = "%s"\n' \
         "$(cat /proc/sys/kernel/random/uuid)" >> "$s/etc/libvirt/libvirtd.conf"
@@ -760,6 +769,6 @@ if [ "$keep" = 1 ]; then
     while :; do sleep 5; done
 fi
 cleanup
-pending_phase=done; phase done
+phase done
 echo "test result: $( [ $fail = 0 ] && echo ok || echo FAILED ). $pass passed; $fail failed; 0 ignored"
 [ $fail = 0 ]
