@@ -7,12 +7,13 @@ LAB := target/debug/rackside-lab
 
 # Debian packages a fresh machine needs: build (libvirt-dev, pkg-config),
 # the lab (libvirt, QEMU, namespaces, the guest kernel and busybox; picocom
-# and tmux for the console as a person's terminal shows it) and the network
-# policy (nftables).
+# and tmux for the console as a person's terminal shows it), the network
+# policy (nftables) and rack-vm.sh (ssh into its VMs, as/ld for its
+# ticker guest).
 DEB_PACKAGES := libvirt-daemon-system libvirt-clients libvirt-dev pkg-config \
 	qemu-system-x86 qemu-utils iproute2 nftables linux-image-cloud-amd64 busybox-static \
 	cpio socat picocom tmux procps util-linux coreutils iptables lintian rpm debootstrap \
-	systemd-container bc jq openssl ser2net
+	systemd-container bc jq openssl ser2net openssh-client binutils
 
 # QEMU before 9.0 loses writes a TCG guest makes during a live migration
 # (its fast dirty-bitmap sync never re-arms TCG's dirty tracking; fixed in
