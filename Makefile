@@ -61,7 +61,7 @@ test-lab: build ## Lab tests: real libvirtd, QEMU, namespaces (root)
 	@[ "$$(id -u)" = 0 ] || { echo "test-lab: needs root"; exit 1; }
 	$(CARGO) test $(CARGO_FLAGS) --workspace -- --ignored --test-threads=1 --skip fuzz_
 
-test: setup test-fast fuzz test-lab test-packaging test-rack ## Everything: setup, fast tests, fuzz, lab tests, packages under real systemd, the rack
+test: setup test-fast fuzz test-lab test-packaging test-rack test-rack-vm ## Everything: setup, fast tests, fuzz, lab tests, packages under real systemd, the rack
 
 lab-up: setup build ## Bring up a 3-host lab and leave it running
 	$(LAB) up --hosts 3
@@ -142,9 +142,10 @@ test-rack: deb ## Three system-container hosts from the deb, one evacuated and p
 	$(CARGO) build $(CARGO_FLAGS) -p rackside-lab
 	bash tests/packaging/rack.sh $(PKG)/rackside_$(VERSION)-1_amd64.deb $(LAB)
 
-# Not part of `test`: runs only where KVM boots guests faster than TCG
-# (it says why it skipped otherwise, exit 0). RACK_VM=force runs it anyway.
-test-rack-vm: deb ## Prototype, KVM-gated: rack.sh's rack with three QEMU virtual machines as hosts (root)
+# Gated: runs only where KVM boots guests faster than TCG (it says why it
+# skipped otherwise, exit 0, in about 25 s). RACK_VM=force runs it anyway.
+# After test-rack, whose host base it boots.
+test-rack-vm: deb ## KVM-gated: the rack with three QEMU virtual machines as hosts, real UARTs as lines (root)
 	bash tests/packaging/rack-vm.sh $(PKG)/rackside_$(VERSION)-1_amd64.deb
 
 fmt: ## Format the code
