@@ -241,6 +241,14 @@ ip -n "$tag-cl" addr add "$client_addr/24" dev eth0
 ip -n "$tag-cl" link set eth0 up
 ip -n "$tag-cl" link set lo up
 
+listening() { # listening ADDR PORT: waits up to 10 s for a server on the management network
+    for _ in $(seq 100); do
+        ip netns exec "$tag-sw" bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
 # ---------------------------------------------------------------- storage
 # The guest's disk on network storage, as shared storage is in a rack: a
 # raw image exported over NBD by qemu-storage-daemon on the hosts'
@@ -252,12 +260,7 @@ ip netns exec "$tag-sw" qemu-storage-daemon \
     --export "type=nbd,id=e0,node-name=n0,name=$guest,writable=on" \
     </dev/null >"$work/storage/daemon.log" 2>&1 &
 storage_pid=$!
-for _ in $(seq 100); do
-    ip netns exec "$tag-sw" bash -c "exec 3<>/dev/tcp/$storage_addr/$nbd_port" 2>/dev/null && break
-    sleep 0.1
-done
-ip netns exec "$tag-sw" bash -c "exec 3<>/dev/tcp/$storage_addr/$nbd_port" 2>/dev/null \
-    || { cat "$work/storage/daemon.log"; die "the NBD server did not come up"; }
+listening "$storage_addr" "$nbd_port" || { cat "$work/storage/daemon.log"; die "the NBD server did not come up"; }
 
 # ---------------------------------------------------------------- certificates
 # A test CA and, per host, what a production host has: libvirtd's server
@@ -322,12 +325,7 @@ ip -n "$tag-sw" addr add "$console_addr/24" dev br0
 ip netns exec "$tag-sw" ser2net -n -c "$work/lines/ser2net.yaml" -P "$work/lines/ser2net.pid" \
     </dev/null >"$work/lines/ser2net.log" 2>&1 &
 console_pid=$!
-for _ in $(seq 100); do
-    ip netns exec "$tag-sw" bash -c "exec 3<>/dev/tcp/$console_addr/7002" 2>/dev/null && break
-    sleep 0.1
-done
-ip netns exec "$tag-sw" bash -c "exec 3<>/dev/tcp/$console_addr/7002" 2>/dev/null \
-    || { cat "$work/lines/ser2net.log"; die "the console server did not come up"; }
+listening "$console_addr" 7002 || { cat "$work/lines/ser2net.log"; die "the console server did not come up"; }
 
 # ---------------------------------------------------------------- hosts
 # Each host's root is an overlay on the cached base: no 500 MB copy per
