@@ -262,24 +262,29 @@ fn spawn_publisher(
     let reserve = cfg.placement.mem_reserve_mib;
     std::thread::Builder::new().name("publish".into()).spawn(move || {
         let mut warned = false;
-        let mut last: Option<(std::time::Instant, &'static str, bool)> = None;
+        let mut last: Option<(std::time::Instant, Glance)> = None;
         while !stop.load(Ordering::Relaxed) {
-            // Maintenance and the host's state reach the hook within a
-            // glance (an evacuation that just started must refuse incoming
-            // migrations at once: two hosts evacuating onto each other
-            // otherwise swap their VMs); the rest once a period.
+            // Maintenance, the host's state and its health reach the hook
+            // within a glance (an evacuation that just started must refuse
+            // incoming migrations at once: two hosts evacuating onto each
+            // other otherwise swap their VMs; a host just found faulty
+            // must not take a crashed peer's VM); the rest once a period.
             // (Without the VM count, which changes once a period at most:
             // no inventory snapshot every glance.)
-            let word = controller.host_state(None);
-            let maint = controller.maintenance_on();
-            let due = last.is_none_or(|(at, w, m)| {
-                w != word || m != maint || at.elapsed() >= rackside_contract::PUBLISH_PERIOD
+            let now = Glance {
+                word: controller.host_state(None),
+                maintenance: controller.maintenance_on(),
+                health: inventory.read(|s| crate::health::eval::level(&s.local.findings)),
+            };
+            let due = last.as_ref().is_none_or(|(at, seen)| {
+                *seen != now || at.elapsed() >= rackside_contract::PUBLISH_PERIOD
             });
             if !due {
                 std::thread::sleep(PUBLISH_GLANCE);
                 continue;
             }
-            last = Some((std::time::Instant::now(), word, maint));
+            let maint = now.maintenance;
+            last = Some((std::time::Instant::now(), now));
             let s = inventory.snapshot();
             let alloc = crate::inventory::model::allocation(&s.local.vms);
             // A blind host is never published as "empty" from a stale list.
@@ -310,7 +315,16 @@ fn spawn_publisher(
     })
 }
 
-/// How often the publisher looks for a change of maintenance or state.
+/// What the publisher looks at every glance: a change is published at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Glance {
+    word: &'static str,
+    maintenance: bool,
+    health: crate::health::Level,
+}
+
+/// How often the publisher looks for a change of maintenance, state or
+/// health.
 const PUBLISH_GLANCE: Duration = Duration::from_millis(50);
 
 /// Watchdog pings and status lines until SIGTERM or SIGINT.

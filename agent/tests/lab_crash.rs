@@ -53,6 +53,66 @@ fn health_config(root: &Path, evacuate_on_faulty: bool) -> String {
     )
 }
 
+/// Uncorrected memory errors arriving on a host, one more every half
+/// second, until stopped.
+struct ErrorStream {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ErrorStream {
+    fn start(count_file: PathBuf) -> ErrorStream {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                put(&count_file, &n.to_string());
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        });
+        ErrorStream {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+impl Drop for ErrorStream {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+/// Waits until the state the agent on `host` publishes for its hook
+/// (what admission is decided from) has `health`.
+fn wait_published_health(lab: &Lab, host: &str, health: &str) {
+    let file = lab.host(host).unwrap().root.join("run/rackside/state.json");
+    let end = std::time::Instant::now() + T;
+    let mut seen = String::new();
+    while std::time::Instant::now() < end {
+        seen = std::fs::read_to_string(&file).unwrap_or_default();
+        let v: Value = serde_json::from_str(&seen).unwrap_or(Value::Null);
+        if v["health"] == health {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{host}: published health not {health} in {T:?}: {seen}");
+}
+
 fn defined_on(lab: &Lab, host: &str, guest: &str) -> bool {
     lab.virsh(host, &["list", "--all", "--name"])
         .unwrap()
@@ -210,12 +270,13 @@ fn a_vm_that_crashes_on_a_faulty_host_starts_on_a_sound_peer_and_the_host_is_emp
     }
 
     // Both hosts faulty: c1's crash is not handled on ha, and hb's hook
-    // refuses it.
-    put(&hb_ue, "1");
+    // refuses it. hb's errors keep coming until then: a single one would
+    // be forgotten after the hold time, whenever the machine is slow.
+    let hb_errors = ErrorStream::start(hb_ue.clone());
     hb.event("host.health", T, |e| e["data"]["health"] == "faulty");
+    wait_published_health(&lab, "hb", "faulty");
     put(&ha_ue, "1");
     ha.event("host.health", T, |e| e["data"]["health"] == "faulty");
-    std::thread::sleep(Duration::from_secs(2)); // hb's published state: every second
     kill_qemu(&lab, "c1");
     let e = ha.event("vm.crash", T, |e| e["data"]["vm"] == "c1");
     let d = &e["data"];
@@ -231,7 +292,9 @@ fn a_vm_that_crashes_on_a_faulty_host_starts_on_a_sound_peer_and_the_host_is_emp
 
     // hb is sound again (no new errors for its hold time); ha's agent is
     // restarted with evacuate_on_faulty, and ha turns faulty once more.
+    hb_errors.stop();
     hb.event("host.health", T, |e| e["data"]["health"] == "ok");
+    wait_published_health(&lab, "hb", "ok");
     assert_eq!(ha.agent.stop(), Some(0), "{}", ha.agent.log_text());
     let mut ha = agent(&lab, "ha", "2", &health_config(&ha_root, true));
     put(&ha_ue, "3");

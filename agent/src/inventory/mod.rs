@@ -238,6 +238,12 @@ impl Inventory {
         self.state.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Reads under the lock without copying: for a value looked at often
+    /// (the publisher's glance), where a snapshot would clone every list.
+    pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        f(&self.state.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
     pub fn update<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
         let mut g = self.state.write().unwrap_or_else(|e| e.into_inner());
         f(&mut g)
