@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rackside_lab::agent::LineAgent;
+use rackside_lab::health::{self, put, ErrorStream};
 use rackside_lab::{smoke, GuestDisk, GuestSpec, Lab, LabSpec};
 use serde_json::{json, Value};
 
@@ -31,19 +32,12 @@ fn agent(lab: &Lab, host: &str, tag: &str, extra: &str) -> LineAgent {
     a
 }
 
-fn put(path: &Path, value: &str) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, format!("{value}\n")).unwrap();
-}
-
 /// A sysfs tree for a host's health with one EDAC controller; returns
-/// the file of its uncorrected error count.
+/// its root and the file of its uncorrected error count.
 fn edac_fixture(lab: &Lab, host: &str) -> (PathBuf, PathBuf) {
     let root = lab.desc().dir.join(format!("{host}-health"));
-    let mc = root.join("devices/system/edac/mc/mc0");
-    put(&mc.join("ce_count"), "0");
-    put(&mc.join("ue_count"), "0");
-    (root, mc.join("ue_count"))
+    let ue = health::edac_tree(&root, 0, 0);
+    (root, ue)
 }
 
 fn health_config(root: &Path, evacuate_on_faulty: bool) -> String {
@@ -53,64 +47,9 @@ fn health_config(root: &Path, evacuate_on_faulty: bool) -> String {
     )
 }
 
-/// Uncorrected memory errors arriving on a host, one more every half
-/// second, until stopped.
-struct ErrorStream {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl ErrorStream {
-    fn start(count_file: PathBuf) -> ErrorStream {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut n = 0u64;
-            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                n += 1;
-                put(&count_file, &n.to_string());
-                std::thread::sleep(Duration::from_millis(500));
-            }
-        });
-        ErrorStream {
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn stop(mut self) {
-        self.halt();
-    }
-
-    fn halt(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-    }
-}
-
-impl Drop for ErrorStream {
-    fn drop(&mut self) {
-        self.halt();
-    }
-}
-
-/// Waits until the state the agent on `host` publishes for its hook
-/// (what admission is decided from) has `health`.
-fn wait_published_health(lab: &Lab, host: &str, health: &str) {
-    let file = lab.host(host).unwrap().root.join("run/rackside/state.json");
-    let end = std::time::Instant::now() + T;
-    let mut seen = String::new();
-    while std::time::Instant::now() < end {
-        seen = std::fs::read_to_string(&file).unwrap_or_default();
-        let v: Value = serde_json::from_str(&seen).unwrap_or(Value::Null);
-        if v["health"] == health {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{host}: published health not {health} in {T:?}: {seen}");
+/// Waits until the agent on `host` has published `level` for its hook.
+fn published_health(lab: &Lab, host: &str, level: &str) {
+    health::wait_published(lab, host, T, |v| v["health"] == level).unwrap();
 }
 
 fn defined_on(lab: &Lab, host: &str, guest: &str) -> bool {
@@ -272,9 +211,9 @@ fn a_vm_that_crashes_on_a_faulty_host_starts_on_a_sound_peer_and_the_host_is_emp
     // Both hosts faulty: c1's crash is not handled on ha, and hb's hook
     // refuses it. hb's errors keep coming until then: a single one would
     // be forgotten after the hold time, whenever the machine is slow.
-    let hb_errors = ErrorStream::start(hb_ue.clone());
+    let hb_errors = ErrorStream::start(hb_ue.clone(), 0);
     hb.event("host.health", T, |e| e["data"]["health"] == "faulty");
-    wait_published_health(&lab, "hb", "faulty");
+    published_health(&lab, "hb", "faulty");
     put(&ha_ue, "1");
     ha.event("host.health", T, |e| e["data"]["health"] == "faulty");
     kill_qemu(&lab, "c1");
@@ -294,7 +233,7 @@ fn a_vm_that_crashes_on_a_faulty_host_starts_on_a_sound_peer_and_the_host_is_emp
     // restarted with evacuate_on_faulty, and ha turns faulty once more.
     hb_errors.stop();
     hb.event("host.health", T, |e| e["data"]["health"] == "ok");
-    wait_published_health(&lab, "hb", "ok");
+    published_health(&lab, "hb", "ok");
     assert_eq!(ha.agent.stop(), Some(0), "{}", ha.agent.log_text());
     let mut ha = agent(&lab, "ha", "2", &health_config(&ha_root, true));
     put(&ha_ue, "3");

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rackside_lab::agent::LineAgent;
+use rackside_lab::health::{self, put, ErrorStream};
 use rackside_lab::{smoke, GuestSpec, Lab, LabSpec, Sampler};
 use serde_json::json;
 
@@ -81,7 +82,7 @@ fn a_host_in_maintenance_refuses_and_the_evacuation_goes_elsewhere() {
     // hb goes into maintenance: a migration into it is refused at hb, and
     // the VM keeps running at home.
     assert_eq!(hb.req("maintenance", json!({"on": true}))["ok"], true);
-    std::thread::sleep(Duration::from_secs(2)); // the published state is refreshed every second
+    published(&lab, "hb", |v| v["maintenance"] == true);
     let err =
         migrate_virsh(&lab, "m2", "ha", "hb").expect_err("hb admitted a migration in maintenance");
     assert!(err.contains("maintenance"), "{err}");
@@ -135,7 +136,7 @@ fn two_migrations_into_room_for_one_admit_exactly_one() {
         lab.start_guest("ha", &g).unwrap();
     }
     let mut hb = start_agent(&lab, "hb", "[placement]\nmem_reserve_mib = 1024\n");
-    std::thread::sleep(Duration::from_secs(2));
+    published(&lab, "hb", |v| v["mem_total_mib"] == 1536);
     let watch = Sampler::start(&lab, &["r1", "r2"]);
     let results: Vec<Result<(), String>> = std::thread::scope(|s| {
         let a = s.spawn(|| migrate_virsh(&lab, "r1", "ha", "hb"));
@@ -288,9 +289,10 @@ fn in_host(lab: &Lab, host: &str, script: &str) {
     );
 }
 
-fn put(path: &Path, value: &str) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, format!("{value}\n")).unwrap();
+/// Waits until what the agent on `host` publishes for its hook (what
+/// admission is decided from) satisfies `pred`.
+fn published(lab: &Lab, host: &str, pred: impl Fn(&serde_json::Value) -> bool) {
+    health::wait_published(lab, host, T, pred).unwrap();
 }
 
 /// hb's health comes from a sysfs tree of its own: EDAC counters from
@@ -340,7 +342,10 @@ fn an_unhealthy_host_refuses_incoming_migrations_until_it_recovers() {
         why.starts_with("mc0: 2 uncorrected memory errors in the last"),
         "{e}"
     );
-    std::thread::sleep(Duration::from_secs(2)); // the published state is refreshed every second
+    // More keep coming while the migration is tried: one error alone is
+    // forgotten after the hold time, however slow the machine.
+    let errors = ErrorStream::start(mc.join("ue_count"), 4);
+    published(&lab, "hb", |v| v["health"] == "faulty");
     let err = migrate_virsh(&lab, "m1", "ha", "hb").expect_err("a faulty host admitted a VM");
     assert!(
         err.contains("hb is faulty") && err.contains("uncorrected"),
@@ -348,6 +353,7 @@ fn an_unhealthy_host_refuses_incoming_migrations_until_it_recovers() {
     );
     assert_eq!(runs_once_on(&lab, "m1"), "ha");
     // No new errors: ok again once the hold time has passed.
+    errors.stop();
     hb.line
         .expect_event("host.health", T, |e| e["data"]["health"] == "ok")
         .unwrap_or_else(|e| panic!("{e}\n{}", hb.agent.log_text()));
@@ -366,7 +372,7 @@ fn an_unhealthy_host_refuses_incoming_migrations_until_it_recovers() {
     );
     let st = hb.req("status", json!({}));
     assert_eq!(st["data"]["health"], "degraded", "{st}");
-    std::thread::sleep(Duration::from_secs(2));
+    published(&lab, "hb", |v| v["health"] == "degraded");
     let err = migrate_virsh(&lab, "m1", "ha", "hb").expect_err("a degraded host admitted a VM");
     assert!(err.contains("hb is degraded"), "{err}");
     assert_eq!(runs_once_on(&lab, "m1"), "ha");
@@ -374,7 +380,7 @@ fn an_unhealthy_host_refuses_incoming_migrations_until_it_recovers() {
     hb.line
         .expect_event("host.health", T, |e| e["data"]["health"] == "ok")
         .unwrap_or_else(|e| panic!("{e}\n{}", hb.agent.log_text()));
-    std::thread::sleep(Duration::from_secs(2));
+    published(&lab, "hb", |v| v["health"] == "ok");
     migrate_virsh(&lab, "m1", "ha", "hb").expect("a sound host admits the VM again");
     assert_eq!(runs_once_on(&lab, "m1"), "hb");
 

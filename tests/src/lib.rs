@@ -21,6 +21,7 @@ pub mod cpio;
 pub mod demo;
 pub mod desc;
 pub mod guest;
+pub mod health;
 pub mod host;
 pub mod judge;
 pub mod lab;
