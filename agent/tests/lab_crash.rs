@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rackside_lab::agent::LineAgent;
-use rackside_lab::health::{self, put, ErrorStream};
+use rackside_lab::health::{self, ErrorStream};
 use rackside_lab::{smoke, GuestDisk, GuestSpec, Lab, LabSpec};
 use serde_json::{json, Value};
 
@@ -209,12 +209,12 @@ fn a_vm_that_crashes_on_a_faulty_host_starts_on_a_sound_peer_and_the_host_is_emp
     }
 
     // Both hosts faulty: c1's crash is not handled on ha, and hb's hook
-    // refuses it. hb's errors keep coming until then: a single one would
+    // refuses it. Their errors keep coming until then: a single one would
     // be forgotten after the hold time, whenever the machine is slow.
     let hb_errors = ErrorStream::start(hb_ue.clone(), 0);
     hb.event("host.health", T, |e| e["data"]["health"] == "faulty");
     published_health(&lab, "hb", "faulty");
-    put(&ha_ue, "1");
+    let ha_errors = ErrorStream::start(ha_ue.clone(), 0);
     ha.event("host.health", T, |e| e["data"]["health"] == "faulty");
     kill_qemu(&lab, "c1");
     let e = ha.event("vm.crash", T, |e| e["data"]["vm"] == "c1");
@@ -232,11 +232,13 @@ fn a_vm_that_crashes_on_a_faulty_host_starts_on_a_sound_peer_and_the_host_is_emp
     // hb is sound again (no new errors for its hold time); ha's agent is
     // restarted with evacuate_on_faulty, and ha turns faulty once more.
     hb_errors.stop();
+    ha_errors.stop();
     hb.event("host.health", T, |e| e["data"]["health"] == "ok");
     published_health(&lab, "hb", "ok");
     assert_eq!(ha.agent.stop(), Some(0), "{}", ha.agent.log_text());
+    // (The new agent takes the count it finds as history.)
     let mut ha = agent(&lab, "ha", "2", &health_config(&ha_root, true));
-    put(&ha_ue, "3");
+    let ha_errors = ErrorStream::start(ha_ue.clone(), 1000);
     ha.event("host.health", T, |e| e["data"]["health"] == "faulty");
     let disk_before = lab.wait_disk("ha", "c2", 0, T).unwrap();
     // Its guest kernel panics (pvpanic); libvirt stops it (on_crash).
@@ -251,6 +253,7 @@ fn a_vm_that_crashes_on_a_faulty_host_starts_on_a_sound_peer_and_the_host_is_emp
     );
     let done = ha.event("evacuation.done", Duration::from_secs(300), |_| true);
     assert_eq!(done["data"]["safe_to_power_off"], true, "{done}");
+    ha_errors.stop();
 
     // Exactly once, running, alive; defined on hb alone, persistently;
     // the counter on its shared disk goes on from where it was.
