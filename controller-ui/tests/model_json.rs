@@ -406,3 +406,20 @@ fn bad_data_never_panics_and_still_renders() {
         assert!((0.0..=1.0).contains(&j.ratio()), "{j:?}");
     }
 }
+
+#[test]
+fn a_destination_is_cautioned_only_by_its_own_word() {
+    let mut app = rack();
+    // hb said degraded on its own line; ha's view of hc (health null) and
+    // ha itself (ok) say nothing against them.
+    assert_eq!(app.rack().caution("hb").as_deref(), Some("degraded"));
+    assert_eq!(app.rack().caution("hc"), None);
+    assert_eq!(app.rack().caution("ha"), None);
+    assert_eq!(app.rack().caution("nowhere"), None);
+    // A host in maintenance refuses whatever its health.
+    let maint = STATUS_HA
+        .replace(r#""host":"ha""#, r#""host":"hc""#)
+        .replace(r#""state":"active""#, r#""state":"maintenance""#);
+    answer(&mut app, "hc", Answer::Status, &maint);
+    assert_eq!(app.rack().caution("hc").as_deref(), Some("maintenance"));
+}

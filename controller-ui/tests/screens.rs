@@ -97,11 +97,24 @@ fn host_view_shows_its_vms_and_the_plan() {
     let rows = draw(&app, 80, 24);
     let s = rows.join("\n");
     assert!(rows[1].starts_with("ha  rack 12 / U07"), "{}", rows[1]);
+    // hb is degraded by its own line's word, which ha's agent, choosing
+    // it, cannot see: the controller says so against the move.
     let db1 = &rows_with(&rows, "db1 ")[0];
     assert!(
-        db1.contains("running") && db1.contains("8192") && db1.contains("→ hb"),
+        db1.contains("running") && db1.contains("8192") && db1.contains("→ hb (degraded)"),
         "{db1}"
     );
+    assert_eq!(fg_of(&app, 80, 24, "→ hb (degraded)"), Some(Color::Yellow));
+    assert!(
+        s.contains("hb is degraded: a move there may be refused; the agent then"),
+        "{s}"
+    );
+    // hc's line is down: nothing known against it, nothing said.
+    assert!(
+        rows_with(&rows, "web1 ")[0].trim_end().ends_with("→ hc"),
+        "{s}"
+    );
+    assert_eq!(s.matches("may be refused").count(), 1, "{s}");
     let huge = &rows_with(&rows, "huge ")[0];
     assert!(
         huge.contains("40960") && huge.contains("cannot place"),

@@ -118,6 +118,22 @@ impl Rack {
         self.hosts.len()
     }
 
+    /// Why a move to `dest` may be refused, from what the controller hears
+    /// on `dest`'s own line: the source's agent chose it without seeing its
+    /// health (a peer's health reaches it only as the peer's hook refusing
+    /// the VM, after which it tries another peer). None when nothing is
+    /// known against it.
+    pub fn caution(&self, dest: &str) -> Option<String> {
+        let d = self.hosts.get(dest)?;
+        match (&d.state, d.health) {
+            (HostState::Maintenance | HostState::Evacuating | HostState::PoweringOff, _) => {
+                Some(d.state.label())
+            }
+            (_, Health::Degraded | Health::Faulty) => Some(d.health.label().to_owned()),
+            _ => None,
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.hosts.is_empty()
     }

@@ -35,6 +35,11 @@ pub(super) fn render(app: &App, name: &str, frame: &mut Frame, area: Rect) -> &'
     HELP
 }
 
+/// What the controller knows against a planned destination.
+fn caution() -> Style {
+    Style::new().fg(Color::Yellow)
+}
+
 fn lines(app: &App, h: &Host, width: usize) -> Vec<Line<'static>> {
     let mut out: Vec<Line<'static>> = Vec::new();
     let bold = Style::new().add_modifier(Modifier::BOLD);
@@ -117,7 +122,10 @@ fn lines(app: &App, h: &Host, width: usize) -> Vec<Line<'static>> {
     }
     for vm in &h.vms {
         let plan = match h.plan.as_ref().map(|p| p.for_vm(&vm.name)) {
-            Some(PlanFor::MovesTo(dest)) => (format!("→ {}", clean(dest)), Style::new()),
+            Some(PlanFor::MovesTo(dest)) => match app.rack().caution(dest) {
+                Some(c) => (format!("→ {} ({c})", clean(dest)), caution()),
+                None => (format!("→ {}", clean(dest)), Style::new()),
+            },
             Some(PlanFor::CannotPlace(_)) => ("cannot place".to_owned(), alarm()),
             Some(PlanFor::NotInPlan) => ("stays".to_owned(), Style::new()),
             None => (String::new(), Style::new()),
@@ -161,6 +169,21 @@ fn lines(app: &App, h: &Host, width: usize) -> Vec<Line<'static>> {
                     format!("  {what} {}: {}", clean(&u.vm), clean(&u.reason)),
                     alarm(),
                 );
+            }
+            let mut dests: Vec<&str> = p.moves.iter().map(|m| m.dest.as_str()).collect();
+            dests.sort_unstable();
+            dests.dedup();
+            for d in dests {
+                if let Some(c) = app.rack().caution(d) {
+                    wrapped(
+                        &mut out,
+                        format!(
+                            "  {} is {c}: a move there may be refused; the agent then tries another peer",
+                            clean(d)
+                        ),
+                        caution(),
+                    );
+                }
             }
             for r in &p.peer_reasons {
                 wrapped(
