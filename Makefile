@@ -13,7 +13,7 @@ LAB := target/debug/rackside-lab
 DEB_PACKAGES := libvirt-daemon-system libvirt-clients libvirt-dev pkg-config \
 	qemu-system-x86 qemu-utils iproute2 nftables linux-image-cloud-amd64 busybox-static \
 	cpio socat picocom tmux procps util-linux coreutils iptables lintian rpm debootstrap \
-	systemd-container bc jq openssl ser2net openssh-client binutils
+	systemd-container bc jq openssl ser2net openssh-client binutils tcpdump
 
 # QEMU before 9.0 loses writes a TCG guest makes during a live migration
 # (its fast dirty-bitmap sync never re-arms TCG's dirty tracking; fixed in

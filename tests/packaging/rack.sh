@@ -71,7 +71,7 @@ check() {
 die() { echo "rack: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "must run as root"
 command -v socat >/dev/null || die "socat not installed"
-for t in bc jq openssl qemu-storage-daemon ser2net; do command -v "$t" >/dev/null || die "$t not installed"; done
+for t in bc jq openssl qemu-storage-daemon ser2net tcpdump; do command -v "$t" >/dev/null || die "$t not installed"; done
 [ -x "$lab_bin" ] || die "no rackside-lab at $lab_bin (cargo build -p rackside-lab)"
 
 # ---------------------------------------------------------------- base
@@ -116,7 +116,7 @@ echo "rack base: $(tr '\t\n' ' ;' < "$rack_base/.rackside-rack-ready")"
 # ---------------------------------------------------------------- cleanup
 declare -A nspawn_pid=() init_pid=()
 socat_pids=()
-storage_pid= probe_pid= console_pid=
+storage_pid= probe_pid= console_pid= sniff_pid=
 cleanup() {
     local h p
     trap - EXIT INT TERM
@@ -141,7 +141,7 @@ cleanup() {
         if kill -0 "$p" 2>/dev/null; then kill -TERM "$p" 2>/dev/null; sleep 1; kill -KILL "$p" 2>/dev/null; fi
         wait "$p" 2>/dev/null
     done
-    for p in $console_pid "${socat_pids[@]}" $storage_pid $probe_pid; do kill -TERM "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+    for p in $console_pid "${socat_pids[@]}" $storage_pid $probe_pid $sniff_pid; do kill -TERM "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
     for h in "${hosts[@]}"; do
         mountpoint -q "$work/$h/root" && umount "$work/$h/root"
         ip netns delete "$tag-$h" 2>/dev/null
@@ -635,8 +635,15 @@ rc=$?
 sed 's/^/  controller| /' "$work/status.out"
 check "controller status (PIN given; pty, raw TCP and telnet lines): every line up" test "$rc" = 0
 disk_before=$(last_of c1 rackside-disk)
+# The wire between the hosts, as anyone on the management network sees
+# it: the first bytes of every packet to or from QEMU's migration ports.
+ip netns exec "$tag-sw" tcpdump -Z root -i br0 -s 200 -U -w "$work/migration.pcap" \
+    'tcp portrange 49152-49215' 2>"$work/tcpdump.err" &
+sniff_pid=$!
+for _ in $(seq 100); do grep -q 'listening on' "$work/tcpdump.err" && break; sleep 0.1; done
 timeout 900 "${ctl[@]}" "${lines[@]}" evacuate c1 --poweroff --wait 600 >"$work/controller.out" 2>&1
 rc=$?
+kill -INT "$sniff_pid" 2>/dev/null; wait "$sniff_pid" 2>/dev/null; sniff_pid=
 sed 's/^/  controller| /' "$work/controller.out"
 check "controller exit 0" test "$rc" = 0
 check "controller says SAFE" grep -q 'SAFE TO POWER OFF' "$work/controller.out"
@@ -672,6 +679,19 @@ check "hook ran on $dest for the migration (agent's hook reports)" sh -c \
     "nsenter -t ${init_pid[$dest]} -a journalctl --no-pager -o verbose -u rackside-agent | grep -q 'F_OP=migrate'"
 check "hook ran on c1 when the guest left (c1's journal)" sh -c \
     "journalctl -D '$work/c1/root/var/log/journal' --no-pager -o verbose -u rackside-agent | grep -q 'F_OP=release'"
+# QEMU's migration stream opens with its magic, "QEVM", in the first
+# packet; encrypted, it opens with a TLS handshake (a ClientHello record:
+# 16 03 01, length, 01) and the magic appears nowhere in clear.
+sniffed() { tcpdump -r "$work/migration.pcap" 2>/dev/null | wc -l; }
+echo "migration wire: $(sniffed) packets captured on the hosts' network ($(sed -n 's/^\([0-9]*\) packets dropped by kernel/\1 dropped by the kernel/p' "$work/tcpdump.err"))"
+check "the migration crossed the hosts' network (packets captured)" test "$(sniffed)" -gt 0
+if [ "$tls" = 1 ]; then
+    check "the migration stream is TLS on the wire (a ClientHello)" sh -c \
+        "od -An -v -tx1 -w1 '$work/migration.pcap' | tr -d ' ' | paste -sd, | grep -Eq '(^|,)16,03,0[1-3],[0-9a-f]{2},[0-9a-f]{2},01(,|\$)'"
+    check "no clear migration stream on the wire (no QEVM magic)" sh -c "! LC_ALL=C grep -qa QEVM '$work/migration.pcap'"
+else
+    check "the migration stream is in clear on the wire (QEVM magic), as RACK_TLS=0 asks" env LC_ALL=C grep -qa QEVM "$work/migration.pcap"
+fi
 check "policy followed the guest to $dest (nft)" test "$(policy_tables "$dest")" -ge 1
 check "$dest applies the policy: TCP 7 open" port_is 7 open
 check "$dest applies the policy: TCP 23 dropped, not refused" port_is 23 dropped
