@@ -206,6 +206,8 @@ pub struct Tmux {
     /// The server's socket file, removed once the server is gone.
     socket_path: PathBuf,
     server_pid: Option<i32>,
+    /// The program's process, for a look at it when it will not end.
+    pane_pid: Option<i32>,
     closed: bool,
 }
 
@@ -243,6 +245,7 @@ impl Tmux {
             socket: socket.to_owned(),
             socket_path: PathBuf::new(),
             server_pid: None,
+            pane_pid: None,
             closed: false,
         };
         let info = t.tmux(&[
@@ -250,10 +253,12 @@ impl Tmux {
             "-p",
             "-t",
             TARGET,
-            "#{pid} #{socket_path}",
+            "#{pid} #{pane_pid} #{socket_path}",
         ])?;
-        if let Some((pid, path)) = info.trim().split_once(' ') {
-            t.server_pid = pid.parse().ok();
+        let mut f = info.trim().splitn(3, ' ');
+        if let (Some(server), Some(pane), Some(path)) = (f.next(), f.next(), f.next()) {
+            t.server_pid = server.parse().ok();
+            t.pane_pid = pane.parse().ok();
             t.socket_path = PathBuf::from(path);
         }
         let got = t.tmux(&[
@@ -335,15 +340,69 @@ impl Tmux {
                 return Ok(h);
             }
             if Instant::now() >= deadline {
-                let screen = self.screen().unwrap_or_else(|e| e.to_string());
+                let mut screen = self.screen().unwrap_or_else(|e| e.to_string());
+                let program = self.program();
+                if program != "running" {
+                    // Why it has not ended: where its threads wait, and
+                    // whether the server can hear SIGCHLD.
+                    screen.push_str(&self.processes());
+                }
                 return Err(TerminalError::Timeout {
-                    what: format!("{what} (terminal program: {})", self.program()),
+                    what: format!("{what} (terminal program: {program})"),
                     secs: limit.as_secs(),
                     screen,
                 });
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// The program's threads (state, where each waits, kernel stack) and
+    /// the server's signal masks, from /proc.
+    pub fn processes(&self) -> String {
+        let mut out = String::new();
+        let read = |p: String| std::fs::read_to_string(p).unwrap_or_else(|e| format!("({e})\n"));
+        let pick = |status: &str, keys: &[&str]| -> String {
+            status
+                .lines()
+                .filter(|l| keys.iter().any(|k| l.starts_with(k)))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        if let Some(pid) = self.pane_pid {
+            let status = read(format!("/proc/{pid}/status"));
+            out.push_str(&format!(
+                "\n--- program pid {pid}: {}\n",
+                pick(&status, &["Name:", "State:", "Threads:", "PPid:"])
+            ));
+            let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_else(|_| Vec::new());
+            for t in tasks {
+                let base = format!("/proc/{pid}/task/{t}");
+                out.push_str(&format!(
+                    "task {t} {}: {} wchan {}\n{}",
+                    read(format!("{base}/comm")).trim(),
+                    pick(&read(format!("{base}/status")), &["State:"]),
+                    read(format!("{base}/wchan")).trim(),
+                    read(format!("{base}/stack"))
+                ));
+            }
+        }
+        if let Some(pid) = self.server_pid {
+            out.push_str(&format!(
+                "--- tmux server pid {pid}: {}\n",
+                pick(
+                    &read(format!("/proc/{pid}/status")),
+                    &["State:", "SigBlk:", "SigIgn:", "SigCgt:"]
+                )
+            ));
+        }
+        out
     }
 
     /// Ends the server (and so the program), then removes its socket.

@@ -89,11 +89,21 @@ pub fn run(config: &Config, options: &ClientOptions) -> Result<(), TuiError> {
     })();
     ratatui::restore();
     stop.store(true, Ordering::Relaxed);
-    for t in threads {
+    // A line in the middle of a call ends it within its timeout; a person
+    // who pressed q does not wait for that. The lines hold nothing to save
+    // (their locks and connections end with the process).
+    let end = Instant::now() + QUIT_GRACE;
+    while Instant::now() < end && !threads.iter().all(|t| t.is_finished()) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for t in threads.into_iter().filter(|t| t.is_finished()) {
         let _ = t.join();
     }
     result
 }
+
+/// How long quitting waits for the lines' threads.
+const QUIT_GRACE: Duration = Duration::from_secs(1);
 
 /// Sends `c` to the line(s) it concerns; false on Quit.
 fn route(routes: &BTreeMap<String, mpsc::Sender<UiCommand>>, c: UiCommand) -> bool {
