@@ -383,11 +383,13 @@ fn the_controller_empties_a_host_over_a_console_server_and_a_dropped_line_comes_
         std::thread::sleep(Duration::from_millis(400));
     }
     term.type_text("q").unwrap();
+    let mut ended = String::new();
     term.wait_for("the controller to quit", Duration::from_secs(30), |_| {
-        term.program().starts_with("dead")
+        ended = term.program();
+        ended.starts_with("dead")
     })
     .unwrap_or_else(|e| fail("quit", &e));
-    assert_eq!(term.program(), "dead 0");
+    assert_eq!(ended, "dead 0");
     term.close().expect("tmux");
 
     drop(console);

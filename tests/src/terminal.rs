@@ -321,7 +321,18 @@ impl Tmux {
             TARGET,
             "#{pane_dead}|#{pane_dead_status}|#{pane_dead_signal}",
         ]) {
-            Ok(s) => pane_state(&s),
+            Ok(s) => match pane_state(&s) {
+                // tmux has seen the pty close but not the exit: a zombie
+                // of its own that it has not reaped (it can miss the
+                // SIGCHLD: seen in CI, with the server asleep for 30 s).
+                // The kernel holds the status until then.
+                e if e == "exiting" => self
+                    .pane_pid
+                    .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+                    .and_then(|stat| zombie_status(&stat))
+                    .unwrap_or(e),
+                state => state,
+            },
             Err(e) => format!("unknown ({e})"),
         }
     }
@@ -493,6 +504,22 @@ pub fn last_line(text: &str) -> &str {
 
 /// [`Terminal::program`]'s answer from tmux's
 /// `#{pane_dead}|#{pane_dead_status}|#{pane_dead_signal}`.
+/// `dead N` or `dead signal N` from `/proc/PID/stat` of a zombie (its
+/// 52nd field is the status waitpid would return), else None.
+fn zombie_status(stat: &str) -> Option<String> {
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    if fields.first() != Some(&"Z") {
+        return None;
+    }
+    let code: i32 = fields.get(52 - 3)?.parse().ok()?;
+    Some(match code & 0x7f {
+        0 => format!("dead {}", (code >> 8) & 0xff),
+        signal => format!("dead signal {signal}"),
+    })
+}
+
 fn pane_state(s: &str) -> String {
     let mut f = s.trim().split('|');
     let (dead, status, signal) = (f.next(), f.next().unwrap_or(""), f.next().unwrap_or(""));
@@ -517,6 +544,43 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn a_zombie_tells_its_exit_status() {
+        let tail = (5..=51)
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let stat = |state: &str, code: i32| format!("42 (rackside (x)) {state} 1 {tail} {code}\n");
+        assert_eq!(zombie_status(&stat("Z", 0)).as_deref(), Some("dead 0"));
+        assert_eq!(zombie_status(&stat("Z", 3 << 8)).as_deref(), Some("dead 3"));
+        assert_eq!(
+            zombie_status(&stat("Z", 15)).as_deref(),
+            Some("dead signal 15")
+        );
+        assert_eq!(zombie_status(&stat("S", 0)), None);
+        assert_eq!(zombie_status("garbage"), None);
+    }
+
+    #[test]
+    fn a_real_zombie_is_read_from_proc() {
+        let child = std::process::Command::new("sh")
+            .args(["-c", "exit 3"])
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let end = Instant::now() + Duration::from_secs(10);
+        let mut seen = None;
+        while seen.is_none() && Instant::now() < end {
+            seen = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| zombie_status(&s));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut child = child;
+        let _ = child.wait();
+        assert_eq!(seen.as_deref(), Some("dead 3"));
+    }
 
     #[test]
     fn wide_lines_counts_characters_not_bytes() {
